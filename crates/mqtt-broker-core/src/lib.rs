@@ -1,0 +1,2 @@
+//! mqtt-broker-core (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! mqtt-client (work in progress).
+#![forbid(unsafe_code)]

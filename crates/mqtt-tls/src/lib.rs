@@ -1,0 +1,2 @@
+//! mqtt-tls (work in progress).
+#![forbid(unsafe_code)]
