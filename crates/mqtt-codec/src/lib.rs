@@ -1,3 +1,55 @@
-//! mqtt-codec (work in progress).
+//! Sans-IO MQTT packet codec for MQTT 3.1, 3.1.1 and 5.0.
+//!
+//! - Every control packet and every 5.0 property, with reason codes as enums.
+//! - Incremental decoding from partial buffers in the style of tokio-util's
+//!   `Decoder`: too few bytes is `Ok(None)`, never an error; a whole packet is
+//!   split off the buffer and its topic and payload are shared [`bytes::Bytes`].
+//! - The remaining length is checked against a maximum packet size as soon as
+//!   the fixed header is read, before anything is buffered.
+//! - Every malformed-packet rule is a typed [`DecodeError`] with the 5.0
+//!   [`ReasonCode`] to send ([`DecodeError::reason_code`]). No input panics.
+//! - Encoding reserves the exact size once ([`Packet::encoded_len`]) and can
+//!   refuse packets above the peer's Maximum Packet Size.
+//! - Topic names and filters are validated types with the matching rules of
+//!   both specifications, including `$share/{group}/{filter}`.
+//! - `no_std` with `alloc` when the default `std` feature is off.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use mqtt_codec::{Connect, Decoder, Packet, ProtocolVersion};
+//!
+//! let mut buf = BytesMut::new();
+//! Connect::new(ProtocolVersion::V5, "pi").encode(ProtocolVersion::V5, &mut buf).unwrap();
+//!
+//! // A server does not know the version until CONNECT arrives.
+//! let mut decoder = Decoder::new();
+//! let Some(Packet::Connect(c)) = decoder.decode(&mut buf).unwrap() else { unreachable!() };
+//! assert_eq!(c.client_id, "pi");
+//! assert_eq!(decoder.version(), Some(ProtocolVersion::V5));
+//! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod error;
+mod packet;
+mod properties;
+mod reason;
+pub mod topic;
+mod types;
+mod wire;
+
+pub use bytes;
+pub use error::{DecodeError, EncodeError};
+pub use packet::{
+    decode_packet, peek_connect_version, Auth, ConnAck, Connect, Decoder, Disconnect, FixedHeader,
+    LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, Subscription,
+    UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
+};
+pub use properties::{Properties, PropertyId};
+pub use reason::ReasonCode;
+pub use topic::{TopicError, TopicFilter, TopicName};
+pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+pub use wire::MAX_VARIABLE_INTEGER;

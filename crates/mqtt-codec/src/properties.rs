@@ -1,0 +1,553 @@
+//! MQTT 5.0 properties (section 2.2.2): one struct with every property, and the
+//! rules of which packet may carry which.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::types::QoS;
+use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
+use alloc::string::String;
+use alloc::vec::Vec;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Identifier of a 5.0 property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum PropertyId {
+    PayloadFormatIndicator = 0x01,
+    MessageExpiryInterval = 0x02,
+    ContentType = 0x03,
+    ResponseTopic = 0x08,
+    CorrelationData = 0x09,
+    SubscriptionIdentifier = 0x0B,
+    SessionExpiryInterval = 0x11,
+    AssignedClientIdentifier = 0x12,
+    ServerKeepAlive = 0x13,
+    AuthenticationMethod = 0x15,
+    AuthenticationData = 0x16,
+    RequestProblemInformation = 0x17,
+    WillDelayInterval = 0x18,
+    RequestResponseInformation = 0x19,
+    ResponseInformation = 0x1A,
+    ServerReference = 0x1C,
+    ReasonString = 0x1F,
+    ReceiveMaximum = 0x21,
+    TopicAliasMaximum = 0x22,
+    TopicAlias = 0x23,
+    MaximumQoS = 0x24,
+    RetainAvailable = 0x25,
+    UserProperty = 0x26,
+    MaximumPacketSize = 0x27,
+    WildcardSubscriptionAvailable = 0x28,
+    SubscriptionIdentifierAvailable = 0x29,
+    SharedSubscriptionAvailable = 0x2A,
+}
+
+impl PropertyId {
+    /// The property for its identifier byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        use PropertyId::*;
+        Some(match v {
+            0x01 => PayloadFormatIndicator,
+            0x02 => MessageExpiryInterval,
+            0x03 => ContentType,
+            0x08 => ResponseTopic,
+            0x09 => CorrelationData,
+            0x0B => SubscriptionIdentifier,
+            0x11 => SessionExpiryInterval,
+            0x12 => AssignedClientIdentifier,
+            0x13 => ServerKeepAlive,
+            0x15 => AuthenticationMethod,
+            0x16 => AuthenticationData,
+            0x17 => RequestProblemInformation,
+            0x18 => WillDelayInterval,
+            0x19 => RequestResponseInformation,
+            0x1A => ResponseInformation,
+            0x1C => ServerReference,
+            0x1F => ReasonString,
+            0x21 => ReceiveMaximum,
+            0x22 => TopicAliasMaximum,
+            0x23 => TopicAlias,
+            0x24 => MaximumQoS,
+            0x25 => RetainAvailable,
+            0x26 => UserProperty,
+            0x27 => MaximumPacketSize,
+            0x28 => WildcardSubscriptionAvailable,
+            0x29 => SubscriptionIdentifierAvailable,
+            0x2A => SharedSubscriptionAvailable,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a property set appears; decides which properties are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PropertyContext {
+    Connect,
+    ConnAck,
+    Publish,
+    Will,
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
+    PubResponse,
+    Subscribe,
+    SubAck,
+    Unsubscribe,
+    UnsubAck,
+    Disconnect,
+    Auth,
+}
+
+impl PropertyContext {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "CONNECT",
+            Self::ConnAck => "CONNACK",
+            Self::Publish => "PUBLISH",
+            Self::Will => "will properties",
+            Self::PubResponse => "PUBACK/PUBREC/PUBREL/PUBCOMP",
+            Self::Subscribe => "SUBSCRIBE",
+            Self::SubAck => "SUBACK",
+            Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::UnsubAck => "UNSUBACK",
+            Self::Disconnect => "DISCONNECT",
+            Self::Auth => "AUTH",
+        }
+    }
+
+    /// Table of section 2.2.2.2.
+    fn allows(self, id: PropertyId) -> bool {
+        use PropertyContext as C;
+        use PropertyId::*;
+        match id {
+            UserProperty => true,
+            PayloadFormatIndicator
+            | MessageExpiryInterval
+            | ContentType
+            | ResponseTopic
+            | CorrelationData => matches!(self, C::Publish | C::Will),
+            SubscriptionIdentifier => matches!(self, C::Publish | C::Subscribe),
+            SessionExpiryInterval => matches!(self, C::Connect | C::ConnAck | C::Disconnect),
+            AssignedClientIdentifier
+            | ServerKeepAlive
+            | ResponseInformation
+            | MaximumQoS
+            | RetainAvailable
+            | WildcardSubscriptionAvailable
+            | SubscriptionIdentifierAvailable
+            | SharedSubscriptionAvailable => self == C::ConnAck,
+            AuthenticationMethod | AuthenticationData => {
+                matches!(self, C::Connect | C::ConnAck | C::Auth)
+            }
+            RequestProblemInformation | RequestResponseInformation => self == C::Connect,
+            WillDelayInterval => self == C::Will,
+            ServerReference => matches!(self, C::ConnAck | C::Disconnect),
+            ReasonString => matches!(
+                self,
+                C::ConnAck | C::PubResponse | C::SubAck | C::UnsubAck | C::Disconnect | C::Auth
+            ),
+            ReceiveMaximum | TopicAliasMaximum | MaximumPacketSize => {
+                matches!(self, C::Connect | C::ConnAck)
+            }
+            TopicAlias => self == C::Publish,
+        }
+    }
+}
+
+/// Every MQTT 5.0 property. A packet uses the ones the specification allows
+/// for it; the decoder rejects the others, and the encoder writes whatever is
+/// set (so set only what the packet allows). Empty for 3.1.1 packets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    /// 0x01 Payload Format Indicator: `true` means UTF-8 payload.
+    pub payload_format_indicator: Option<bool>,
+    /// 0x02 Message Expiry Interval in seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x03 Content Type.
+    pub content_type: Option<String>,
+    /// 0x08 Response Topic.
+    pub response_topic: Option<String>,
+    /// 0x09 Correlation Data.
+    pub correlation_data: Option<Bytes>,
+    /// 0x0B Subscription Identifier(s): several in a PUBLISH, at most one in SUBSCRIBE.
+    pub subscription_identifiers: Vec<u32>,
+    /// 0x11 Session Expiry Interval in seconds.
+    pub session_expiry_interval: Option<u32>,
+    /// 0x12 Assigned Client Identifier.
+    pub assigned_client_identifier: Option<String>,
+    /// 0x13 Server Keep Alive in seconds.
+    pub server_keep_alive: Option<u16>,
+    /// 0x15 Authentication Method.
+    pub authentication_method: Option<String>,
+    /// 0x16 Authentication Data.
+    pub authentication_data: Option<Bytes>,
+    /// 0x17 Request Problem Information.
+    pub request_problem_information: Option<bool>,
+    /// 0x18 Will Delay Interval in seconds.
+    pub will_delay_interval: Option<u32>,
+    /// 0x19 Request Response Information.
+    pub request_response_information: Option<bool>,
+    /// 0x1A Response Information.
+    pub response_information: Option<String>,
+    /// 0x1C Server Reference.
+    pub server_reference: Option<String>,
+    /// 0x1F Reason String.
+    pub reason_string: Option<String>,
+    /// 0x21 Receive Maximum (never 0).
+    pub receive_maximum: Option<u16>,
+    /// 0x22 Topic Alias Maximum.
+    pub topic_alias_maximum: Option<u16>,
+    /// 0x23 Topic Alias (never 0).
+    pub topic_alias: Option<u16>,
+    /// 0x24 Maximum QoS (0 or 1 when present).
+    pub maximum_qos: Option<QoS>,
+    /// 0x25 Retain Available.
+    pub retain_available: Option<bool>,
+    /// 0x26 User Properties, in order; a name may repeat.
+    pub user_properties: Vec<(String, String)>,
+    /// 0x27 Maximum Packet Size (never 0).
+    pub maximum_packet_size: Option<u32>,
+    /// 0x28 Wildcard Subscription Available.
+    pub wildcard_subscription_available: Option<bool>,
+    /// 0x29 Subscription Identifier Available.
+    pub subscription_identifier_available: Option<bool>,
+    /// 0x2A Shared Subscription Available.
+    pub shared_subscription_available: Option<bool>,
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::DuplicateProperty(id));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn flag(r: &mut Reader, id: PropertyId) -> Result<bool, DecodeError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::InvalidPropertyValue(id)),
+    }
+}
+
+impl Properties {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Reads a property length and the properties that follow.
+    pub(crate) fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Self, DecodeError> {
+        let len = r.variable_integer()? as usize;
+        let mut p = Properties::default();
+        if len == 0 {
+            return Ok(p);
+        }
+        let mut r = r.sub(len)?;
+        while !r.is_empty() {
+            let raw = r.variable_integer()?;
+            let id = u8::try_from(raw)
+                .ok()
+                .and_then(PropertyId::from_u8)
+                .ok_or(DecodeError::UnknownProperty(raw.min(255) as u8))?;
+            if !ctx.allows(id) {
+                return Err(DecodeError::PropertyNotAllowed {
+                    property: id,
+                    context: ctx.name(),
+                });
+            }
+            use PropertyId::*;
+            match id {
+                PayloadFormatIndicator => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.payload_format_indicator, v, id)?
+                }
+                MessageExpiryInterval => {
+                    let v = r.u32()?;
+                    set_once(&mut p.message_expiry_interval, v, id)?
+                }
+                ContentType => {
+                    let v = r.string()?;
+                    set_once(&mut p.content_type, v, id)?
+                }
+                ResponseTopic => {
+                    let v = r.string()?;
+                    // [MQTT-3.3.2-14] the Response Topic is a Topic Name.
+                    if v.is_empty() || v.contains(['+', '#']) {
+                        return Err(DecodeError::InvalidPropertyValue(id));
+                    }
+                    set_once(&mut p.response_topic, v, id)?
+                }
+                CorrelationData => {
+                    let v = r.binary()?;
+                    set_once(&mut p.correlation_data, v, id)?
+                }
+                SubscriptionIdentifier => {
+                    let v = r.variable_integer()?;
+                    // [MQTT-3.3.4-6] / 3.8.2.1.2: 0 is a Protocol Error.
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue(id));
+                    }
+                    if ctx == PropertyContext::Subscribe && !p.subscription_identifiers.is_empty() {
+                        return Err(DecodeError::DuplicateProperty(id));
+                    }
+                    p.subscription_identifiers.push(v);
+                }
+                SessionExpiryInterval => {
+                    let v = r.u32()?;
+                    set_once(&mut p.session_expiry_interval, v, id)?
+                }
+                AssignedClientIdentifier => {
+                    let v = r.string()?;
+                    set_once(&mut p.assigned_client_identifier, v, id)?
+                }
+                ServerKeepAlive => {
+                    let v = r.u16()?;
+                    set_once(&mut p.server_keep_alive, v, id)?
+                }
+                AuthenticationMethod => {
+                    let v = r.string()?;
+                    set_once(&mut p.authentication_method, v, id)?
+                }
+                AuthenticationData => {
+                    let v = r.binary()?;
+                    set_once(&mut p.authentication_data, v, id)?
+                }
+                RequestProblemInformation => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.request_problem_information, v, id)?
+                }
+                WillDelayInterval => {
+                    let v = r.u32()?;
+                    set_once(&mut p.will_delay_interval, v, id)?
+                }
+                RequestResponseInformation => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.request_response_information, v, id)?
+                }
+                ResponseInformation => {
+                    let v = r.string()?;
+                    set_once(&mut p.response_information, v, id)?
+                }
+                ServerReference => {
+                    let v = r.string()?;
+                    set_once(&mut p.server_reference, v, id)?
+                }
+                ReasonString => {
+                    let v = r.string()?;
+                    set_once(&mut p.reason_string, v, id)?
+                }
+                ReceiveMaximum => {
+                    let v = r.u16()?;
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue(id));
+                    }
+                    set_once(&mut p.receive_maximum, v, id)?
+                }
+                TopicAliasMaximum => {
+                    let v = r.u16()?;
+                    set_once(&mut p.topic_alias_maximum, v, id)?
+                }
+                TopicAlias => {
+                    let v = r.u16()?;
+                    if v == 0 {
+                        return Err(DecodeError::TopicAliasZero);
+                    }
+                    set_once(&mut p.topic_alias, v, id)?
+                }
+                MaximumQoS => {
+                    let v = match r.u8()? {
+                        0 => QoS::AtMostOnce,
+                        1 => QoS::AtLeastOnce,
+                        _ => return Err(DecodeError::InvalidPropertyValue(id)),
+                    };
+                    set_once(&mut p.maximum_qos, v, id)?
+                }
+                RetainAvailable => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.retain_available, v, id)?
+                }
+                UserProperty => {
+                    let k = r.string()?;
+                    let v = r.string()?;
+                    p.user_properties.push((k, v));
+                }
+                MaximumPacketSize => {
+                    let v = r.u32()?;
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue(id));
+                    }
+                    set_once(&mut p.maximum_packet_size, v, id)?
+                }
+                WildcardSubscriptionAvailable => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.wildcard_subscription_available, v, id)?
+                }
+                SubscriptionIdentifierAvailable => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.subscription_identifier_available, v, id)?
+                }
+                SharedSubscriptionAvailable => {
+                    let v = flag(&mut r, id)?;
+                    set_once(&mut p.shared_subscription_available, v, id)?
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Length of the properties themselves, without the length prefix.
+    pub(crate) fn body_len(&self) -> usize {
+        fn s(v: &Option<String>) -> usize {
+            v.as_ref().map_or(0, |v| 3 + v.len())
+        }
+        fn b(v: &Option<Bytes>) -> usize {
+            v.as_ref().map_or(0, |v| 3 + v.len())
+        }
+        fn n<T>(v: &Option<T>, size: usize) -> usize {
+            v.as_ref().map_or(0, |_| 1 + size)
+        }
+        n(&self.payload_format_indicator, 1)
+            + n(&self.message_expiry_interval, 4)
+            + s(&self.content_type)
+            + s(&self.response_topic)
+            + b(&self.correlation_data)
+            + self
+                .subscription_identifiers
+                .iter()
+                .map(|&v| 1 + variable_integer_len(v as usize))
+                .sum::<usize>()
+            + n(&self.session_expiry_interval, 4)
+            + s(&self.assigned_client_identifier)
+            + n(&self.server_keep_alive, 2)
+            + s(&self.authentication_method)
+            + b(&self.authentication_data)
+            + n(&self.request_problem_information, 1)
+            + n(&self.will_delay_interval, 4)
+            + n(&self.request_response_information, 1)
+            + s(&self.response_information)
+            + s(&self.server_reference)
+            + s(&self.reason_string)
+            + n(&self.receive_maximum, 2)
+            + n(&self.topic_alias_maximum, 2)
+            + n(&self.topic_alias, 2)
+            + n(&self.maximum_qos, 1)
+            + n(&self.retain_available, 1)
+            + self
+                .user_properties
+                .iter()
+                .map(|(k, v)| 5 + k.len() + v.len())
+                .sum::<usize>()
+            + n(&self.maximum_packet_size, 4)
+            + n(&self.wildcard_subscription_available, 1)
+            + n(&self.subscription_identifier_available, 1)
+            + n(&self.shared_subscription_available, 1)
+    }
+
+    /// Length with the variable byte integer prefix.
+    pub(crate) fn encoded_len(&self) -> usize {
+        let n = self.body_len();
+        variable_integer_len(n) + n
+    }
+
+    pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        use PropertyId::*;
+        fn s(buf: &mut BytesMut, id: PropertyId, v: &Option<String>) -> Result<(), EncodeError> {
+            if let Some(v) = v {
+                check_field(v.len())?;
+                buf.put_u8(id as u8);
+                put_binary(buf, v.as_bytes());
+            }
+            Ok(())
+        }
+        fn b(buf: &mut BytesMut, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
+            if let Some(v) = v {
+                check_field(v.len())?;
+                buf.put_u8(id as u8);
+                put_binary(buf, v);
+            }
+            Ok(())
+        }
+        fn f(buf: &mut BytesMut, id: PropertyId, v: Option<bool>) {
+            if let Some(v) = v {
+                buf.put_u8(id as u8);
+                buf.put_u8(v as u8);
+            }
+        }
+        fn u2(buf: &mut BytesMut, id: PropertyId, v: Option<u16>) {
+            if let Some(v) = v {
+                buf.put_u8(id as u8);
+                buf.put_u16(v);
+            }
+        }
+        fn u4(buf: &mut BytesMut, id: PropertyId, v: Option<u32>) {
+            if let Some(v) = v {
+                buf.put_u8(id as u8);
+                buf.put_u32(v);
+            }
+        }
+        put_variable_integer(buf, self.body_len());
+        f(buf, PayloadFormatIndicator, self.payload_format_indicator);
+        u4(buf, MessageExpiryInterval, self.message_expiry_interval);
+        s(buf, ContentType, &self.content_type)?;
+        s(buf, ResponseTopic, &self.response_topic)?;
+        b(buf, CorrelationData, &self.correlation_data)?;
+        for &id in &self.subscription_identifiers {
+            buf.put_u8(SubscriptionIdentifier as u8);
+            put_variable_integer(buf, id as usize);
+        }
+        u4(buf, SessionExpiryInterval, self.session_expiry_interval);
+        s(
+            buf,
+            AssignedClientIdentifier,
+            &self.assigned_client_identifier,
+        )?;
+        u2(buf, ServerKeepAlive, self.server_keep_alive);
+        s(buf, AuthenticationMethod, &self.authentication_method)?;
+        b(buf, AuthenticationData, &self.authentication_data)?;
+        f(
+            buf,
+            RequestProblemInformation,
+            self.request_problem_information,
+        );
+        u4(buf, WillDelayInterval, self.will_delay_interval);
+        f(
+            buf,
+            RequestResponseInformation,
+            self.request_response_information,
+        );
+        s(buf, ResponseInformation, &self.response_information)?;
+        s(buf, ServerReference, &self.server_reference)?;
+        s(buf, ReasonString, &self.reason_string)?;
+        u2(buf, ReceiveMaximum, self.receive_maximum);
+        u2(buf, TopicAliasMaximum, self.topic_alias_maximum);
+        u2(buf, TopicAlias, self.topic_alias);
+        if let Some(q) = self.maximum_qos {
+            buf.put_u8(MaximumQoS as u8);
+            buf.put_u8(q.as_u8());
+        }
+        f(buf, RetainAvailable, self.retain_available);
+        for (k, v) in &self.user_properties {
+            check_field(k.len())?;
+            check_field(v.len())?;
+            buf.put_u8(UserProperty as u8);
+            put_binary(buf, k.as_bytes());
+            put_binary(buf, v.as_bytes());
+        }
+        u4(buf, MaximumPacketSize, self.maximum_packet_size);
+        f(
+            buf,
+            WildcardSubscriptionAvailable,
+            self.wildcard_subscription_available,
+        );
+        f(
+            buf,
+            SubscriptionIdentifierAvailable,
+            self.subscription_identifier_available,
+        );
+        f(
+            buf,
+            SharedSubscriptionAvailable,
+            self.shared_subscription_available,
+        );
+        Ok(())
+    }
+}

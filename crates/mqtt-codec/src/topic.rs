@@ -1,0 +1,277 @@
+//! Topic names and topic filters (section 4.7), validated once and matched by
+//! the rules both specifications share, plus `$share/{group}/{filter}` parsing.
+
+use crate::error::DecodeError;
+use crate::wire::validate_utf8;
+use alloc::string::String;
+use bytes::Bytes;
+use core::fmt;
+
+/// Why a string is not a valid topic name or filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// Empty [MQTT-4.7.3-1].
+    #[error("empty")]
+    Empty,
+    /// Longer than 65,535 bytes.
+    #[error("longer than 65,535 bytes")]
+    TooLong,
+    /// A wildcard in a topic name [MQTT-4.7.0-1].
+    #[error("wildcard in a topic name")]
+    WildcardInName,
+    /// `#` not alone in the last level [MQTT-4.7.1-2].
+    #[error("'#' must be the last character and occupy a whole level")]
+    MisplacedMultiLevel,
+    /// `+` not alone in its level [MQTT-4.7.1-3].
+    #[error("'+' must occupy a whole level")]
+    MisplacedSingleLevel,
+    /// U+0000 in the topic [MQTT-4.7.3-2].
+    #[error("contains the null character U+0000")]
+    NullCharacter,
+    /// `$share/` with an empty or wildcard group, or without a filter [MQTT-4.8.2-1/2].
+    #[error("invalid shared subscription: '$share/{{ShareName}}/{{filter}}' needs a name without '+', '#' or '/' and a filter")]
+    InvalidShare,
+}
+
+/// A validated topic name: non-empty UTF-8 without wildcards or U+0000,
+/// kept as shared bytes so a PUBLISH's topic is never copied.
+///
+/// The empty name is allowed only through [`TopicName::empty`], for a 5.0
+/// PUBLISH that carries a Topic Alias instead.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(Bytes);
+
+impl TopicName {
+    /// Validates `s` as a topic name.
+    pub fn new(s: impl Into<Bytes>) -> Result<Self, TopicError> {
+        let b: Bytes = s.into();
+        check_name(&b)?;
+        Ok(Self(b))
+    }
+
+    /// A topic name from a `'static` string, validated.
+    pub fn from_static(s: &'static str) -> Result<Self, TopicError> {
+        Self::new(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The empty topic name of a 5.0 PUBLISH that uses a Topic Alias.
+    pub fn empty() -> Self {
+        Self(Bytes::new())
+    }
+
+    /// Whether this is the empty name (only with a Topic Alias).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        // Validated as UTF-8 on construction; the fallback is unreachable.
+        core::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The name as shared bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the name starts with `$` (e.g. `$SYS/...`), which leading
+    /// wildcards do not match [MQTT-4.7.2-1].
+    pub fn is_dollar(&self) -> bool {
+        self.0.first() == Some(&b'$')
+    }
+
+    /// Decoder entry point: checks UTF-8 and wildcards, empty allowed.
+    pub(crate) fn from_wire(b: Bytes) -> Result<Self, DecodeError> {
+        validate_utf8(&b)?;
+        if b.iter().any(|&c| c == b'+' || c == b'#') {
+            return Err(DecodeError::WildcardInTopicName);
+        }
+        Ok(Self(b))
+    }
+}
+
+fn check_name(b: &[u8]) -> Result<(), TopicError> {
+    if b.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if b.len() > u16::MAX as usize {
+        return Err(TopicError::TooLong);
+    }
+    if b.contains(&0) {
+        return Err(TopicError::NullCharacter);
+    }
+    if b.iter().any(|&c| c == b'+' || c == b'#') {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for TopicName {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Self::new(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl TryFrom<String> for TopicName {
+    type Error = TopicError;
+    fn try_from(s: String) -> Result<Self, TopicError> {
+        Self::new(Bytes::from(s))
+    }
+}
+
+/// A validated topic filter, possibly a shared subscription
+/// (`$share/{ShareName}/{filter}`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter {
+    text: String,
+    /// Byte offset of the filter proper inside `text` (after `$share/{group}/`).
+    filter_start: usize,
+}
+
+impl TopicFilter {
+    /// Validates `s` as a topic filter [MQTT-4.7.1], [MQTT-4.8.2].
+    pub fn new(s: impl Into<String>) -> Result<Self, TopicError> {
+        let text: String = s.into();
+        if text.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        if text.len() > u16::MAX as usize {
+            return Err(TopicError::TooLong);
+        }
+        if text.contains('\0') {
+            return Err(TopicError::NullCharacter);
+        }
+        let filter_start = match text.strip_prefix("$share/") {
+            Some(rest) => {
+                let slash = rest.find('/').ok_or(TopicError::InvalidShare)?;
+                let group = &rest[..slash];
+                if group.is_empty() || group.contains(['+', '#']) || slash + 1 == rest.len() {
+                    return Err(TopicError::InvalidShare);
+                }
+                "$share/".len() + slash + 1
+            }
+            None => 0,
+        };
+        check_filter(&text[filter_start..])?;
+        Ok(Self { text, filter_start })
+    }
+
+    /// The filter as the client sent it (with any `$share/{group}/` prefix).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The filter proper: without the `$share/{group}/` prefix.
+    pub fn filter(&self) -> &str {
+        &self.text[self.filter_start..]
+    }
+
+    /// The share name of a shared subscription.
+    pub fn share_group(&self) -> Option<&str> {
+        if self.filter_start == 0 {
+            None
+        } else {
+            Some(&self.text["$share/".len()..self.filter_start - 1])
+        }
+    }
+
+    /// Whether this is a shared subscription.
+    pub fn is_shared(&self) -> bool {
+        self.filter_start != 0
+    }
+
+    /// Whether the filter proper contains `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.filter().contains(['+', '#'])
+    }
+
+    /// Whether `topic` matches this filter (the share prefix is ignored).
+    pub fn matches(&self, topic: &str) -> bool {
+        matches(self.filter(), topic)
+    }
+}
+
+fn check_filter(f: &str) -> Result<(), TopicError> {
+    if f.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    let mut levels = f.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::MisplacedMultiLevel);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::MisplacedSingleLevel);
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl TryFrom<&str> for TopicFilter {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for TopicFilter {
+    type Error = TopicError;
+    fn try_from(s: String) -> Result<Self, TopicError> {
+        Self::new(s)
+    }
+}
+
+/// Whether topic name `topic` matches topic filter `filter` (both assumed
+/// valid; a `$share/` prefix must already be removed).
+///
+/// `+` matches one level, `#` the parent level and any number of levels
+/// below [MQTT-4.7.1-2]; a topic starting with `$` is not matched by a filter
+/// starting with a wildcard [MQTT-4.7.2-1].
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
