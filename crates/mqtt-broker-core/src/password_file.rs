@@ -1,0 +1,1 @@
+//! password_file (work in progress).
