@@ -192,4 +192,8 @@ pub enum EncodeError {
     /// SUBSCRIBE or UNSUBSCRIBE without topic filters.
     #[error("SUBSCRIBE and UNSUBSCRIBE need at least one topic filter")]
     NoTopicFilters,
+    /// A property value that cannot be encoded or that the peer must reject
+    /// (a Subscription Identifier of 0 or above 268,435,455).
+    #[error("invalid value for property {0:?}")]
+    InvalidPropertyValue(PropertyId),
 }

@@ -491,6 +491,11 @@ impl Properties {
         s(buf, ResponseTopic, &self.response_topic)?;
         b(buf, CorrelationData, &self.correlation_data)?;
         for &id in &self.subscription_identifiers {
+            // A variable byte integer holds at most 268,435,455, and 0 is a
+            // Protocol Error [MQTT-3.3.4-6]; `body_len` assumed 1 to 4 bytes.
+            if id == 0 || id > crate::wire::MAX_VARIABLE_INTEGER {
+                return Err(EncodeError::InvalidPropertyValue(SubscriptionIdentifier));
+            }
             buf.put_u8(SubscriptionIdentifier as u8);
             put_variable_integer(buf, id as usize);
         }

@@ -29,6 +29,9 @@ pub enum TopicError {
     /// U+0000 in the topic [MQTT-4.7.3-2].
     #[error("contains the null character U+0000")]
     NullCharacter,
+    /// Not valid UTF-8 [MQTT-1.5.4-1].
+    #[error("not valid UTF-8")]
+    InvalidUtf8,
     /// `$share/` with an empty or wildcard group, or without a filter [MQTT-4.8.2-1/2].
     #[error("invalid shared subscription: '$share/{{ShareName}}/{{filter}}' needs a name without '+', '#' or '/' and a filter")]
     InvalidShare,
@@ -106,6 +109,11 @@ fn check_name(b: &[u8]) -> Result<(), TopicError> {
     }
     if b.contains(&0) {
         return Err(TopicError::NullCharacter);
+    }
+    // `TopicName::new` takes any `Bytes`: without this check `as_str` would
+    // silently return "" for a name that is not UTF-8.
+    if core::str::from_utf8(b).is_err() {
+        return Err(TopicError::InvalidUtf8);
     }
     if b.iter().any(|&c| c == b'+' || c == b'#') {
         return Err(TopicError::WildcardInName);

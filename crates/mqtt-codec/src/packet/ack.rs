@@ -64,7 +64,7 @@ fn write_parts(
 }
 
 macro_rules! ack_packet {
-    ($(#[$doc:meta])* $name:ident, $ty:expr) => {
+    ($(#[$doc:meta])* $name:ident, $ty:expr, $flags:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $name {
@@ -108,6 +108,10 @@ macro_rules! ack_packet {
         impl Body for $name {
             const TYPE: PacketType = $ty;
 
+            fn flags(&self) -> u8 {
+                $flags
+            }
+
             fn body_len(&self, v: ProtocolVersion) -> usize {
                 parts_len(self.reason_code, &self.properties, v)
             }
@@ -122,20 +126,24 @@ macro_rules! ack_packet {
 ack_packet!(
     /// PUBACK: acknowledges a QoS 1 PUBLISH.
     PubAck,
-    PacketType::PubAck
+    PacketType::PubAck,
+    0
 );
 ack_packet!(
     /// PUBREC: first answer to a QoS 2 PUBLISH.
     PubRec,
-    PacketType::PubRec
+    PacketType::PubRec,
+    0
 );
 ack_packet!(
     /// PUBREL: releases a QoS 2 PUBLISH after PUBREC.
     PubRel,
-    PacketType::PubRel
+    PacketType::PubRel,
+    0b0010
 );
 ack_packet!(
     /// PUBCOMP: completes a QoS 2 exchange.
     PubComp,
-    PacketType::PubComp
+    PacketType::PubComp,
+    0
 );

@@ -28,6 +28,9 @@ use bytes::{Buf, BufMut, BytesMut};
 /// The largest packet MQTT can frame: 1 type byte, 4 length bytes, 268,435,455 body bytes.
 pub const MAX_PACKET_SIZE: u32 = 1 + 4 + MAX_VARIABLE_INTEGER;
 
+/// Most bytes [`Decoder::decode`] reserves ahead for a packet not yet complete.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// What every packet type knows to encode itself.
 pub(crate) trait Body {
     const TYPE: PacketType;
@@ -398,7 +401,11 @@ impl Decoder {
             (None, t) => return Err(DecodeError::VersionUnknown(t)),
         };
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Reserve room for the rest of the packet, but never more than
+            // RESERVE_AHEAD on the word of a fixed header alone: a peer that
+            // announces 256 MB and sends 5 bytes must not make us allocate
+            // 256 MB. Larger packets grow the buffer as their bytes arrive.
+            buf.reserve((total - buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         buf.advance(header.header_len);

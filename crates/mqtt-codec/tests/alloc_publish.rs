@@ -1,0 +1,115 @@
+//! Decoding a PUBLISH from a buffer makes no heap allocation beyond what
+//! the `Bytes` split needs.
+//!
+//! `allocation-counter` replaces the global allocator of this test binary
+//! (and only this one) and counts the allocations of the current thread.
+
+use bytes::BytesMut;
+use mqtt_codec::{Decoder, Packet, ProtocolVersion, PubAck, Publish, QoS, TopicName};
+
+fn wire(v: ProtocolVersion, qos: QoS, payload: usize) -> Vec<u8> {
+    let mut p = Publish::new(
+        TopicName::try_from("sensors/kitchen/temperature").unwrap(),
+        vec![0x5A; payload],
+    );
+    p.qos = qos;
+    if qos != QoS::AtMostOnce {
+        p.packet_id = Some(mqtt_codec::PacketId::new(7).unwrap());
+    }
+    let mut buf = BytesMut::new();
+    p.encode(v, &mut buf).unwrap();
+    buf.to_vec()
+}
+
+/// Allocations made by decoding one PUBLISH (and dropping it) from a
+/// `BytesMut` that already holds it, with a decoder made beforehand.
+fn count(v: ProtocolVersion, qos: QoS, payload: usize, copies: usize) -> u64 {
+    let one = wire(v, qos, payload);
+    let mut buf = BytesMut::with_capacity(one.len() * copies);
+    for _ in 0..copies {
+        buf.extend_from_slice(&one);
+    }
+    let mut decoder = Decoder::with_version(v);
+    let info = allocation_counter::measure(|| {
+        let Some(Packet::Publish(p)) = decoder.decode(&mut buf).unwrap() else {
+            panic!("not a PUBLISH")
+        };
+        assert_eq!(p.payload.len(), payload);
+        assert_eq!(p.qos, qos);
+        drop(std::hint::black_box(p));
+    });
+    info.count_total
+}
+
+/// The one allocation: `BytesMut::split_to(..).freeze()` on a buffer still in
+/// its original "vec" representation promotes it to the shared
+/// representation, which allocates the small reference-counted header
+/// (`bytes`' `Shared` struct) once. Topic and payload are then `Bytes::slice`s
+/// of that chunk (reference-count increments, no allocation, no copy).
+/// Nothing else allocates: no `String` for the topic, no `Vec` for
+/// properties (an empty `Properties` holds only empty `Vec`s and `None`s).
+#[test]
+fn publish_decode_allocates_only_the_shared_header() {
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            for payload in [0, 16, 1024, 64 * 1024] {
+                assert_eq!(count(v, qos, payload, 1), 1, "{v} {qos:?} {payload} B");
+            }
+        }
+    }
+}
+
+/// Once the buffer is shared, later splits allocate nothing at all: decoding
+/// the second and later PUBLISHes of one read makes zero allocations.
+#[test]
+fn publish_decode_after_the_first_allocates_nothing() {
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let one = wire(v, qos, 16);
+            let mut buf = BytesMut::new();
+            for _ in 0..100 {
+                buf.extend_from_slice(&one);
+            }
+            let mut decoder = Decoder::with_version(v);
+            let _first = decoder.decode(&mut buf).unwrap().unwrap();
+            let info = allocation_counter::measure(|| {
+                for _ in 0..99 {
+                    let p = decoder.decode(&mut buf).unwrap().unwrap();
+                    drop(std::hint::black_box(p));
+                }
+            });
+            assert_eq!(info.count_total, 0, "{v} {qos:?}");
+        }
+    }
+}
+
+/// The same holds for the acknowledgements of the QoS flow.
+#[test]
+fn puback_decode_allocates_only_the_shared_header() {
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let mut buf = BytesMut::new();
+        PubAck::new(mqtt_codec::PacketId::new(1).unwrap())
+            .encode(v, &mut buf)
+            .unwrap();
+        let mut decoder = Decoder::with_version(v);
+        let info = allocation_counter::measure(|| {
+            drop(std::hint::black_box(decoder.decode(&mut buf).unwrap()));
+        });
+        assert!(info.count_total <= 1, "{v}: {}", info.count_total);
+    }
+}
+
+/// Encoding into a buffer with room allocates nothing.
+#[test]
+fn publish_encode_into_reserved_buffer_allocates_nothing() {
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let mut p = Publish::new(TopicName::try_from("a/b").unwrap(), vec![1u8; 1024]);
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = Some(mqtt_codec::PacketId::new(1).unwrap());
+        let mut buf = BytesMut::with_capacity(4096);
+        let info = allocation_counter::measure(|| {
+            p.encode(v, &mut buf).unwrap();
+        });
+        assert_eq!(info.count_total, 0, "{v}");
+    }
+}
