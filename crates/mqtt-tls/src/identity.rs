@@ -111,7 +111,7 @@ impl CertInfo {
             not_after: cert.validity().not_after.timestamp(),
             is_ca,
             eku,
-            spki: cert.public_key().raw.to_vec(),
+            spki: cert.public_key().subject_public_key.data.to_vec(),
             self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
         })
     }
@@ -228,7 +228,7 @@ fn escape_rfc2253(text: &str) -> String {
 
 /// Formats a Unix time as `2025-01-31 12:00:00 UTC`.
 pub(crate) fn format_time(unix: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix) {
+    match ::time::OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
             t.year(),

@@ -1,0 +1,1 @@
+//! Offline checks of a certificate set, for `tls-check`.
