@@ -1,0 +1,257 @@
+//! Which keys exist: supported, accepted-and-ignored, and Mosquitto options
+//! this broker does not implement. Also the "did you mean" suggestion.
+
+/// Keys this parser understands and applies.
+pub const SUPPORTED: &[&str] = &[
+    "acl_file",
+    "allow_anonymous",
+    "allow_zero_length_clientid",
+    "bind_address",
+    "cafile",
+    "capath",
+    "certfile",
+    "connection_messages",
+    "crlfile",
+    "include_dir",
+    "keyfile",
+    "listener",
+    "log_type",
+    "max_connections",
+    "max_inflight_messages",
+    "max_keepalive",
+    "max_packet_size",
+    "max_queued_bytes",
+    "max_queued_messages",
+    "max_topic_alias",
+    "message_size_limit",
+    "password_file",
+    "per_listener_settings",
+    "persistence",
+    "persistent_client_expiration",
+    "port",
+    "protocol",
+    "queue_qos0_messages",
+    "require_certificate",
+    "retain_available",
+    "socket_domain",
+    "sys_interval",
+    "tls_version",
+    "use_identity_as_username",
+    "use_subject_as_username",
+];
+
+/// Keys that are read, checked for a value, and otherwise ignored with a
+/// [`Warning`](super::Warning), with the reason given to the user.
+pub const IGNORED: &[(&str, &str)] = &[
+    (
+        "pid_file",
+        "no pid file is written; the process supervisor (e.g. systemd) tracks the process",
+    ),
+    (
+        "user",
+        "the broker does not change user; run it as the user that should own it",
+    ),
+    (
+        "persistence_location",
+        "durable storage is not implemented yet; sessions and retained messages are kept in memory",
+    ),
+    (
+        "persistence_file",
+        "durable storage is not implemented yet; sessions and retained messages are kept in memory",
+    ),
+    (
+        "autosave_interval",
+        "durable storage is not implemented yet, so there is nothing to save",
+    ),
+    (
+        "autosave_on_changes",
+        "durable storage is not implemented yet, so there is nothing to save",
+    ),
+    (
+        "log_dest",
+        "log lines go through `tracing`; the embedding program chooses where they go (laptop-broker: stderr)",
+    ),
+    (
+        "log_facility",
+        "log lines go through `tracing`; syslog facilities are not used",
+    ),
+    (
+        "log_timestamp",
+        "log lines go through `tracing`, whose subscriber decides on timestamps",
+    ),
+    (
+        "log_timestamp_format",
+        "log lines go through `tracing`, whose subscriber decides on timestamps",
+    ),
+    (
+        "set_tcp_nodelay",
+        "TCP_NODELAY is always set on accepted sockets",
+    ),
+    (
+        "allow_duplicate_messages",
+        "deprecated in Mosquitto 2.0; overlapping subscriptions follow the MQTT specification",
+    ),
+];
+
+/// Mosquitto options that exist but are not implemented here; using one is an
+/// error, because ignoring it could change security or behaviour.
+pub const UNSUPPORTED: &[&str] = &[
+    "address",
+    "addresses",
+    "auth_opt_",
+    "auth_plugin",
+    "auth_plugin_deny_special_chars",
+    "auto_id_prefix",
+    "bind_interface",
+    "bridge_attempt_unsubscribe",
+    "bridge_alpn",
+    "bridge_bind_address",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_identity",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_psk",
+    "bridge_require_ocsp",
+    "bridge_tls_version",
+    "check_retain_source",
+    "ciphers",
+    "ciphers_tls1.3",
+    "cleansession",
+    "clientid",
+    "clientid_prefixes",
+    "connection",
+    "dhparamfile",
+    "http_dir",
+    "idle_timeout",
+    "keepalive_interval",
+    "local_cleansession",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "max_inflight_bytes",
+    "maximum_qos",
+    "memory_limit",
+    "mount_point",
+    "notification_topic",
+    "notifications",
+    "notifications_local_only",
+    "password",
+    "plugin",
+    "plugin_opt_",
+    "psk_file",
+    "psk_hint",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "restart_timeout",
+    "retry_interval",
+    "round_robin",
+    "start_type",
+    "threshold",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "topic",
+    "try_private",
+    "upgrade_outgoing_qos",
+    "use_username_as_clientid",
+    "username",
+    "websockets_headers_size",
+    "websockets_log_level",
+];
+
+/// Why an unsupported Mosquitto option is refused, in words a user can act on.
+pub fn unsupported_reason(key: &str) -> String {
+    if key.starts_with("bridge_")
+        || matches!(
+            key,
+            "address"
+                | "addresses"
+                | "connection"
+                | "topic"
+                | "cleansession"
+                | "clientid"
+                | "local_cleansession"
+                | "local_clientid"
+                | "local_password"
+                | "local_username"
+                | "remote_clientid"
+                | "remote_password"
+                | "remote_username"
+                | "notifications"
+                | "notifications_local_only"
+                | "notification_topic"
+                | "keepalive_interval"
+                | "idle_timeout"
+                | "restart_timeout"
+                | "round_robin"
+                | "start_type"
+                | "threshold"
+                | "try_private"
+                | "password"
+                | "username"
+        )
+    {
+        return "bridges are not supported by this broker; remove the bridge section".into();
+    }
+    if key.starts_with("auth_") || key.starts_with("plugin") {
+        return "plugins are not supported; use password_file and acl_file".into();
+    }
+    if key.starts_with("psk_") {
+        return "TLS-PSK is not supported; use certificates (cafile, certfile, keyfile)".into();
+    }
+    if key.starts_with("ciphers") || key.starts_with("tls_") || key == "dhparamfile" {
+        return "cipher and engine selection is fixed by rustls; remove the option".into();
+    }
+    if key.starts_with("websockets") || key == "http_dir" {
+        return "websockets are not supported; use protocol mqtt over TCP or TLS".into();
+    }
+    "this Mosquitto option is not implemented; remove it (see docs/configuration.md)".into()
+}
+
+/// The supported or ignored key closest to `key`, if it is a likely typo.
+pub fn suggest(key: &str) -> Option<&'static str> {
+    let candidates = SUPPORTED
+        .iter()
+        .copied()
+        .chain(IGNORED.iter().map(|(k, _)| *k));
+    let max = (key.chars().count() / 3).clamp(1, 3);
+    candidates
+        .map(|c| (edit_distance(key, c), c))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_suggests_nearest_key() {
+        assert_eq!(suggest("keyfil"), Some("keyfile"));
+        assert_eq!(suggest("allow_anonymus"), Some("allow_anonymous"));
+        assert_eq!(suggest("zzzz"), None);
+    }
+}

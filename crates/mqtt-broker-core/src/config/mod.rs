@@ -1,0 +1,355 @@
+//! Mosquitto's `mosquitto.conf` syntax, parsed into a typed [`Config`].
+//!
+//! The files users already have keep working: Debian's stock
+//! `/etc/mosquitto/mosquitto.conf` (with its `include_dir /etc/mosquitto/conf.d`)
+//! and the guide's `conf.d/ssl.conf`:
+//!
+//! ```
+//! use mqtt_broker_core::config::Config;
+//! let (config, warnings) = Config::parse_str(
+//!     "listener 8883\n\
+//!      cafile /etc/mosquitto/ca_certificates/ca.crt\n\
+//!      certfile /etc/mosquitto/certs/server.crt\n\
+//!      keyfile /etc/mosquitto/certs/server.key\n\
+//!      require_certificate true\n",
+//!     "ssl.conf",
+//! )?;
+//! assert!(warnings.is_empty());
+//! let listener = &config.listeners[0];
+//! assert_eq!(listener.port, 8883);
+//! assert!(listener.tls.require_certificate);
+//! // Mosquitto 2: a configured listener means anonymous access is off
+//! // unless `allow_anonymous true` is written.
+//! assert!(!config.allow_anonymous(listener));
+//! # Ok::<(), mqtt_broker_core::config::ConfigError>(())
+//! ```
+//!
+//! The parser reads files and lists `include_dir` directories, nothing else:
+//! certificate, password and ACL files are only recorded as paths. Every key
+//! is described in `docs/configuration.md`.
+//!
+//! # Anonymous access and `per_listener_settings`
+//!
+//! [`SecurityOptions::allow_anonymous`] keeps what the file says (`None` when
+//! the option is absent). [`Config::allow_anonymous`] applies Mosquitto 2's
+//! defaults: absent means `true` in local-only mode (no `listener`, `port` or
+//! `bind_address` anywhere, so only loopback is served) and `false` as soon
+//! as the configuration defines a listener. With `per_listener_settings
+//! false` (the default) `allow_anonymous`, `password_file`, `acl_file` and
+//! `allow_zero_length_clientid` are global ([`Config::security`]); with
+//! `true` each listener has its own ([`ListenerConfig::security`]), and the
+//! option must come before any of them. [`Config::security_for`] picks the
+//! right one.
+
+mod error;
+mod keys;
+mod parser;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, Warning};
+pub use keys::{IGNORED as IGNORED_KEYS, SUPPORTED as SUPPORTED_KEYS};
+
+/// The port Mosquitto listens on when none is given.
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// A whole broker configuration: global options and the listeners to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Files read, in order: the main file, then the `include_dir` files.
+    pub files: Vec<String>,
+    /// Mosquitto 2's local-only mode: the configuration defines no listener
+    /// (no `listener`, `port` or `bind_address`), so the broker listens on
+    /// `127.0.0.1` and `::1` port 1883 only, and anonymous clients are
+    /// allowed unless `allow_anonymous false` is written. `listeners` then
+    /// holds those two loopback listeners.
+    pub local_only: bool,
+    /// Listeners to open, in file order; a listener configured with `port` /
+    /// `bind_address` / options before the first `listener` line (Mosquitto's
+    /// "default listener") comes last, as in Mosquitto.
+    pub listeners: Vec<ListenerConfig>,
+    /// `per_listener_settings`: whether auth options are per listener.
+    pub per_listener_settings: bool,
+    /// Global auth options (used when `per_listener_settings` is false).
+    pub security: SecurityOptions,
+    /// `max_keepalive`: the largest keep-alive accepted (5.0 clients asking
+    /// for more get a Server Keep Alive). 0..=65535, default 65535.
+    pub max_keepalive: u16,
+    /// `message_size_limit`: largest PUBLISH payload in bytes; 0 = no limit.
+    pub message_size_limit: u32,
+    /// `max_packet_size`: largest packet accepted, in bytes; `None` = the
+    /// protocol maximum.
+    pub max_packet_size: Option<u32>,
+    /// `max_inflight_messages`: outgoing QoS 1/2 messages in flight per
+    /// client; 0 = no limit. Default 20.
+    pub max_inflight_messages: u16,
+    /// `max_queued_messages`: QoS 1/2 messages queued per client beyond those
+    /// in flight; 0 = no limit. Default 1000.
+    pub max_queued_messages: u32,
+    /// `max_queued_bytes`: bytes queued per client; 0 = no limit (default).
+    pub max_queued_bytes: u64,
+    /// `queue_qos0_messages`: queue QoS 0 messages for offline persistent
+    /// clients. Default false.
+    pub queue_qos0_messages: bool,
+    /// `retain_available`: whether retained messages are supported. Default true.
+    pub retain_available: bool,
+    /// `persistence`: accepted; durable storage is not implemented yet, so
+    /// `true` produces a warning.
+    pub persistence: bool,
+    /// `persistent_client_expiration`: how long a disconnected persistent
+    /// session is kept; `None` = forever (default).
+    pub persistent_client_expiration: Option<Duration>,
+    /// `log_type`: which kinds of log lines to emit. Default: error, warning,
+    /// notice, information.
+    pub log_types: BTreeSet<LogType>,
+    /// `connection_messages`: log client connects and disconnects. Default true.
+    pub connection_messages: bool,
+    /// `sys_interval`: seconds between `$SYS` updates; 0 disables. Default 10.
+    pub sys_interval: u16,
+}
+
+/// Auth options that are global or per listener depending on
+/// `per_listener_settings`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityOptions {
+    /// `allow_anonymous` as written; `None` when absent (see
+    /// [`Config::allow_anonymous`] for the default).
+    pub allow_anonymous: Option<bool>,
+    /// `password_file`: Mosquitto password file (see
+    /// [`crate::password_file`]).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: Mosquitto ACL file (see [`crate::acl_file`]).
+    pub acl_file: Option<PathBuf>,
+    /// `allow_zero_length_clientid` as written; `None` = default (`true`).
+    pub allow_zero_length_clientid: Option<bool>,
+}
+
+/// One listening socket and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// TCP port (1..=65535).
+    pub port: u16,
+    /// Address or host name to bind; `None` = all addresses.
+    pub bind_address: Option<String>,
+    /// `socket_domain`: restrict to IPv4 or IPv6; `None` = both.
+    pub socket_domain: Option<SocketDomain>,
+    /// `max_connections`: `None` = no limit (default; negative values too).
+    pub max_connections: Option<u32>,
+    /// `max_topic_alias`: topic aliases a 5.0 client may create. Default 10.
+    pub max_topic_alias: u16,
+    /// TLS options (TLS is on when `certfile` and `keyfile` are set).
+    pub tls: TlsOptions,
+    /// Auth options of this listener, used only with `per_listener_settings true`.
+    pub security: SecurityOptions,
+    /// Where the listener was defined.
+    pub origin: Origin,
+}
+
+/// TLS options of a listener. Paths only; nothing is opened here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `cafile`: CA certificates (PEM) to verify client certificates.
+    pub cafile: Option<PathBuf>,
+    /// `capath`: directory of CA certificates.
+    pub capath: Option<PathBuf>,
+    /// `certfile`: the server certificate chain (PEM).
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: the server private key (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// `crlfile`: certificate revocation list (PEM).
+    pub crlfile: Option<PathBuf>,
+    /// `require_certificate`: clients must present a certificate signed by
+    /// `cafile`/`capath`. Default false.
+    pub require_certificate: bool,
+    /// `use_identity_as_username`: the certificate's Common Name becomes the
+    /// username. Default false.
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's full subject becomes the
+    /// username. Default false.
+    pub use_subject_as_username: bool,
+    /// `tls_version`: the minimum TLS version; `None` = TLS 1.2 and 1.3.
+    pub tls_version: Option<TlsVersion>,
+}
+
+impl TlsOptions {
+    /// Whether this listener speaks TLS (`certfile` and `keyfile` given).
+    pub fn enabled(&self) -> bool {
+        self.certfile.is_some() && self.keyfile.is_some()
+    }
+}
+
+/// Minimum TLS version of a listener (`tls_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// `tlsv1.2`: TLS 1.2 and 1.3 (also what `tlsv1.1` gives here).
+    Tls12,
+    /// `tlsv1.3`: TLS 1.3 only.
+    Tls13,
+}
+
+/// `socket_domain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketDomain {
+    /// `ipv4`
+    Ipv4,
+    /// `ipv6`
+    Ipv6,
+}
+
+/// A `log_type` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogType {
+    /// `debug`
+    Debug,
+    /// `error`
+    Error,
+    /// `warning`
+    Warning,
+    /// `notice`
+    Notice,
+    /// `information`
+    Information,
+    /// `subscribe`
+    Subscribe,
+    /// `unsubscribe`
+    Unsubscribe,
+    /// `websockets` (accepted; no websockets here)
+    Websockets,
+    /// `internal`
+    Internal,
+}
+
+impl LogType {
+    /// Every log type (`log_type all`).
+    pub const ALL: [LogType; 9] = [
+        LogType::Debug,
+        LogType::Error,
+        LogType::Warning,
+        LogType::Notice,
+        LogType::Information,
+        LogType::Subscribe,
+        LogType::Unsubscribe,
+        LogType::Websockets,
+        LogType::Internal,
+    ];
+}
+
+/// A place in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file (or origin name given to [`Config::parse_str`]).
+    pub file: String,
+    /// 1-based line; 0 for listeners not written in any file.
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener with Mosquitto's defaults.
+    pub fn new(port: u16, bind_address: Option<String>) -> Self {
+        ListenerConfig {
+            port,
+            bind_address,
+            socket_domain: None,
+            max_connections: None,
+            max_topic_alias: 10,
+            tls: TlsOptions::default(),
+            security: SecurityOptions::default(),
+            origin: Origin {
+                file: String::new(),
+                line: 0,
+            },
+        }
+    }
+}
+
+impl Default for Config {
+    /// No configuration file: Mosquitto 2's local-only mode, listening on
+    /// `127.0.0.1:1883` and `[::1]:1883`, anonymous clients allowed.
+    fn default() -> Self {
+        Config {
+            files: Vec::new(),
+            local_only: true,
+            listeners: Config::local_only_listeners(DEFAULT_PORT),
+            per_listener_settings: false,
+            security: SecurityOptions::default(),
+            max_keepalive: 65535,
+            message_size_limit: 0,
+            max_packet_size: None,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            retain_available: true,
+            persistence: false,
+            persistent_client_expiration: None,
+            log_types: [
+                LogType::Error,
+                LogType::Warning,
+                LogType::Notice,
+                LogType::Information,
+            ]
+            .into_iter()
+            .collect(),
+            connection_messages: true,
+            sys_interval: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (and the files of its `include_dir`) into a config.
+    pub fn load(path: impl AsRef<Path>) -> Result<(Config, Vec<Warning>), ConfigError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path.display().to_string();
+        let text = parser::decode(&bytes, &name)?;
+        parser::parse(&text, &name)
+    }
+
+    /// Parses configuration text; `origin_name` names it in errors and
+    /// warnings. `include_dir` lines are followed on the file system.
+    pub fn parse_str(text: &str, origin_name: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+        parser::parse(text, origin_name)
+    }
+
+    /// The two loopback listeners of local-only mode on `port`.
+    pub fn local_only_listeners(port: u16) -> Vec<ListenerConfig> {
+        ["127.0.0.1", "::1"]
+            .into_iter()
+            .map(|a| ListenerConfig::new(port, Some(a.to_owned())))
+            .collect()
+    }
+
+    /// The auth options that apply to clients of `listener`: its own with
+    /// `per_listener_settings true`, the global ones otherwise.
+    pub fn security_for<'a>(&'a self, listener: &'a ListenerConfig) -> &'a SecurityOptions {
+        if self.per_listener_settings {
+            &listener.security
+        } else {
+            &self.security
+        }
+    }
+
+    /// Whether clients without a username (and, per DECISIONS.md, without a
+    /// verified certificate) may connect to `listener`.
+    ///
+    /// An explicit `allow_anonymous` wins. Absent, it is `true` only in
+    /// local-only mode: Mosquitto 2 turns anonymous access off as soon as
+    /// the configuration defines a listener.
+    pub fn allow_anonymous(&self, listener: &ListenerConfig) -> bool {
+        self.security_for(listener)
+            .allow_anonymous
+            .unwrap_or(self.local_only)
+    }
+}
