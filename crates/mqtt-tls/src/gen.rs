@@ -109,8 +109,9 @@ fn validity(params: &mut CertificateParams, not_before: SystemTime, not_after: S
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    // Most general first, so RFC 2253 prints `CN=mqtt-stack CA,O=mqtt-stack`.
     dn.push(DnType::OrganizationName, "mqtt-stack");
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
