@@ -1,2 +1,5 @@
-//! mqtt-client (work in progress).
+//! mqtt-client.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod proto;

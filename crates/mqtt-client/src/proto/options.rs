@@ -1,0 +1,109 @@
+//! What the sans-IO core needs to know to open (and re-open) a session.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mqtt_codec::{LastWill, ProtocolVersion, MAX_PACKET_SIZE};
+
+/// The default maximum incoming packet size: the largest packet MQTT can
+/// frame (256 MiB). A broker that sends a large retained message must never
+/// trip a client over a hidden limit; set a smaller one to bound memory.
+pub const DEFAULT_MAX_INCOMING_PACKET_SIZE: u32 = MAX_PACKET_SIZE;
+
+/// Session options: everything that goes into CONNECT, plus the client's own
+/// limits.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Protocol version: 3.1.1 or 5.0.
+    pub protocol: ProtocolVersion,
+    /// Client Identifier. Empty asks the broker to assign one (5.0 returns it
+    /// as Assigned Client Identifier, which is used on reconnects).
+    pub client_id: String,
+    /// Keep Alive; zero turns it off. Sent in whole seconds (at most 65,535).
+    pub keep_alive: Duration,
+    /// Clean Start (5.0) / Clean Session (3.1.1) of the first CONNECT.
+    ///
+    /// Reconnects of a 5.0 session with a non-zero Session Expiry Interval
+    /// always resume the session (Clean Start 0), so a dropped connection
+    /// does not lose it.
+    pub clean_start: bool,
+    /// 5.0 Session Expiry Interval in seconds (0: the session ends with the
+    /// connection; `u32::MAX`: never expires). Ignored in 3.1.1, where
+    /// `clean_start = false` keeps the session.
+    pub session_expiry_interval: u32,
+    /// Will message.
+    pub will: Option<LastWill>,
+    /// User Name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Bytes>,
+    /// 5.0 Receive Maximum: how many QoS 1 and 2 messages the broker may have
+    /// unacknowledged towards this client. `None` sends nothing (65,535).
+    pub receive_maximum: Option<u16>,
+    /// 5.0 Topic Alias Maximum: how many topic aliases the broker may use
+    /// towards this client (0: none).
+    pub topic_alias_maximum: u16,
+    /// Largest packet accepted from the broker (fixed header included).
+    /// Sent as the 5.0 Maximum Packet Size when below the protocol maximum.
+    pub max_incoming_packet_size: u32,
+    /// 5.0 User Properties of CONNECT.
+    pub user_properties: Vec<(String, String)>,
+    /// 5.0 Request Response Information.
+    pub request_response_information: bool,
+    /// The client's own cap on outgoing QoS 1 and 2 messages in flight; the
+    /// window is the smaller of this and the broker's Receive Maximum.
+    pub max_inflight: u16,
+    /// How many publishes may wait (offline, or behind a full window) before
+    /// [`crate::proto::Connection::publish`] refuses more.
+    pub max_queued: usize,
+    /// Use 5.0 topic aliases for outgoing messages when the broker allows them.
+    pub auto_topic_alias: bool,
+    /// How long to wait for CONNACK after CONNECT.
+    pub connect_timeout: Duration,
+    /// When set, incoming QoS 1 and 2 messages are acknowledged (PUBACK,
+    /// PUBREC) only when the driver calls
+    /// [`crate::proto::Connection::acknowledge`]; otherwise when the message
+    /// is taken with [`crate::proto::Connection::poll_event`].
+    pub manual_acks: bool,
+}
+
+impl ConnectOptions {
+    /// Options for `client_id` at `protocol`: clean start, 60 s keep alive,
+    /// no session expiry, 256 MiB maximum incoming packet size.
+    pub fn new(protocol: ProtocolVersion, client_id: impl Into<String>) -> Self {
+        Self {
+            protocol,
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(60),
+            clean_start: true,
+            session_expiry_interval: 0,
+            will: None,
+            username: None,
+            password: None,
+            receive_maximum: None,
+            topic_alias_maximum: 0,
+            max_incoming_packet_size: DEFAULT_MAX_INCOMING_PACKET_SIZE,
+            user_properties: Vec::new(),
+            request_response_information: false,
+            max_inflight: 100,
+            max_queued: 10_000,
+            auto_topic_alias: true,
+            connect_timeout: Duration::from_secs(10),
+            manual_acks: false,
+        }
+    }
+
+    /// Keep Alive in whole seconds, as sent in CONNECT.
+    pub(crate) fn keep_alive_secs(&self) -> u16 {
+        u16::try_from(self.keep_alive.as_secs()).unwrap_or(u16::MAX)
+    }
+
+    /// Whether the broker keeps the session after a connection ends.
+    pub(crate) fn persistent(&self) -> bool {
+        if self.protocol.is_v5() {
+            self.session_expiry_interval > 0
+        } else {
+            !self.clean_start
+        }
+    }
+}
