@@ -240,9 +240,11 @@ impl AclFile {
                     }
                     user = Some(rest.to_owned());
                 }
-                other => return Err(err(format!(
+                other => {
+                    return Err(err(format!(
                     "invalid line starting with '{other}': expected 'topic', 'pattern' or 'user'"
-                ))),
+                )))
+                }
             }
         }
         Ok(acl)

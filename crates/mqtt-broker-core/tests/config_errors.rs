@@ -265,3 +265,16 @@ fn invalid_utf8_is_an_error_naming_the_line() {
     let e = Config::load(&p).unwrap_err();
     assert!(matches!(e, ConfigError::NotUtf8 { line: 2, .. }), "{e:?}");
 }
+
+#[test]
+fn every_supported_and_ignored_key_is_documented() {
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+    let supported = mqtt_broker_core::config::SUPPORTED_KEYS.iter().copied();
+    for key in supported.chain(IGNORED_KEYS.iter().map(|(k, _)| *k)) {
+        assert!(
+            doc.contains(&format!("`{key}")),
+            "{key} is not in docs/configuration.md"
+        );
+    }
+}
