@@ -47,6 +47,19 @@ fn names_or_none(names: &[String]) -> String {
     }
 }
 
+/// The gen-certs command for a certificate covering `host` and the names it
+/// already covers.
+fn reissue_with(host: &str, presented: &[String]) -> String {
+    let mut names = vec![host.to_string()];
+    names.extend(
+        presented
+            .iter()
+            .filter(|n| n.as_str() != host && !n.contains(' '))
+            .cloned(),
+    );
+    reissue_server_hint(&names.join(" --server-name "))
+}
+
 fn first_or<'a>(names: &'a [String], fallback: &'a str) -> &'a str {
     names.first().map(String::as_str).unwrap_or(fallback)
 }
@@ -232,7 +245,7 @@ pub enum TlsError {
     },
 
     /// The server certificate does not cover the name dialled.
-    #[error("server certificate is for {}, but you connected to {host}; connect with -h {} or re-issue the certificate with that name: {}", names_or_none(.presented), first_or(.presented, "NAME"), reissue_server_hint(.host))]
+    #[error("server certificate is for {}, but you connected to {host}; connect with -h {} or re-issue the certificate with that name: {}", names_or_none(.presented), first_or(.presented, "NAME"), reissue_with(.host, .presented))]
     ServerNameMismatch {
         /// The host that was dialled.
         host: String,

@@ -63,7 +63,6 @@ pub(crate) struct CertInfo {
     /// `None` when there is no extendedKeyUsage extension.
     pub eku: Option<Eku>,
     pub spki: Vec<u8>,
-    pub self_issued: bool,
 }
 
 /// Extended key usages of interest.
@@ -112,7 +111,6 @@ impl CertInfo {
             is_ca,
             eku,
             spki: cert.public_key().subject_public_key.data.to_vec(),
-            self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
         })
     }
 
