@@ -1,7 +1,98 @@
-//! Runtime-agnostic MQTT broker state machine (work in progress).
+//! A deterministic MQTT 3.1.1 and 5.0 broker state machine, in the style of
+//! quinn-proto: no sockets, no clock, no threads.
+//!
+//! A [`Broker`] owns sessions, the subscription tree, retained messages,
+//! wills and statistics. A driver (the tokio one behind the `tokio`
+//! feature, or a test) feeds it what happens and polls it for what to do:
+//!
+//! 1. [`Broker::connection_opened`] when a transport connection is accepted
+//!    (after TLS), with the peer address, the listener's settings and the
+//!    verified client certificate; it returns a [`ConnectionId`].
+//! 2. [`Broker::handle_bytes`] with the bytes read (the broker decodes them
+//!    with that connection's [`mqtt_codec::Decoder`]), or
+//!    [`Broker::handle_packet`] with packets the driver decoded itself.
+//! 3. After each call, drain [`Broker::poll_event`]:
+//!    [`Event::Transmit`] means [`Broker::take_transmit`] has bytes for that
+//!    connection (everything ready, batched into one buffer: write it with
+//!    one call); [`Event::Close`] means write what is left and close the
+//!    transport.
+//! 4. [`Broker::connection_closed`] when a transport ends (the will is
+//!    published unless the client sent DISCONNECT).
+//! 5. [`Broker::handle_timeout`] at [`Broker::poll_timeout`]: keep alive
+//!    (1.5 times the Keep Alive, measured from the last packet), CONNECT
+//!    time-out, will delay, session expiry and `$SYS` updates.
+//!
+//! Every call that can change state takes `now: Instant`; the library never
+//! reads the clock. Logs follow Mosquitto's `-v` lines through [`tracing`]
+//! with target `mqtt_broker` (connection lines at INFO, packet lines at DEBUG).
+//!
+//! Back-pressure: a connection's outgoing bytes are bounded by
+//! [`BrokerConfig::max_transmit_bytes`]. Beyond it, QoS 0 messages to that
+//! client are dropped and QoS 1/2 messages wait in its session queue
+//! (bounded by `max_queued_messages` / `max_queued_bytes`); taking the bytes
+//! with [`Broker::take_transmit`] and acknowledgements move them on.
+//!
+//! Authentication and authorisation are pluggable ([`Authenticator`],
+//! [`Authorizer`]); persistence goes through [`Storage`] (see its module for
+//! why the in-memory state stays the fast path).
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use mqtt_broker_core::{Broker, BrokerConfig, ConnectionInfo, Event};
+//! use mqtt_codec::{Connect, Decoder, Packet, ProtocolVersion, ReasonCode};
+//! use std::time::Instant;
+//!
+//! let mut broker = Broker::new(BrokerConfig::default());
+//! let now = Instant::now(); // the driver's clock, not the library's
+//! let conn = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:51234".parse().unwrap()));
+//!
+//! let mut wire = BytesMut::new();
+//! Connect::new(ProtocolVersion::V3_1_1, "mosqpub/28552")
+//!     .encode(ProtocolVersion::V3_1_1, &mut wire)
+//!     .unwrap();
+//! broker.handle_bytes(now, conn, &mut wire);
+//!
+//! assert_eq!(broker.poll_event(), Some(Event::Transmit(conn)));
+//! let mut out = broker.take_transmit(conn).unwrap();
+//! let mut client = Decoder::with_version(ProtocolVersion::V3_1_1);
+//! let Some(Packet::ConnAck(ack)) = client.decode(&mut out).unwrap() else { panic!() };
+//! assert_eq!(ack.reason_code, ReasonCode::Success);
+//! assert!(!ack.session_present);
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod acl_file;
 pub mod config;
+/// The tokio driver (listeners, TLS, connection tasks); feature `tokio`.
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod password_file;
+
+mod auth;
+mod broker;
+mod broker_config;
+mod connection;
+mod event;
+mod message;
+mod output;
+mod retained;
+mod session;
+mod slab;
+mod stats;
+mod storage;
+mod topic_tree;
+
+pub use auth::{
+    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep,
+    Authenticator, Authorizer, PasswordMap,
+};
+pub use broker::Broker;
+pub use broker_config::BrokerConfig;
+pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertificate};
+pub use event::{DisconnectReason, Event};
+pub use stats::Statistics;
+pub use storage::{MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState};
+
+/// Re-exported so embedders use the same codec types the broker does.
+pub use mqtt_codec;

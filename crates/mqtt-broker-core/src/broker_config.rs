@@ -1,0 +1,105 @@
+//! Limits and switches of the broker, named after Mosquitto's configuration keys.
+
+use std::time::Duration;
+
+/// Broker-wide settings. Defaults follow Mosquitto 2.0 without a config file
+/// (anonymous clients allowed), except where noted.
+///
+/// ```
+/// use mqtt_broker_core::BrokerConfig;
+/// let config = BrokerConfig {
+///     allow_anonymous: false,
+///     max_inflight_messages: 10,
+///     ..BrokerConfig::default()
+/// };
+/// assert_eq!(config.max_queued_messages, 1000);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// `max_connections`: most simultaneous connections; `None` is unlimited
+    /// (Mosquitto's `-1`).
+    pub max_connections: Option<usize>,
+    /// `max_keepalive`: the largest Keep Alive accepted, in seconds. A 5.0
+    /// client asking for more is told this value in Server Keep Alive; a 3.1.1
+    /// client asking for more is refused (as Mosquitto does).
+    pub max_keepalive: u16,
+    /// `message_size_limit`: the largest PUBLISH payload accepted, in bytes;
+    /// `0` is no limit beyond the packet size. Larger messages are dropped.
+    pub message_size_limit: u32,
+    /// `max_packet_size`: the largest packet accepted from a client, fixed
+    /// header included; `0` is MQTT's maximum. Sent to 5.0 clients as
+    /// Maximum Packet Size.
+    pub max_packet_size: u32,
+    /// `max_inflight_messages`: QoS 1 and 2 messages sent to a client and not
+    /// yet acknowledged; `0` is unlimited (65,535). Also sent to 5.0 clients as
+    /// Receive Maximum, bounding the QoS 2 messages they may have unreleased.
+    pub max_inflight_messages: u16,
+    /// `max_queued_messages`: messages waiting for a client beyond the
+    /// in-flight window (or while it is offline); `0` is unlimited.
+    pub max_queued_messages: usize,
+    /// `max_queued_bytes`: payload bytes waiting for a client; `0` is unlimited.
+    pub max_queued_bytes: usize,
+    /// `queue_qos0_messages`: queue QoS 0 messages for offline persistent sessions.
+    pub queue_qos0_messages: bool,
+    /// `retain_available`: whether retained messages are supported.
+    pub retain_available: bool,
+    /// `max_topic_alias`: Topic Alias Maximum offered to 5.0 clients.
+    pub max_topic_alias: u16,
+    /// `allow_anonymous`: allow clients with neither a user name nor a
+    /// verified client certificate. Listeners may override it.
+    pub allow_anonymous: bool,
+    /// `sys_interval`: period of the `$SYS/broker/...` updates; zero turns them off.
+    pub sys_interval: Duration,
+    /// Time a new connection has to send CONNECT (and finish an AUTH
+    /// exchange) before it is closed.
+    pub connect_timeout: Duration,
+    /// `persistent_client_expiration`: upper bound on how long a persistent
+    /// session (3.1.1 clean session 0, or 5.0 Session Expiry Interval) lives
+    /// while its client is offline; `None` keeps them as long as they ask.
+    pub persistent_client_expiration: Option<Duration>,
+    /// Back-pressure bound (no Mosquitto equivalent): outgoing bytes waiting
+    /// for the driver to take them. Beyond it QoS 0 messages for that client
+    /// are dropped and QoS 1/2 messages wait in its session queue.
+    pub max_transmit_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            max_keepalive: 65_535,
+            message_size_limit: 0,
+            max_packet_size: 0,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            retain_available: true,
+            max_topic_alias: 10,
+            allow_anonymous: true,
+            sys_interval: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            persistent_client_expiration: None,
+            max_transmit_bytes: 1 << 20,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The effective maximum packet size accepted from clients.
+    pub fn effective_max_packet_size(&self) -> u32 {
+        if self.max_packet_size == 0 {
+            mqtt_codec::MAX_PACKET_SIZE
+        } else {
+            self.max_packet_size
+        }
+    }
+
+    pub(crate) fn inflight_window(&self) -> u16 {
+        if self.max_inflight_messages == 0 {
+            u16::MAX
+        } else {
+            self.max_inflight_messages
+        }
+    }
+}

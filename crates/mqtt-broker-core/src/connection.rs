@@ -1,0 +1,90 @@
+//! What the driver tells the broker about a transport connection.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Identifies one transport connection for the lifetime of the [`crate::Broker`].
+///
+/// Handed out by [`crate::Broker::connection_opened`]; identifiers are never
+/// reused for another connection while the broker lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub(crate) u64);
+
+impl ConnectionId {
+    pub(crate) fn new(slot: u32, generation: u32) -> Self {
+        Self((u64::from(generation) << 32) | u64::from(slot))
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// A number for logs and maps; unique per broker.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.slot(), self.generation())
+    }
+}
+
+/// The identity a verified TLS client certificate carries, as plain strings
+/// (the core does not depend on a TLS library).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerCertificate {
+    /// The subject's Common Name (CN), if the certificate has one.
+    pub common_name: Option<String>,
+    /// The whole subject as text (for `use_subject_as_username`), e.g.
+    /// `CN=sensor-1,O=Home,C=NL`.
+    pub subject: String,
+}
+
+/// Per-listener settings that change how a client on that listener is
+/// authenticated. Names follow Mosquitto's configuration keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListenerSettings {
+    /// Local port of the listener (for the `New connection from … on port …` log line).
+    pub port: u16,
+    /// `require_certificate`: the TLS layer verified a client certificate.
+    /// A client whose certificate was verified under this setting counts as
+    /// authenticated (see DECISIONS.md), even without a user name.
+    pub require_certificate: bool,
+    /// `use_identity_as_username`: the certificate's Common Name becomes the
+    /// user name; the CONNECT user name and password are ignored.
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's whole subject becomes the
+    /// user name; the CONNECT user name and password are ignored.
+    pub use_subject_as_username: bool,
+    /// `allow_anonymous` for this listener (`per_listener_settings true`);
+    /// `None` uses [`crate::BrokerConfig::allow_anonymous`].
+    pub allow_anonymous: Option<bool>,
+}
+
+/// Everything the broker needs to know about a new transport connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// Settings of the listener that accepted the connection.
+    pub listener: ListenerSettings,
+    /// The verified client certificate, if the TLS layer received one.
+    pub tls: Option<PeerCertificate>,
+}
+
+impl ConnectionInfo {
+    /// A plain TCP connection from `remote_addr` on a listener with default settings.
+    pub fn new(remote_addr: SocketAddr) -> Self {
+        Self {
+            remote_addr,
+            listener: ListenerSettings::default(),
+            tls: None,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Session state (section 4.1): what outlives a connection.
+
+use crate::connection::ConnectionId;
+use crate::message::{Delivery, Message};
+use mqtt_codec::{PacketId, ProtocolVersion, SubscriptionOptions, TopicFilter};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A QoS 1 or 2 message sent to the client and not yet fully acknowledged.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub packet_id: PacketId,
+    pub delivery: Delivery,
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    pub released: bool,
+}
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredSubscription {
+    pub filter: TopicFilter,
+    pub options: SubscriptionOptions,
+    pub id: u32,
+}
+
+/// The will of the session's current (or last) connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Will {
+    pub message: Message,
+    /// 5.0 Will Delay Interval in seconds.
+    pub delay: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Distinguishes this session from earlier ones in the same slot (timers).
+    pub generation: u32,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub protocol: ProtocolVersion,
+    pub conn: Option<ConnectionId>,
+    /// Subscriptions by full filter text (with any `$share/` prefix).
+    pub subscriptions: HashMap<String, StoredSubscription>,
+    pub inflight: VecDeque<Outgoing>,
+    pub queue: VecDeque<Delivery>,
+    pub queued_bytes: usize,
+    pub next_packet_id: u16,
+    /// QoS 2 packet identifiers received and answered with PUBREC but not yet
+    /// released by PUBREL; kept across reconnects [MQTT-4.3.3-?].
+    pub incoming_qos2: BTreeSet<u16>,
+    pub will: Option<Will>,
+    /// When a delayed will is due.
+    pub will_at: Option<Instant>,
+    /// How long the session outlives its connection; `None` is forever.
+    pub expiry: Option<Duration>,
+    /// When an offline session is removed.
+    pub expires_at: Option<Instant>,
+    /// Whether "Outgoing messages are being dropped" was logged for the current overflow.
+    pub dropping: bool,
+}
+
+impl Session {
+    pub fn new(generation: u32, client_id: String, protocol: ProtocolVersion) -> Self {
+        Self {
+            generation,
+            client_id,
+            username: None,
+            protocol,
+            conn: None,
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_packet_id: 1,
+            incoming_qos2: BTreeSet::new(),
+            will: None,
+            will_at: None,
+            expiry: Some(Duration::ZERO),
+            expires_at: None,
+            dropping: false,
+        }
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry != Some(Duration::ZERO)
+    }
+
+    /// A packet identifier not used by any message in flight [MQTT-2.2.1-3].
+    pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.iter().any(|o| o.packet_id.get() == id) {
+                return PacketId::new(id);
+            }
+        }
+        None
+    }
+
+    /// Removes and returns the queued deliveries' byte count bookkeeping.
+    pub fn pop_queue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.size());
+        if self.queue.is_empty() {
+            self.dropping = false;
+        }
+        Some(d)
+    }
+}
