@@ -107,6 +107,13 @@ impl Harness {
         id
     }
 
+    /// Sets the protocol version the client encodes and decodes with.
+    pub fn set_version(&mut self, id: ConnectionId, v: ProtocolVersion) {
+        let peer = self.peers.get_mut(&id).unwrap();
+        peer.version = v;
+        peer.decoder = Decoder::with_version(v);
+    }
+
     /// Opens a plain connection from a new loopback port.
     pub fn open(&mut self) -> ConnectionId {
         self.next_port += 1;
