@@ -111,22 +111,39 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
                 {
                     push(
                         Severity::Ok,
-                        format!("cafile {}: CA {}, valid until {}", cafile.display(), info.subject, format_time(info.not_after)),
+                        format!(
+                            "cafile {}: CA {}, valid until {}",
+                            cafile.display(),
+                            info.subject,
+                            format_time(info.not_after)
+                        ),
                     );
-                    validity(&mut push, &format!("cafile {}", cafile.display()), &info, now, "re-create the CA with gen-certs (every device then needs the new ca.crt)");
+                    validity(
+                        &mut push,
+                        &format!("cafile {}", cafile.display()),
+                        &info,
+                        now,
+                        "re-create the CA with gen-certs (every device then needs the new ca.crt)",
+                    );
                     ca_info = Some(info);
                 }
             }
             Err(e) => push(Severity::Error, e.to_string()),
         }
     } else {
-        push(Severity::Warning, "no cafile given: the chain cannot be checked; add --cafile ca.crt".to_string());
+        push(
+            Severity::Warning,
+            "no cafile given: the chain cannot be checked; add --cafile ca.crt".to_string(),
+        );
     }
 
     // The certificate.
     let Some(certfile) = &options.certfile else {
         if options.keyfile.is_some() {
-            push(Severity::Error, "a key was given without its certificate; add --cert".to_string());
+            push(
+                Severity::Error,
+                "a key was given without its certificate; add --cert".to_string(),
+            );
         }
         return out;
     };
@@ -143,13 +160,20 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
     let info = match CertInfo::parse(leaf.as_ref()) {
         Ok(info) => info,
         Err(e) => {
-            push(Severity::Error, format!("certfile {}: cannot parse: {e}", certfile.display()));
+            push(
+                Severity::Error,
+                format!("certfile {}: cannot parse: {e}", certfile.display()),
+            );
             return out;
         }
     };
     let is_server = !options.names.is_empty()
         || info.eku.map(|e| e.server_auth || e.any).unwrap_or(true) && !info.sans.is_empty();
-    let role = if is_server { Role::Server } else { Role::Client };
+    let role = if is_server {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let what = format!("certfile {}", certfile.display());
     push(
         Severity::Ok,
@@ -158,13 +182,20 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
             if is_server { "server" } else { "client" },
             info.subject,
             info.issuer,
-            if info.sans.is_empty() { "none (Common Name only)".to_string() } else { info.sans.join(", ") }
+            if info.sans.is_empty() {
+                "none (Common Name only)".to_string()
+            } else {
+                info.sans.join(", ")
+            }
         ),
     );
 
     // Version and names.
     match load::check_leaf_usable("certfile", certfile, leaf, role) {
-        Ok(_) => push(Severity::Ok, format!("{what}: version 3 with the extensions rustls needs")),
+        Ok(_) => push(
+            Severity::Ok,
+            format!("{what}: version 3 with the extensions rustls needs"),
+        ),
         Err(e) => push(Severity::Error, e.to_string()),
     }
 
@@ -194,7 +225,13 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
     }
 
     // Validity.
-    validity(&mut push, &what, &info, now, "re-issue it from the same CA with gen-certs --ca-cert ca.crt --ca-key ca.key");
+    validity(
+        &mut push,
+        &what,
+        &info,
+        now,
+        "re-issue it from the same CA with gen-certs --ca-cert ca.crt --ca-key ca.key",
+    );
 
     // Key.
     if let Some(keyfile) = &options.keyfile {
@@ -217,18 +254,35 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
     let ut = UnixTime::now();
     match role {
         Role::Server => {
-            let names: Vec<String> = if options.names.is_empty() { info.sans.clone() } else { options.names.clone() };
-            let Ok(inner) = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider()).build() else {
+            let names: Vec<String> = if options.names.is_empty() {
+                info.sans.clone()
+            } else {
+                options.names.clone()
+            };
+            let Ok(inner) =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                    .build()
+            else {
                 return out;
             };
             let verifier = ExplainingServerVerifier {
                 inner,
                 insecure: false,
-                trust: format!("the CA in cafile {}", options.cafile.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+                trust: format!(
+                    "the CA in cafile {}",
+                    options
+                        .cafile
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
             };
             for name in names {
                 let Ok(server_name) = crate::server_name(&name) else {
-                    push(Severity::Error, format!("{name:?} is neither an IP address nor a DNS name"));
+                    push(
+                        Severity::Error,
+                        format!("{name:?} is neither an IP address nor a DNS name"),
+                    );
                     continue;
                 };
                 match verifier.verify_server_cert(leaf, &chain[1..], &server_name, &[], ut) {
@@ -246,7 +300,10 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
             }
         }
         Role::Client => {
-            let Ok(verifier) = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider()).build() else {
+            let Ok(verifier) =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .build()
+            else {
                 return out;
             };
             let chain_only: Vec<CertificateDer<'_>> = chain[1..].to_vec();
@@ -263,18 +320,41 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
     out
 }
 
-fn validity(push: &mut impl FnMut(Severity, String), what: &str, info: &CertInfo, now: i64, fix: &str) {
+fn validity(
+    push: &mut impl FnMut(Severity, String),
+    what: &str,
+    info: &CertInfo,
+    now: i64,
+    fix: &str,
+) {
     if now < info.not_before {
         push(
             Severity::Error,
-            format!("{what} is not valid before {} (now {}); check the clocks", format_time(info.not_before), format_time(now)),
+            format!(
+                "{what} is not valid before {} (now {}); check the clocks",
+                format_time(info.not_before),
+                format_time(now)
+            ),
         );
     } else if now > info.not_after {
-        push(Severity::Error, format!("{what} expired on {}; {fix}", format_time(info.not_after)));
+        push(
+            Severity::Error,
+            format!("{what} expired on {}; {fix}", format_time(info.not_after)),
+        );
     } else if info.not_after - now < SOON {
-        push(Severity::Warning, format!("{what} expires on {}; {fix}", format_time(info.not_after)));
+        push(
+            Severity::Warning,
+            format!("{what} expires on {}; {fix}", format_time(info.not_after)),
+        );
     } else {
-        push(Severity::Ok, format!("{what}: valid from {} to {}", format_time(info.not_before), format_time(info.not_after)));
+        push(
+            Severity::Ok,
+            format!(
+                "{what}: valid from {} to {}",
+                format_time(info.not_before),
+                format_time(info.not_after)
+            ),
+        );
     }
 }
 
@@ -302,7 +382,9 @@ mod tests {
             names: vec!["127.0.0.2".to_string()],
         });
         assert!(!has_errors(&findings), "{findings:#?}");
-        assert!(findings.iter().any(|f| f.message.contains("a client dialling 127.0.0.2 accepts")));
+        assert!(findings
+            .iter()
+            .any(|f| f.message.contains("a client dialling 127.0.0.2 accepts")));
     }
 
     #[test]
@@ -317,9 +399,22 @@ mod tests {
             keyfile: Some(dir.path().join("client.key")),
             names: vec!["127.0.0.1".to_string()],
         });
-        let errors: Vec<_> = findings.iter().filter(|f| f.severity == Severity::Error).collect();
-        assert!(errors.iter().any(|f| f.message.contains("does not match certfile")), "{errors:#?}");
-        assert!(errors.iter().any(|f| f.message.contains("is not signed by the CA in cafile")), "{errors:#?}");
+        let errors: Vec<_> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|f| f.message.contains("does not match certfile")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|f| f.message.contains("is not signed by the CA in cafile")),
+            "{errors:#?}"
+        );
 
         let findings = check(&CheckOptions {
             cafile: Some(dir.path().join("ca.crt")),
@@ -327,8 +422,13 @@ mod tests {
             keyfile: None,
             names: vec!["127.0.0.1".to_string()],
         });
-        assert!(findings.iter().any(|f| f.severity == Severity::Error
-            && f.message.contains("server certificate is for 127.0.0.2, but you connected to 127.0.0.1")), "{findings:#?}");
+        assert!(
+            findings.iter().any(|f| f.severity == Severity::Error
+                && f.message.contains(
+                    "server certificate is for 127.0.0.2, but you connected to 127.0.0.1"
+                )),
+            "{findings:#?}"
+        );
     }
 
     #[test]
@@ -342,7 +442,9 @@ mod tests {
             names: vec![],
         });
         assert!(!has_errors(&findings), "{findings:#?}");
-        assert!(findings.iter().any(|f| f.message.contains("accepts this client certificate")));
+        assert!(findings
+            .iter()
+            .any(|f| f.message.contains("accepts this client certificate")));
     }
 
     #[test]
@@ -351,14 +453,22 @@ mod tests {
         let ca = set(dir.path());
         let day = std::time::Duration::from_secs(86400);
         let now = std::time::SystemTime::now();
-        let old = ca.issue_server_valid(&["127.0.0.2".to_string()], now - day * 10, now - day).unwrap();
-        old.write(&dir.path().join("old.crt"), &dir.path().join("old.key")).unwrap();
+        let old = ca
+            .issue_server_valid(&["127.0.0.2".to_string()], now - day * 10, now - day)
+            .unwrap();
+        old.write(&dir.path().join("old.crt"), &dir.path().join("old.key"))
+            .unwrap();
         let findings = check(&CheckOptions {
             cafile: Some(dir.path().join("ca.crt")),
             certfile: Some(dir.path().join("old.crt")),
             keyfile: Some(dir.path().join("old.key")),
             names: vec!["127.0.0.2".to_string()],
         });
-        assert!(findings.iter().any(|f| f.severity == Severity::Error && f.message.contains("expired on")), "{findings:#?}");
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.severity == Severity::Error && f.message.contains("expired on")),
+            "{findings:#?}"
+        );
     }
 }

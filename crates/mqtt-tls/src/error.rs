@@ -27,7 +27,9 @@ fn ownership(process_uid: &Option<u32>, owner_uid: &Option<u32>, mode: &Option<u
         None => "this process's uid is unknown".to_string(),
     };
     let file = match (owner_uid, mode) {
-        (Some(owner), Some(mode)) => format!("the file is owned by uid {owner} with mode {mode:04o}"),
+        (Some(owner), Some(mode)) => {
+            format!("the file is owned by uid {owner} with mode {mode:04o}")
+        }
         _ => "the file's owner and mode could not be read".to_string(),
     };
     let fix = match process_uid {
@@ -285,16 +287,14 @@ pub enum TlsError {
     },
 
     /// A certificate is outside its validity period.
-    #[error("{whose} ({subject}) {state}; the time here is {now}. {advice}")]
+    #[error("{whose} ({subject}) {when}. {advice}")]
     CertificateNotValidNow {
-        /// Whose certificate: "the server certificate of 127.0.0.1", "the client certificate of 127.0.0.2:4711", a file.
+        /// Whose certificate: "the certificate of the broker at 127.0.0.1", "the client certificate of client at 127.0.0.2:4711".
         whose: String,
         /// The certificate's subject.
         subject: String,
-        /// "expired on ..." or "is not valid before ...".
-        state: String,
-        /// The current time as seen by this process.
-        now: String,
+        /// "expired on ...; the time here is ..." or "is not valid before ...; the time here is ...".
+        when: String,
         /// What to do.
         advice: String,
     },
@@ -426,4 +426,12 @@ pub enum TlsError {
         /// The error from the operating system.
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_stays_small_enough_to_embed_in_other_errors() {
+        assert!(std::mem::size_of::<super::TlsError>() <= 104);
+    }
 }

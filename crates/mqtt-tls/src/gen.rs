@@ -229,9 +229,10 @@ impl CertificateAuthority {
                 detail: format!("the server may not be named {CA_COMMON_NAME:?}: its subject must differ from the CA's"),
             });
         }
-        let mut params = CertificateParams::new(names.to_vec()).map_err(|e| TlsError::Generate {
-            detail: format!("{names:?} are not valid IP addresses or DNS names: {e}"),
-        })?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(|e| TlsError::Generate {
+                detail: format!("{names:?} are not valid IP addresses or DNS names: {e}"),
+            })?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, first.as_str());
         params.distinguished_name = dn;
@@ -315,8 +316,15 @@ pub fn write_set(
     server.write(&crt, &key)?;
     files.extend([crt, key]);
     for (i, (name, client)) in clients.iter().enumerate() {
-        let stem = if i == 0 { "client".to_string() } else { sanitize(name) };
-        let (crt, key) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+        let stem = if i == 0 {
+            "client".to_string()
+        } else {
+            sanitize(name)
+        };
+        let (crt, key) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
         client.write(&crt, &key)?;
         files.extend([crt, key]);
     }
@@ -325,7 +333,13 @@ pub fn write_set(
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -335,7 +349,12 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
         if len < 0x80 {
             vec![len as u8]
         } else {
-            let bytes: Vec<u8> = len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .iter()
+                .copied()
+                .skip_while(|b| *b == 0)
+                .collect();
             let mut out = vec![0x80 | bytes.len() as u8];
             out.extend(bytes);
             out

@@ -79,8 +79,7 @@ fn validity_error(whose: String, info: &CertInfo, expired: bool, advice: String)
     TlsError::CertificateNotValidNow {
         whose,
         subject: info.subject.clone(),
-        state,
-        now: format_time(now_unix()),
+        when: format!("{state}; the time here is {}", format_time(now_unix())),
         advice,
     }
 }
@@ -181,7 +180,8 @@ pub fn explain_io_error(err: &io::Error, ctx: &ClientContext) -> Option<TlsError
     }
     Some(match rerr {
         rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-            presented, ..
+            presented,
+            ..
         }) => TlsError::ServerNameMismatch {
             host,
             presented: presented.clone(),
@@ -287,7 +287,11 @@ pub async fn accept(
 }
 
 /// Explains an error from the broker-side handshake.
-pub fn explain_accept_error(err: &io::Error, peer: SocketAddr, require_certificate: bool) -> TlsError {
+pub fn explain_accept_error(
+    err: &io::Error,
+    peer: SocketAddr,
+    require_certificate: bool,
+) -> TlsError {
     let who = format!("client at {peer}");
     let Some(rerr) = rustls_error(err) else {
         return match err.kind() {

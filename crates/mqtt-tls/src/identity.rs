@@ -120,7 +120,10 @@ impl CertInfo {
         if !self.sans.is_empty() {
             self.sans.clone()
         } else {
-            self.common_name.iter().map(|cn| format!("CN={cn} (Common Name only)")).collect()
+            self.common_name
+                .iter()
+                .map(|cn| format!("CN={cn} (Common Name only)"))
+                .collect()
         }
     }
 }
@@ -211,7 +214,9 @@ fn escape_rfc2253(text: &str) -> String {
             }
             '#' if i == 0 => out.push_str("\\#"),
             ' ' if i == 0 || i == last => out.push_str("\\ "),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\{:02X}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\{:02X}", c as u32))
+            }
             c if !c.is_ascii() => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).as_bytes() {

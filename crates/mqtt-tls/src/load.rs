@@ -262,7 +262,10 @@ pub(crate) fn check_leaf_usable(
         index: 1,
         detail,
     })?;
-    let name = info.common_name.clone().unwrap_or_else(|| "NAME".to_string());
+    let name = info
+        .common_name
+        .clone()
+        .unwrap_or_else(|| "NAME".to_string());
     if info.version < 3 {
         let fix = match role {
             Role::Server => reissue_server_hint(&name),

@@ -27,7 +27,11 @@ pub(crate) struct PresentedCertError {
 impl fmt::Display for PresentedCertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.info {
-            Some(info) => write!(f, "{} (certificate {}, issued by {})", self.kind, info.subject, info.issuer),
+            Some(info) => write!(
+                f,
+                "{} (certificate {}, issued by {})",
+                self.kind, info.subject, info.issuer
+            ),
             None => write!(f, "{}", self.kind),
         }
     }
@@ -35,7 +39,11 @@ impl fmt::Display for PresentedCertError {
 
 impl std::error::Error for PresentedCertError {}
 
-fn explained(kind: CertificateError, end_entity: &CertificateDer<'_>, trust: &str) -> rustls::Error {
+fn explained(
+    kind: CertificateError,
+    end_entity: &CertificateDer<'_>,
+    trust: &str,
+) -> rustls::Error {
     let info = CertInfo::parse(end_entity.as_ref()).ok();
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
         PresentedCertError {
@@ -74,17 +82,22 @@ impl ServerCertVerifier for ExplainingServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Ok(ok) => Ok(ok),
             // The chain is checked before the name, so a name error means the
             // chain was good.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if self.insecure => Ok(ServerCertVerified::assertion()),
-            Err(rustls::Error::InvalidCertificate(kind)) => Err(explained(kind, end_entity, &self.trust)),
+            Err(rustls::Error::InvalidCertificate(kind)) => {
+                Err(explained(kind, end_entity, &self.trust))
+            }
             Err(other) => Err(other),
         }
     }
@@ -138,9 +151,14 @@ impl ClientCertVerifier for ExplainingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             Ok(ok) => Ok(ok),
-            Err(rustls::Error::InvalidCertificate(kind)) => Err(explained(kind, end_entity, &self.trust)),
+            Err(rustls::Error::InvalidCertificate(kind)) => {
+                Err(explained(kind, end_entity, &self.trust))
+            }
             Err(other) => Err(other),
         }
     }

@@ -15,10 +15,21 @@ fn missing_certfile_names_the_file() {
     let set = Set::new(&["127.0.0.1"]);
     let options = ServerTlsOptions::new(set.path("nope.crt"), set.path("server.key"));
     let err = options.build().unwrap_err();
-    assert!(matches!(err, TlsError::FileMissing { what: "certfile", .. }), "{err:?}");
     assert!(
-        err.to_string()
-            .starts_with(&format!("certfile {} does not exist", set.path("nope.crt").display())),
+        matches!(
+            err,
+            TlsError::FileMissing {
+                what: "certfile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "certfile {} does not exist",
+            set.path("nope.crt").display()
+        )),
         "{err}"
     );
 }
@@ -33,15 +44,33 @@ fn unreadable_keyfile_names_the_uid_owner_and_mode() {
     let err = ServerTlsOptions::new(set.path("server.crt"), &dir_as_key)
         .build()
         .unwrap_err();
-    assert!(matches!(err, TlsError::FileUnreadable { what: "keyfile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            TlsError::FileUnreadable {
+                what: "keyfile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     let uid = std::fs::metadata(set.path("server.crt")).map(|m| {
         use std::os::unix::fs::MetadataExt;
         m.uid()
     });
-    assert!(msg.starts_with(&format!("cannot read keyfile {}", dir_as_key.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("cannot read keyfile {}", dir_as_key.display())),
+        "{msg}"
+    );
     assert!(msg.contains("this process runs as uid "), "{msg}");
-    assert!(msg.contains(&format!("the file is owned by uid {} with mode 0700", uid.unwrap())), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "the file is owned by uid {} with mode 0700",
+            uid.unwrap()
+        )),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -52,7 +81,11 @@ fn certfile_holding_a_key_says_the_files_are_swapped() {
         .unwrap_err();
     assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
     assert!(err.to_string().contains("contains no certificate"), "{err}");
-    assert!(err.to_string().contains("are certfile and keyfile swapped?"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("are certfile and keyfile swapped?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,8 +96,10 @@ fn keyfile_without_a_key_names_the_file() {
         .unwrap_err();
     assert!(matches!(err, TlsError::NoPrivateKey { .. }), "{err:?}");
     assert!(
-        err.to_string()
-            .starts_with(&format!("keyfile {} contains no private key", set.path("server.crt").display())),
+        err.to_string().starts_with(&format!(
+            "keyfile {} contains no private key",
+            set.path("server.crt").display()
+        )),
         "{err}"
     );
 }
@@ -90,7 +125,10 @@ fn key_that_does_not_match_the_certificate_names_both_files() {
     }
     .build()
     .unwrap_err();
-    assert!(matches!(client_err, TlsError::KeyMismatch { .. }), "{client_err:?}");
+    assert!(
+        matches!(client_err, TlsError::KeyMismatch { .. }),
+        "{client_err:?}"
+    );
 }
 
 #[test]
@@ -104,7 +142,10 @@ fn client_certificate_without_a_trust_source_says_what_to_add() {
     .unwrap_err();
     assert!(matches!(err, TlsError::NoTrustSource { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&set.path("client.crt").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&set.path("client.crt").display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("add --cafile ca.crt"), "{msg}");
 }
 
@@ -141,7 +182,10 @@ fn require_certificate_without_a_ca_is_refused() {
     }
     .build()
     .unwrap_err();
-    assert!(matches!(err, TlsError::RequireCertificateWithoutCa), "{err:?}");
+    assert!(
+        matches!(err, TlsError::RequireCertificateWithoutCa),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("add `cafile ca.crt`"), "{err}");
 }
 
@@ -150,15 +194,25 @@ fn server_certificate_with_its_name_only_in_the_common_name_is_explained() {
     let set = Set::new(&["127.0.0.1"]);
     // rcgen with no SAN, CN only.
     let dir = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::from_pem_files(&set.path("ca.crt"), &set.path("ca.key")).unwrap();
+    let ca =
+        CertificateAuthority::from_pem_files(&set.path("ca.crt"), &set.path("ca.key")).unwrap();
     let client_like = ca.issue_client("192.168.1.5").unwrap();
     let (crt, key) = (dir.path().join("cn.crt"), dir.path().join("cn.key"));
     client_like.write(&crt, &key).unwrap();
     let err = ServerTlsOptions::new(&crt, &key).build().unwrap_err();
-    assert!(matches!(err, TlsError::NameOnlyInCommonName { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsError::NameOnlyInCommonName { .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("has its name only in the Common Name (CN=192.168.1.5)"), "{msg}");
-    assert!(msg.contains("--ca-cert ca.crt --ca-key ca.key --server-name 192.168.1.5"), "{msg}");
+    assert!(
+        msg.contains("has its name only in the Common Name (CN=192.168.1.5)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--ca-cert ca.crt --ca-key ca.key --server-name 192.168.1.5"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -212,10 +266,18 @@ fn crlfile_without_a_crl_is_explained() {
 fn generated_keys_are_mode_0600() {
     let set = Set::new(&["127.0.0.1"]);
     for key in ["ca.key", "server.key", "client.key"] {
-        let mode = std::fs::metadata(set.path(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(set.path(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
-    let mode = std::fs::metadata(set.path("ca.crt")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(set.path("ca.crt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o644);
 }
 

@@ -21,7 +21,11 @@ async fn mutual_tls_handshake_succeeds_and_reports_the_client_identity() {
     let identity = PeerIdentity::from_tls_stream(&accepted).unwrap();
     assert_eq!(identity.common_name.as_deref(), Some("sensor-1"));
     assert_eq!(identity.subject, "CN=sensor-1");
-    assert_eq!(accepted.get_ref().1.alpn_protocol(), None, "client offered no ALPN");
+    assert_eq!(
+        accepted.get_ref().1.alpn_protocol(),
+        None,
+        "client offered no ALPN"
+    );
     within(stream.write_all(b"ping")).await.unwrap();
     let mut accepted = accepted;
     let mut buf = [0u8; 4];
@@ -52,7 +56,9 @@ async fn dns_name_is_verified_against_the_dns_san() {
     let client = set.client_options(false).build().unwrap();
     let (addr, handle) = serve_once("127.0.0.2", server, false).await;
     let tcp = within(TcpStream::connect(addr)).await.unwrap();
-    within(mqtt_tls::connect(client, "laptop.local", tcp)).await.unwrap();
+    within(mqtt_tls::connect(client, "laptop.local", tcp))
+        .await
+        .unwrap();
     within(handle).await.unwrap().unwrap();
 }
 
@@ -64,13 +70,21 @@ async fn server_certificate_for_another_address_names_both_addresses() {
     let client = set.client_options(false).build().unwrap();
     let (addr, _handle) = serve_once("127.0.0.1", server, false).await;
     let err = dial(client, "127.0.0.1", addr).await.unwrap_err();
-    assert!(matches!(err, TlsError::ServerNameMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsError::ServerNameMismatch { .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains("server certificate is for 127.0.0.2, but you connected to 127.0.0.1; connect with -h 127.0.0.2 or re-issue the certificate with that name"),
         "{msg}"
     );
-    assert!(msg.contains("gen-certs -- --out DIR --ca-cert ca.crt --ca-key ca.key --server-name 127.0.0.1"), "{msg}");
+    assert!(
+        msg.contains(
+            "gen-certs -- --out DIR --ca-cert ca.crt --ca-key ca.key --server-name 127.0.0.1"
+        ),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -95,8 +109,13 @@ async fn insecure_mode_skips_the_name_check_but_not_the_chain() {
     .build()
     .unwrap();
     let (addr, _handle) = serve_once("127.0.0.1", server, false).await;
-    let err = dial(insecure_other_ca, "127.0.0.1", addr).await.unwrap_err();
-    assert!(matches!(err, TlsError::ServerCertUnknownIssuer { .. }), "{err:?}");
+    let err = dial(insecure_other_ca, "127.0.0.1", addr)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TlsError::ServerCertUnknownIssuer { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -108,10 +127,16 @@ async fn server_certificate_from_another_ca_names_the_cafile() {
     let (addr, _handle) = serve_once("127.0.0.1", server, false).await;
     let err = dial(client, "127.0.0.1", addr).await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, TlsError::ServerCertUnknownIssuer { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsError::ServerCertUnknownIssuer { .. }),
+        "{err:?}"
+    );
     assert!(msg.contains("the broker at 127.0.0.1 presented a certificate for CN=127.0.0.1 issued by CN=mqtt-stack CA,O=mqtt-stack"), "{msg}");
     assert!(
-        msg.contains(&format!("not signed by the CA in cafile {}", other.path("ca.crt").display())),
+        msg.contains(&format!(
+            "not signed by the CA in cafile {}",
+            other.path("ca.crt").display()
+        )),
         "{msg}"
     );
 }
@@ -129,8 +154,14 @@ async fn expired_server_certificate_gives_the_date() {
     let (addr, _handle) = serve_once("127.0.0.1", server, false).await;
     let err = dial(client, "127.0.0.1", addr).await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, TlsError::CertificateNotValidNow { .. }), "{err:?}");
-    assert!(msg.contains("the certificate of the broker at 127.0.0.1 (CN=127.0.0.1) expired on "), "{msg}");
+    assert!(
+        matches!(err, TlsError::CertificateNotValidNow { .. }),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains("the certificate of the broker at 127.0.0.1 (CN=127.0.0.1) expired on "),
+        "{msg}"
+    );
     assert!(msg.contains("the time here is"), "{msg}");
 }
 
@@ -139,7 +170,11 @@ async fn not_yet_valid_server_certificate_gives_the_date_and_mentions_the_clock(
     let set = Set::new(&["127.0.0.1"]);
     let future = set
         .ca
-        .issue_server_valid(&["127.0.0.1".to_string()], from_now(86400), from_now(10 * 86400))
+        .issue_server_valid(
+            &["127.0.0.1".to_string()],
+            from_now(86400),
+            from_now(10 * 86400),
+        )
         .unwrap();
     let (crt, key) = set.write("future", &future);
     let server = mqtt_tls::ServerTlsOptions::new(crt, key).build().unwrap();
@@ -171,11 +206,16 @@ async fn missing_client_certificate_is_explained_on_both_sides() {
         )
     );
 
-    within(stream.write_all(&connect_packet("sub-1"))).await.unwrap();
+    within(stream.write_all(&connect_packet("sub-1")))
+        .await
+        .unwrap();
     let mut buf = [0u8; 4];
     let read_err = within(stream.read(&mut buf)).await.unwrap_err();
     let explained = explain_io_error(&read_err, &ctx).expect("a TLS error");
-    assert!(matches!(explained, TlsError::ClientCertificateRequired { .. }), "{explained:?}");
+    assert!(
+        matches!(explained, TlsError::ClientCertificateRequired { .. }),
+        "{explained:?}"
+    );
     assert!(
         explained
             .to_string()
@@ -204,7 +244,10 @@ async fn client_certificate_from_another_ca_is_explained_on_both_sides() {
     let local = stream.get_ref().0.local_addr().unwrap();
 
     let broker_err = within(handle).await.unwrap().unwrap_err();
-    assert!(matches!(broker_err, TlsError::ClientCertUnknownIssuer { .. }), "{broker_err:?}");
+    assert!(
+        matches!(broker_err, TlsError::ClientCertUnknownIssuer { .. }),
+        "{broker_err:?}"
+    );
     let msg = broker_err.to_string();
     assert!(
         msg.starts_with(&format!(
@@ -213,12 +256,22 @@ async fn client_certificate_from_another_ca_is_explained_on_both_sides() {
         "{msg}"
     );
 
-    within(stream.write_all(&connect_packet("sub-1"))).await.unwrap();
+    within(stream.write_all(&connect_packet("sub-1")))
+        .await
+        .unwrap();
     let mut buf = [0u8; 4];
     let read_err = within(stream.read(&mut buf)).await.unwrap_err();
     let explained = explain_io_error(&read_err, &ctx).expect("a TLS error");
-    assert!(matches!(explained, TlsError::ClientCertificateRejected { .. }), "{explained:?}");
-    assert!(explained.to_string().contains("rejected our client certificate"), "{explained}");
+    assert!(
+        matches!(explained, TlsError::ClientCertificateRejected { .. }),
+        "{explained:?}"
+    );
+    assert!(
+        explained
+            .to_string()
+            .contains("rejected our client certificate"),
+        "{explained}"
+    );
 }
 
 #[tokio::test]
@@ -227,9 +280,13 @@ async fn client_certificate_is_optional_when_require_certificate_is_off() {
     let server = set.server_options(false).build().unwrap();
 
     let (addr, handle) = serve_once("127.0.0.1", server.clone(), false).await;
-    let mut anonymous = dial(set.client_options(false).build().unwrap(), "127.0.0.1", addr)
-        .await
-        .unwrap();
+    let mut anonymous = dial(
+        set.client_options(false).build().unwrap(),
+        "127.0.0.1",
+        addr,
+    )
+    .await
+    .unwrap();
     let mut accepted = within(handle).await.unwrap().unwrap();
     assert_eq!(PeerIdentity::from_tls_stream(&accepted), None);
     within(anonymous.write_all(b"x")).await.unwrap();
@@ -252,12 +309,18 @@ async fn plain_mqtt_to_the_tls_port_is_named_on_the_broker_side() {
     let (addr, handle) = serve_once("127.0.0.1", server, false).await;
     let mut tcp = within(TcpStream::connect(addr)).await.unwrap();
     let local = tcp.local_addr().unwrap();
-    within(tcp.write_all(&connect_packet("plain"))).await.unwrap();
+    within(tcp.write_all(&connect_packet("plain")))
+        .await
+        .unwrap();
     let err = within(handle).await.unwrap().unwrap_err();
-    assert!(matches!(err, TlsError::PlainMqttOnTlsPort { .. }), "{err:?}");
     assert!(
-        err.to_string()
-            .starts_with(&format!("client at {local} spoke plain MQTT (a CONNECT packet) to this TLS listener")),
+        matches!(err, TlsError::PlainMqttOnTlsPort { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "client at {local} spoke plain MQTT (a CONNECT packet) to this TLS listener"
+        )),
         "{err}"
     );
 }
@@ -306,7 +369,8 @@ async fn plain_mqtt_broker_answering_garbage_is_reported_as_not_tls() {
 #[tokio::test]
 async fn reissued_server_certificate_from_the_same_ca_works_with_the_old_ca_file() {
     let set = Set::new(&["127.0.0.2"]);
-    let ca = CertificateAuthority::from_pem_files(&set.path("ca.crt"), &set.path("ca.key")).unwrap();
+    let ca =
+        CertificateAuthority::from_pem_files(&set.path("ca.crt"), &set.path("ca.key")).unwrap();
     let reissued = ca.issue_server(&["127.0.0.1".to_string()]).unwrap();
     let (crt, key) = set.write("reissued", &reissued);
     let server = mqtt_tls::ServerTlsOptions::new(crt, key).build().unwrap();

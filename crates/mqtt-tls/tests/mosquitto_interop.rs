@@ -166,9 +166,17 @@ fn mosquitto_sub_with_generated_certificates_receives_a_message() {
         .args(["-t", "sensors/temp", "-m", "21.5"])
         .output()
         .unwrap();
-    assert!(publish.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&publish.stderr));
+    assert!(
+        publish.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&publish.stderr)
+    );
     let out = sub.wait_with_output().unwrap();
-    assert!(out.status.success(), "mosquitto_sub: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mosquitto_sub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "21.5");
 }
 
@@ -198,7 +206,9 @@ async fn our_client_config_completes_a_handshake_and_connect_with_mosquitto() {
     let broker = start_with_set(&set);
     let config = set.client_options(true).build().unwrap();
     let mut stream = dial(config, "127.0.0.1", broker.addr()).await.unwrap();
-    within(stream.write_all(&connect_packet("rustls-1"))).await.unwrap();
+    within(stream.write_all(&connect_packet("rustls-1")))
+        .await
+        .unwrap();
     let mut connack = [0u8; 4];
     within(stream.read_exact(&mut connack)).await.unwrap();
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
@@ -227,8 +237,15 @@ async fn our_client_without_a_certificate_learns_that_mosquitto_requires_one() {
     }
     .await;
     let err = result.unwrap_err();
-    assert!(matches!(err, TlsError::ClientCertificateRequired { .. }), "{err:?}");
-    assert!(err.to_string().contains("pass --cert client.crt --key client.key"), "{err}");
+    assert!(
+        matches!(err, TlsError::ClientCertificateRequired { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("pass --cert client.crt --key client.key"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -241,10 +258,45 @@ async fn mosquitto_with_recipe_certificates_is_explained_to_our_client() {
     // The mosquitto-tls recipe's server certificate: version 1, CN=127.0.0.1,
     // signed by our CA (which the subscriber already trusts).
     run(dir, "openssl", &["genrsa", "-out", "v1.key", "2048"]);
-    run(dir, "openssl", &["req", "-new", "-out", "v1.csr", "-key", "v1.key", "-subj", "/CN=127.0.0.1"]);
-    run(dir, "openssl", &["x509", "-req", "-in", "v1.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "v1.crt", "-days", "365"]);
-    let broker = Mosquitto::start(dir, &set.path("ca.crt"), &set.path("v1.crt"), &set.path("v1.key"));
+    run(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-out",
+            "v1.csr",
+            "-key",
+            "v1.key",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    run(
+        dir,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "v1.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "v1.crt",
+            "-days",
+            "365",
+        ],
+    );
+    let broker = Mosquitto::start(
+        dir,
+        &set.path("ca.crt"),
+        &set.path("v1.crt"),
+        &set.path("v1.key"),
+    );
 
     // Mosquitto and mosquitto_sub accept it ...
     let port = broker.port.to_string();
@@ -253,13 +305,26 @@ async fn mosquitto_with_recipe_certificates_is_explained_to_our_client() {
         .args(["-t", "t", "-m", "x"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // ... rustls does not, and says why and what to run.
     let config = set.client_options(true).build().unwrap();
     let err = dial(config, "127.0.0.1", broker.addr()).await.unwrap_err();
-    assert!(matches!(err, TlsError::ServerCertVersion1 { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsError::ServerCertVersion1 { .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("the broker at 127.0.0.1 presented a version 1 certificate (CN=127.0.0.1)"), "{msg}");
-    assert!(msg.contains("--ca-cert ca.crt --ca-key ca.key --server-name 127.0.0.1"), "{msg}");
+    assert!(
+        msg.contains("the broker at 127.0.0.1 presented a version 1 certificate (CN=127.0.0.1)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--ca-cert ca.crt --ca-key ca.key --server-name 127.0.0.1"),
+        "{msg}"
+    );
 }

@@ -15,14 +15,67 @@ use mqtt_tls::{ClientTlsOptions, ServerTlsOptions, TlsError};
 /// and the client. The CA key is left unencrypted (the recipe's `-des3` would
 /// prompt for a passphrase).
 fn recipe(dir: &Path) {
-    run(dir, "openssl", &["req", "-new", "-x509", "-days", "365", "-extensions", "v3_ca", "-nodes",
-        "-newkey", "rsa:2048", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=recipe CA"]);
+    run(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "365",
+            "-extensions",
+            "v3_ca",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=recipe CA",
+        ],
+    );
     for (name, cn) in [("server", "127.0.0.1"), ("client", "sensor-1")] {
-        run(dir, "openssl", &["genrsa", "-out", &format!("{name}.key"), "2048"]);
-        run(dir, "openssl", &["req", "-new", "-out", &format!("{name}.csr"), "-key",
-            &format!("{name}.key"), "-subj", &format!("/CN={cn}")]);
-        run(dir, "openssl", &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt",
-            "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{name}.crt"), "-days", "365"]);
+        run(
+            dir,
+            "openssl",
+            &["genrsa", "-out", &format!("{name}.key"), "2048"],
+        );
+        run(
+            dir,
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-out",
+                &format!("{name}.csr"),
+                "-key",
+                &format!("{name}.key"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        run(
+            dir,
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "365",
+            ],
+        );
     }
 }
 
@@ -54,9 +107,18 @@ fn recipe_server_certificate_is_refused_with_version_1_explanation_and_fix() {
     }
     .build()
     .unwrap_err();
-    assert!(matches!(err, TlsError::Version1Certificate { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsError::Version1Certificate { .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains(&format!("certfile {} is a version 1 certificate (CN=127.0.0.1)", dir.path().join("server.crt").display())), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "certfile {} is a version 1 certificate (CN=127.0.0.1)",
+            dir.path().join("server.crt").display()
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("name is only in the Common Name"), "{msg}");
     assert!(msg.contains("keeping ca.crt"), "{msg}");
     assert!(
@@ -76,8 +138,15 @@ fn recipe_client_certificate_is_refused_with_version_1_explanation_and_fix() {
     }
     .build()
     .unwrap_err();
-    assert!(matches!(err, TlsError::Version1Certificate { .. }), "{err:?}");
-    assert!(err.to_string().contains("is a version 1 certificate (CN=sensor-1)"), "{err}");
+    assert!(
+        matches!(err, TlsError::Version1Certificate { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("is a version 1 certificate (CN=sensor-1)"),
+        "{err}"
+    );
     assert!(err.to_string().ends_with("--client-name sensor-1"), "{err}");
 }
 
@@ -97,11 +166,21 @@ fn recipe_ca_loads_as_cafile() {
 #[tokio::test]
 async fn reissuing_from_the_recipe_ca_works_with_the_existing_ca_crt() {
     let Some(dir) = recipe_dir() else { return };
-    let ca = CertificateAuthority::from_pem_files(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
+    let ca = CertificateAuthority::from_pem_files(
+        &dir.path().join("ca.crt"),
+        &dir.path().join("ca.key"),
+    )
+    .unwrap();
     let server = ca.issue_server(&["127.0.0.1".to_string()]).unwrap();
     let client = ca.issue_client("sensor-1").unwrap();
     let out = tempfile::tempdir().unwrap();
-    mqtt_tls::gen::write_set(out.path(), &ca, &server, &[("sensor-1".to_string(), client)]).unwrap();
+    mqtt_tls::gen::write_set(
+        out.path(),
+        &ca,
+        &server,
+        &[("sensor-1".to_string(), client)],
+    )
+    .unwrap();
     // ca.crt is copied unchanged; the CA key is not copied.
     assert_eq!(
         std::fs::read(dir.path().join("ca.crt")).unwrap(),
@@ -128,7 +207,17 @@ async fn reissuing_from_the_recipe_ca_works_with_the_existing_ca_crt() {
     dial(client, "127.0.0.1", addr).await.unwrap();
     within(handle).await.unwrap().unwrap();
     // And OpenSSL agrees.
-    run(out.path(), "openssl", &["verify", "-CAfile", &dir.path().join("ca.crt").display().to_string(), "server.crt", "client.crt"]);
+    run(
+        out.path(),
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &dir.path().join("ca.crt").display().to_string(),
+            "server.crt",
+            "client.crt",
+        ],
+    );
 }
 
 #[test]
@@ -137,15 +226,46 @@ fn pkcs1_ca_key_from_older_openssl_can_reissue() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    run(dir.path(), "openssl", &["genrsa", "-traditional", "-out", "ca.key", "2048"]);
-    run(dir.path(), "openssl", &["req", "-new", "-x509", "-days", "365", "-extensions", "v3_ca",
-        "-key", "ca.key", "-out", "ca.crt", "-subj", "/CN=old CA"]);
-    assert!(std::fs::read_to_string(dir.path().join("ca.key")).unwrap().contains("BEGIN RSA PRIVATE KEY"));
-    let ca = CertificateAuthority::from_pem_files(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
+    run(
+        dir.path(),
+        "openssl",
+        &["genrsa", "-traditional", "-out", "ca.key", "2048"],
+    );
+    run(
+        dir.path(),
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "365",
+            "-extensions",
+            "v3_ca",
+            "-key",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=old CA",
+        ],
+    );
+    assert!(std::fs::read_to_string(dir.path().join("ca.key"))
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    let ca = CertificateAuthority::from_pem_files(
+        &dir.path().join("ca.crt"),
+        &dir.path().join("ca.key"),
+    )
+    .unwrap();
     let server = ca.issue_server(&["127.0.0.1".to_string()]).unwrap();
     let (crt, key) = (dir.path().join("s.crt"), dir.path().join("s.key"));
     server.write(&crt, &key).unwrap();
-    run(dir.path(), "openssl", &["verify", "-CAfile", "ca.crt", "s.crt"]);
+    run(
+        dir.path(),
+        "openssl",
+        &["verify", "-CAfile", "ca.crt", "s.crt"],
+    );
 }
 
 #[test]
@@ -158,17 +278,57 @@ fn openssl_rsa_and_ec_key_formats_load() {
     // PKCS#1 (traditional RSA) and SEC1 (EC) keys for certificates issued by our CA via CSR are
     // not needed: check that the key loaders accept every format against a matching cert.
     for (args, marker) in [
-        (vec!["genrsa", "-traditional", "-out", "k1.key", "2048"], "BEGIN RSA PRIVATE KEY"),
-        (vec!["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k2.key"], "BEGIN EC PRIVATE KEY"),
-        (vec!["genpkey", "-algorithm", "RSA", "-out", "k3.key"], "BEGIN PRIVATE KEY"),
+        (
+            vec!["genrsa", "-traditional", "-out", "k1.key", "2048"],
+            "BEGIN RSA PRIVATE KEY",
+        ),
+        (
+            vec![
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "k2.key",
+            ],
+            "BEGIN EC PRIVATE KEY",
+        ),
+        (
+            vec!["genpkey", "-algorithm", "RSA", "-out", "k3.key"],
+            "BEGIN PRIVATE KEY",
+        ),
     ] {
         run(dir, "openssl", &args);
-        let key_name = args.iter().position(|a| *a == "-out").map(|i| args[i + 1]).unwrap();
-        assert!(std::fs::read_to_string(dir.join(key_name)).unwrap().contains(marker));
+        let key_name = args
+            .iter()
+            .position(|a| *a == "-out")
+            .map(|i| args[i + 1])
+            .unwrap();
+        assert!(std::fs::read_to_string(dir.join(key_name))
+            .unwrap()
+            .contains(marker));
         // Self-signed v3 certificate with a SAN for this key.
         let crt = format!("{key_name}.crt");
-        run(dir, "openssl", &["req", "-new", "-x509", "-key", key_name, "-out", &crt, "-days", "30",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+        run(
+            dir,
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-key",
+                key_name,
+                "-out",
+                &crt,
+                "-days",
+                "30",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+        );
         ServerTlsOptions::new(dir.join(&crt), dir.join(key_name))
             .build()
             .unwrap_or_else(|e| panic!("{key_name}: {e}"));
@@ -182,15 +342,49 @@ fn encrypted_private_keys_get_a_precise_message() {
     }
     let set = Set::new(&["127.0.0.1"]);
     let dir = set.dir.path();
-    run(dir, "openssl", &["genrsa", "-aes256", "-passout", "pass:secret", "-out", "enc.key", "2048"]);
-    run(dir, "openssl", &["genrsa", "-traditional", "-aes256", "-passout", "pass:secret", "-out", "enc-trad.key", "2048"]);
+    run(
+        dir,
+        "openssl",
+        &[
+            "genrsa",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-out",
+            "enc.key",
+            "2048",
+        ],
+    );
+    run(
+        dir,
+        "openssl",
+        &[
+            "genrsa",
+            "-traditional",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-out",
+            "enc-trad.key",
+            "2048",
+        ],
+    );
     for key in ["enc.key", "enc-trad.key"] {
         let err = ServerTlsOptions::new(set.path("server.crt"), set.path(key))
             .build()
             .unwrap_err();
-        assert!(matches!(err, TlsError::EncryptedPrivateKey { .. }), "{key}: {err:?}");
+        assert!(
+            matches!(err, TlsError::EncryptedPrivateKey { .. }),
+            "{key}: {err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.starts_with(&format!("keyfile {} holds an encrypted private key", set.path(key).display())), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "keyfile {} holds an encrypted private key",
+                set.path(key).display()
+            )),
+            "{msg}"
+        );
         assert!(msg.contains("openssl pkey -in"), "{msg}");
     }
 }

@@ -35,7 +35,13 @@ impl Set {
         let names: Vec<String> = server_names.iter().map(|s| s.to_string()).collect();
         let server = ca.issue_server(&names).unwrap();
         let client = ca.issue_client("sensor-1").unwrap();
-        write_set(dir.path(), &ca, &server, &[("sensor-1".to_string(), client)]).unwrap();
+        write_set(
+            dir.path(),
+            &ca,
+            &server,
+            &[("sensor-1".to_string(), client)],
+        )
+        .unwrap();
         Set { dir, ca }
     }
 
