@@ -1,5 +1,86 @@
-//! mqtt-client.
+//! An MQTT 3.1.1 and 5.0 client over TCP, TLS and mutual TLS: a
+//! deterministic sans-IO core ([`proto`]) and a tokio API ([`Client`]) that
+//! reconnects with back-off, restores subscriptions and re-sends
+//! unacknowledged messages.
+//!
+//! # The common case
+//!
+//! Connect with mutual TLS (files as Mosquitto names them), subscribe, and
+//! loop over messages:
+//!
+//! ```no_run
+//! use mqtt_client::{Client, ClientOptions, ClientTlsOptions, QoS};
+//!
+//! # async fn run() -> Result<(), mqtt_client::Error> {
+//! let tls = ClientTlsOptions {
+//!     cafile: Some("ca.crt".into()),
+//!     certfile: Some("client.crt".into()),
+//!     keyfile: Some("client.key".into()),
+//!     ..ClientTlsOptions::default()
+//! };
+//! let options = ClientOptions::new("192.168.1.5", 8883).client_id("pi").tls_files(&tls)?;
+//! let (client, mut messages) = Client::connect(options).await?;
+//! client.subscribe("ssltopic", QoS::AtLeastOnce).await?;
+//! while let Some(message) = messages.recv().await {
+//!     println!("{} {}", message.topic, String::from_utf8_lossy(&message.payload));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Client::publish`] completes when the broker has the message (QoS 0:
+//! written; QoS 1: PUBACK; QoS 2: PUBCOMP) and returns its reason code.
+//! [`Client::state`] tells whether the client is connected or reconnecting,
+//! and why.
+//!
+//! # Back-pressure
+//!
+//! [`Messages`] is a bounded channel ([`ClientOptions::message_capacity`]).
+//! Awaiting a publish, subscribe or unsubscribe while nobody reads
+//! `Messages` never deadlocks, because the event loop keeps reading the
+//! socket, and so keeps processing the acknowledgements of your requests,
+//! while messages wait for room in the channel:
+//!
+//! - An incoming QoS 1 or 2 message is acknowledged (PUBACK, PUBREC) only
+//!   when it enters the channel. The client sends a Receive Maximum equal to
+//!   [`ClientOptions::max_held_messages`] (5.0), so the broker may not have
+//!   more unacknowledged messages towards it than that: it keeps the rest
+//!   queued on its side (Mosquitto does the same for 3.1.1 with its
+//!   `max_inflight_messages`, 20 by default). Nothing is lost.
+//! - At most [`ClientOptions::max_held_messages`] incoming QoS 0 messages
+//!   wait; further ones are dropped (QoS 0 is "at most once") with a warning,
+//!   rather than stalling the socket and with it your acknowledgements.
+//!
+//! So memory stays bounded, and a task may publish and read messages in any
+//! order.
+//!
+//! # Limits
+//!
+//! The maximum incoming packet size defaults to the protocol's maximum
+//! (256 MiB), so a large retained message never trips a client over a
+//! hidden limit; set [`ClientOptions::max_incoming_packet_size`] to bound
+//! memory, and a larger packet ends the connection with an error that names
+//! the limit and the setting.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backoff;
+mod client;
+mod error;
+mod event_loop;
+mod options;
 pub mod proto;
+mod state;
+
+pub use backoff::ReconnectOptions;
+pub use client::{Client, Messages};
+pub use error::Error;
+pub use event_loop::EventLoop;
+pub use options::ClientOptions;
+pub use state::ConnectionState;
+
+pub use mqtt_codec::{
+    Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscription,
+    SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
+};
+pub use mqtt_tls::{ClientTlsOptions, TlsError};

@@ -981,6 +981,11 @@ impl Connection {
         Some(e)
     }
 
+    /// Whether [`Connection::poll_transmit`] has something to write.
+    pub fn wants_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// Everything ready to be written, encoded into one buffer (one write,
     /// one TLS record batch), or `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {

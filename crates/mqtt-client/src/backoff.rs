@@ -1,0 +1,106 @@
+//! Reconnect delays: exponential back-off with jitter.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+/// When and how the client reconnects after a connection is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconnectOptions {
+    /// Reconnect at all (default `true`). When off, a lost connection
+    /// closes the client.
+    pub enabled: bool,
+    /// Delay before the first retry (default 500 ms).
+    pub initial_delay: Duration,
+    /// Longest delay (default 30 s).
+    pub max_delay: Duration,
+    /// Growth factor per failed attempt (default 2).
+    pub multiplier: f64,
+    /// Fraction of each delay that is random (default 0.5: a delay `d` becomes
+    /// a uniform pick in `[d/2, d]`), so many clients that lost the same
+    /// broker do not come back in lock-step.
+    pub jitter: f64,
+}
+
+impl Default for ReconnectOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.5,
+        }
+    }
+}
+
+impl ReconnectOptions {
+    /// No reconnects.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// The delay before retry number `attempt` (1 for the first), with
+    /// `random` in `[0, 1)` supplying the jitter.
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let exp = self
+            .multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let base = self.initial_delay.as_secs_f64() * exp;
+        let capped = base.min(self.max_delay.as_secs_f64()).max(0.0);
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        Duration::from_secs_f64(capped * (1.0 - jitter * random.clamp(0.0, 1.0)))
+    }
+}
+
+/// A small xorshift generator seeded from the process's random hash keys:
+/// jitter needs no cryptographic randomness, and no extra dependency.
+#[derive(Debug)]
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    pub(crate) fn new() -> Self {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0x9E37_79B9_7F4A_7C15);
+        Self(h.finish() | 1)
+    }
+
+    /// A number in `[0, 1)`.
+    pub(crate) fn next(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_exponentially_up_to_the_maximum() {
+        let o = ReconnectOptions::default();
+        assert_eq!(o.delay(1, 0.0), Duration::from_millis(500));
+        assert_eq!(o.delay(2, 0.0), Duration::from_secs(1));
+        assert_eq!(o.delay(4, 0.0), Duration::from_secs(4));
+        assert_eq!(o.delay(30, 0.0), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_shortens_delays_by_at_most_its_fraction() {
+        let o = ReconnectOptions::default();
+        let mut j = Jitter::new();
+        let delays: Vec<Duration> = (0..100).map(|_| o.delay(3, j.next())).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(2)));
+        assert!(delays.iter().any(|d| *d != delays[0]), "no jitter at all");
+    }
+}

@@ -1,0 +1,128 @@
+//! [`Error`]: everything the tokio client reports, in words a person can act on.
+
+use std::io;
+use std::sync::Arc;
+
+use mqtt_codec::{ReasonCode, TopicError};
+use mqtt_tls::TlsError;
+
+use crate::proto::{ConnectionError, PublishError};
+
+fn broker_says(s: &Option<String>) -> String {
+    match s {
+        Some(s) if !s.is_empty() => format!(" (broker says: {s})"),
+        _ => String::new(),
+    }
+}
+
+fn dial_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            "; is the broker running and listening on that address and port (-h, -p)?"
+        }
+        io::ErrorKind::TimedOut => "; is the address right and the port open in the firewall?",
+        _ => "",
+    }
+}
+
+/// Everything that can go wrong in the tokio client. Cheap to clone (sources
+/// are shared), so it can sit in [`crate::ConnectionState`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A topic name or filter is not valid.
+    #[error("invalid topic {topic:?}: {source}")]
+    InvalidTopic {
+        /// The topic as given.
+        topic: String,
+        /// Why.
+        source: TopicError,
+    },
+    /// The TCP connection to the broker could not be opened.
+    #[error("could not connect to {address}: {source}{}", dial_hint(.source))]
+    Dial {
+        /// `host:port` as dialled.
+        address: String,
+        /// The operating system's error.
+        source: Arc<io::Error>,
+    },
+    /// Opening the TCP connection took longer than the connect time-out.
+    #[error("could not connect to {address} within {timeout:?}; is the address right and the port open in the firewall?")]
+    DialTimeout {
+        /// `host:port` as dialled.
+        address: String,
+        /// The time-out.
+        timeout: std::time::Duration,
+    },
+    /// TLS failed, in mqtt-tls's words (what is wrong and what to do).
+    #[error("{0}")]
+    Tls(Arc<TlsError>),
+    /// The connection failed or ended: refused in CONNACK, closed by the
+    /// broker, a protocol violation, a time-out, a too-large packet.
+    #[error("{0}")]
+    Connection(ConnectionError),
+    /// Reading or writing the socket failed.
+    #[error("connection to {address} failed: {source}")]
+    Io {
+        /// `host:port` of the broker.
+        address: String,
+        /// The operating system's error.
+        source: Arc<io::Error>,
+    },
+    /// The message could not be queued or sent.
+    #[error("{0}")]
+    Publish(PublishError),
+    /// The broker refused a QoS 1/2 message (PUBACK or PUBREC with an error code).
+    #[error("the broker refused the message: {reason_code}{}", broker_says(.reason_string))]
+    PublishRefused {
+        /// The reason code.
+        reason_code: ReasonCode,
+        /// The 5.0 Reason String.
+        reason_string: Option<String>,
+    },
+    /// The broker refused a subscription in SUBACK.
+    #[error("the broker refused the subscription to {filter:?}: {reason_code}{}", broker_says(.reason_string))]
+    SubscribeRefused {
+        /// The topic filter.
+        filter: String,
+        /// The reason code (3.1.1 brokers only say 0x80 Unspecified error).
+        reason_code: ReasonCode,
+        /// The 5.0 Reason String.
+        reason_string: Option<String>,
+    },
+    /// All 65,535 packet identifiers are in use.
+    #[error("all 65535 packet identifiers are in use; wait for earlier requests to complete")]
+    NoPacketId,
+    /// The event loop has stopped (after `disconnect`, a fatal error, or
+    /// because it was dropped); the request was not completed.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl From<TlsError> for Error {
+    fn from(e: TlsError) -> Self {
+        Error::Tls(Arc::new(e))
+    }
+}
+
+impl From<ConnectionError> for Error {
+    fn from(e: ConnectionError) -> Self {
+        Error::Connection(e)
+    }
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        Error::Publish(e)
+    }
+}
+
+impl Error {
+    /// The CONNACK refusal, if this is one (e.g. to pick an exit code).
+    pub fn connack_refusal(&self) -> Option<ReasonCode> {
+        match self {
+            Error::Connection(ConnectionError::Refused { reason, .. }) => Some(*reason),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! [`ClientOptions`]: where to connect, how, and the client's limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mqtt_codec::{LastWill, Properties, ProtocolVersion, QoS};
+use mqtt_tls::ClientTlsOptions;
+
+use crate::backoff::ReconnectOptions;
+use crate::proto::ConnectOptions;
+use crate::Error;
+
+/// Everything [`crate::Client::connect`] needs. Start from
+/// [`ClientOptions::new`] and chain the setters, or set the public fields.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Broker host name or IP address; for TLS also the name the broker's
+    /// certificate must carry.
+    pub host: String,
+    /// Broker port (1883 plain, 8883 TLS by convention).
+    pub port: u16,
+    /// TLS configuration (from [`mqtt_tls::ClientTlsOptions::build`]); `None` is plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Session options that go into CONNECT, and the core's limits.
+    pub session: ConnectOptions,
+    /// Reconnect policy (on by default, with back-off and jitter).
+    pub reconnect: ReconnectOptions,
+    /// Capacity of the incoming message channel ([`crate::Messages`]).
+    pub message_capacity: usize,
+    /// Incoming messages held beyond the channel (also the Receive Maximum
+    /// sent in 5.0); see the crate documentation on back-pressure.
+    pub max_held_messages: usize,
+}
+
+impl ClientOptions {
+    /// MQTT 5.0 to `host:port` over plain TCP, a broker-assigned client id,
+    /// clean start, 60 s keep alive, reconnect with back-off.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            tls: None,
+            session: ConnectOptions::new(ProtocolVersion::V5, ""),
+            reconnect: ReconnectOptions::default(),
+            message_capacity: 128,
+            max_held_messages: 1024,
+        }
+    }
+
+    /// Uses TLS with this rustls config.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Uses TLS built from Mosquitto-style files (`cafile`, `certfile`, `keyfile`).
+    pub fn tls_files(self, options: &ClientTlsOptions) -> Result<Self, Error> {
+        Ok(self.tls(options.build()?))
+    }
+
+    /// MQTT version: [`ProtocolVersion::V3_1_1`] or [`ProtocolVersion::V5`].
+    pub fn protocol(mut self, version: ProtocolVersion) -> Self {
+        self.session.protocol = version;
+        self
+    }
+
+    /// Client Identifier.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.session.client_id = id.into();
+        self
+    }
+
+    /// User Name and Password.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
+        self.session.username = Some(username.into());
+        self.session.password = Some(password.into());
+        self
+    }
+
+    /// Keep Alive (0 turns it off).
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.session.keep_alive = keep_alive;
+        self
+    }
+
+    /// Clean Start / Clean Session of the first connection.
+    pub fn clean_start(mut self, clean: bool) -> Self {
+        self.session.clean_start = clean;
+        self
+    }
+
+    /// 5.0 Session Expiry Interval in seconds: how long the broker keeps the
+    /// session after a connection drops.
+    pub fn session_expiry_interval(mut self, seconds: u32) -> Self {
+        self.session.session_expiry_interval = seconds;
+        self
+    }
+
+    /// Will message published by the broker if this client vanishes.
+    pub fn will(
+        mut self,
+        topic: mqtt_codec::TopicName,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Self {
+        self.session.will = Some(LastWill {
+            topic,
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: Properties::default(),
+        });
+        self
+    }
+
+    /// Largest packet accepted from the broker (default: the protocol's 256 MiB).
+    pub fn max_incoming_packet_size(mut self, bytes: u32) -> Self {
+        self.session.max_incoming_packet_size = bytes;
+        self
+    }
+
+    /// Reconnect policy.
+    pub fn reconnect(mut self, reconnect: ReconnectOptions) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// Capacity of the incoming message channel.
+    pub fn message_capacity(mut self, capacity: usize) -> Self {
+        self.message_capacity = capacity.max(1);
+        self
+    }
+
+    /// `host:port` for messages.
+    pub(crate) fn address(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
