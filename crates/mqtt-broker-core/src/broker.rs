@@ -14,7 +14,7 @@ use crate::retained::RetainedStore;
 use crate::session::{Session, StoredSubscription, Will};
 use crate::slab::Slab;
 use crate::stats::Statistics;
-use crate::storage::{Storage, StoredDelivery, StoredMessage, StoredSession};
+use crate::storage::{Storage, StoredMessage, StoredSession};
 use crate::topic_tree::{Match, SubEntry, SubscriptionTree};
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
@@ -60,7 +60,6 @@ pub struct Broker {
     ctx: Ctx,
     authenticator: Box<dyn Authenticator>,
     authorizer: Box<dyn Authorizer>,
-    storage: Option<Box<dyn Storage>>,
     conns: Slab<Conn>,
     sessions: Slab<Session>,
     by_client_id: HashMap<String, u32>,
@@ -89,7 +88,7 @@ impl std::fmt::Debug for Broker {
 }
 
 fn expiry_from_seconds(secs: u32) -> Option<Duration> {
-    // 0xFFFFFFFF: the session does not expire [MQTT-3.1.2-?? 3.1.2.11.2].
+    // 0xFFFFFFFF: the session does not expire (section 3.1.2.11.2).
     if secs == u32::MAX {
         None
     } else {
@@ -124,10 +123,10 @@ impl Broker {
                 config,
                 stats: Statistics::default(),
                 events: Default::default(),
+                storage: None,
             },
             authenticator: Box::new(AllowAll),
             authorizer: Box::new(AllowAll),
-            storage: None,
             conns: Slab::default(),
             sessions: Slab::default(),
             by_client_id: HashMap::new(),
@@ -171,13 +170,34 @@ impl Broker {
             let slot = self.restore_session(s);
             self.restored.push(slot);
         }
-        self.storage = Some(storage);
+        let mut messages = state.messages;
+        messages.sort_by_key(|(_, seq, _)| *seq);
+        for (client_id, seq, m) in messages {
+            let Some(session) = self.by_client_id.get(&client_id).and_then(|&slot| self.sessions.get_mut(slot)) else {
+                continue;
+            };
+            let (mut delivery, packet_id, released) = m.into_delivery();
+            delivery.seq = seq;
+            session.next_seq = session.next_seq.max(seq);
+            match packet_id {
+                Some(packet_id) => session.inflight.push_back(crate::session::Outgoing {
+                    packet_id,
+                    delivery,
+                    released,
+                }),
+                None => {
+                    session.queued_bytes += delivery.msg.size();
+                    session.queue.push_back(delivery);
+                }
+            }
+        }
+        self.ctx.storage = Some(storage);
         self
     }
 
     /// Gives the storage back (e.g. to build a new broker from it).
     pub fn into_storage(self) -> Option<Box<dyn Storage>> {
-        self.storage
+        self.ctx.storage
     }
 
     /// The configuration.
@@ -568,7 +588,7 @@ impl Broker {
             }
             (ConnState::Authenticating, Packet::Auth(a)) => self.handle_auth(now, id, a),
             (ConnState::Authenticating, p) => {
-                // [MQTT-4.12.0-?] only AUTH or DISCONNECT during the exchange.
+                // Only AUTH belongs in the exchange (section 4.12).
                 self.violation(now, id, ReasonCode::ProtocolError, &format!("{} during authentication", p.packet_type()));
             }
             (ConnState::Connected, packet) => match packet {
@@ -714,7 +734,7 @@ impl Broker {
             username_from_certificate: from_cert,
             exchange: None,
         };
-        // 5.0 enhanced authentication [MQTT-4.12.0-?].
+        // 5.0 enhanced authentication (section 4.12).
         if let Some(method) = pending.connect.properties.authentication_method.clone() {
             let mut exchange = AuthExchange {
                 method,
@@ -807,7 +827,7 @@ impl Broker {
                 let Some(mut exchange) = pending.exchange.take() else {
                     return self.violation(now, id, ReasonCode::ProtocolError, "AUTH without exchange");
                 };
-                // [MQTT-4.12.0-?] same method, reason 0x18 while the exchange runs.
+                // Same method, reason 0x18 while the exchange runs (section 4.12).
                 if auth.reason_code != ReasonCode::ContinueAuthentication || method.as_deref() != Some(exchange.method.as_str()) {
                     return self.violation(now, id, ReasonCode::ProtocolError, "AUTH with another method or reason");
                 }
@@ -1028,7 +1048,7 @@ impl Broker {
             if !cfg.retain_available {
                 p.retain_available = Some(false);
             }
-            // [MQTT-3.2.2-?] tell the client when its expiry was shortened.
+            // Tell the client when its expiry differs from its request (section 3.2.2.3.2).
             let asked = connect.properties.session_expiry_interval.unwrap_or(0);
             let granted = expiry.map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
             if granted != asked {
@@ -1141,7 +1161,7 @@ impl Broker {
         if self.by_client_id.get(&session.client_id) == Some(&slot) {
             self.by_client_id.remove(&session.client_id);
         }
-        if let Some(storage) = self.storage.as_mut() {
+        if let Some(storage) = self.ctx.storage.as_mut() {
             storage.remove_session(&session.client_id);
         }
         if send_pending_will && session.will_at.is_some() {
@@ -1259,7 +1279,7 @@ impl Broker {
             }
         }
         if p.retain && !self.ctx.config.retain_available {
-            // [MQTT-3.3.1-?] retain not supported (we said so in CONNACK).
+            // Retain not supported, as the CONNACK said (section 3.2.2.3.5).
             return self.violation(now, id, ReasonCode::RetainNotSupported, "retain not available");
         }
         let limit = self.ctx.config.message_size_limit;
@@ -1326,7 +1346,7 @@ impl Broker {
                     if let Some(s) = self.sessions.get_mut(slot) {
                         s.incoming_qos2.insert(mid);
                     }
-                    if self.storage.is_some() {
+                    if self.ctx.storage.is_some() {
                         self.save_session(slot);
                     }
                 }
@@ -1346,7 +1366,7 @@ impl Broker {
                 // [MQTT-3.3.1-10] (3.1.1) / [MQTT-3.3.1-6] (5.0): an empty
                 // retained message deletes the stored one.
                 if self.retained.remove(msg.topic.as_str()) {
-                    if let Some(s) = self.storage.as_mut() {
+                    if let Some(s) = self.ctx.storage.as_mut() {
                         s.remove_retained(msg.topic.as_str());
                     }
                 }
@@ -1354,7 +1374,7 @@ impl Broker {
                 // [MQTT-3.3.1-5] store it, replacing the previous one.
                 let arc = Arc::new(msg.clone());
                 self.retained.set(arc.clone());
-                if let Some(s) = self.storage.as_mut() {
+                if let Some(s) = self.ctx.storage.as_mut() {
                     s.save_retained(&StoredMessage::from_message(&arc, Some(now)));
                 }
                 shared = Some(arc);
@@ -1450,7 +1470,9 @@ impl Broker {
             .iter()
             .position(|o| o.packet_id == pid && o.delivery.qos == QoS::AtLeastOnce)
         {
-            session.inflight.remove(pos);
+            if let Some(o) = session.inflight.remove(pos) {
+                self.ctx.forget(session, o.delivery.seq);
+            }
         }
         self.ctx.pump(now, session, conn);
     }
@@ -1473,17 +1495,21 @@ impl Broker {
             .position(|o| o.packet_id == a.packet_id && o.delivery.qos == QoS::ExactlyOnce);
         match pos {
             Some(pos) if a.reason_code.is_error() => {
-                // [MQTT-4.3.3-?] an error PUBREC ends the exchange.
-                session.inflight.remove(pos);
+                // 5.0 section 4.3.3: a PUBREC with an error code ends the exchange.
+                if let Some(o) = session.inflight.remove(pos) {
+                    self.ctx.forget(session, o.delivery.seq);
+                }
                 self.ctx.pump(now, session, conn);
             }
             Some(pos) => {
                 session.inflight[pos].released = true;
+                let o = &session.inflight[pos];
+                self.ctx.persist(now, session, &o.delivery, Some(o.packet_id), true);
                 tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", name, a.packet_id);
                 self.ctx.send(conn, &Packet::PubRel(PubRel::new(a.packet_id)));
             }
             None => {
-                // [MQTT-4.3.3-?] unknown identifier: PUBREL 0x92 (5.0).
+                // Unknown identifier: PUBREL 0x92 Packet Identifier not found (5.0).
                 tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", name, a.packet_id);
                 let rel = PubRel::with_reason(a.packet_id, ReasonCode::PacketIdentifierNotFound);
                 self.ctx.send(conn, &Packet::PubRel(rel));
@@ -1512,7 +1538,7 @@ impl Broker {
         };
         tracing::debug!(target: TARGET, "Sending PUBCOMP to {} (m{})", name, a.packet_id);
         self.ctx.send(conn, &Packet::PubComp(PubComp::with_reason(a.packet_id, rc)));
-        if known && self.storage.is_some() {
+        if known && self.ctx.storage.is_some() {
             self.save_session(slot);
         }
     }
@@ -1537,9 +1563,11 @@ impl Broker {
         if let Some(pos) = session
             .inflight
             .iter()
-            .position(|o| o.packet_id == a.packet_id && o.delivery.qos == QoS::ExactlyOnce)
+            .position(|o| o.packet_id == a.packet_id && o.released)
         {
-            session.inflight.remove(pos);
+            if let Some(o) = session.inflight.remove(pos) {
+                self.ctx.forget(session, o.delivery.seq);
+            }
         }
         self.ctx.pump(now, session, conn);
     }
@@ -1589,7 +1617,7 @@ impl Broker {
                 );
             }
             codes.push(ReasonCode::granted(sub.options.qos));
-            // Retained messages: not for shared subscriptions [MQTT-3.8.4-?],
+            // Retained messages: not for shared subscriptions (section 4.8.2),
             // and as Retain Handling says [MQTT-3.3.1-9..11].
             let wanted = !sub.filter.is_shared()
                 && match sub.options.retain_handling {
@@ -1753,13 +1781,12 @@ impl Broker {
     // ----- storage -------------------------------------------------------------
 
     fn save_session(&mut self, slot: u32) {
-        let (Some(storage), Some(session)) = (self.storage.as_mut(), self.sessions.get(slot)) else {
+        let (Some(storage), Some(session)) = (self.ctx.storage.as_mut(), self.sessions.get(slot)) else {
             return;
         };
         if !session.is_persistent() {
             return;
         }
-        let now = self.now;
         let stored = StoredSession {
             client_id: session.client_id.clone(),
             username: session.username.clone(),
@@ -1771,12 +1798,6 @@ impl Broker {
                 .map(|s| (s.filter.clone(), s.options, s.id))
                 .collect(),
             incoming_qos2: session.incoming_qos2.iter().copied().collect(),
-            messages: session
-                .inflight
-                .iter()
-                .map(|o| StoredDelivery::from_delivery(&o.delivery, Some(o.packet_id), o.released, now))
-                .chain(session.queue.iter().map(|d| StoredDelivery::from_delivery(d, None, false, now)))
-                .collect(),
         };
         storage.save_session(&stored);
     }
@@ -1793,20 +1814,6 @@ impl Broker {
                 filter.as_str().to_string(),
                 StoredSubscription { filter, options, id },
             );
-        }
-        for m in s.messages {
-            let (delivery, packet_id, released) = m.into_delivery();
-            match packet_id {
-                Some(packet_id) => session.inflight.push_back(crate::session::Outgoing {
-                    packet_id,
-                    delivery,
-                    released,
-                }),
-                None => {
-                    session.queued_bytes += delivery.msg.size();
-                    session.queue.push_back(delivery);
-                }
-            }
         }
         slot
     }

@@ -38,4 +38,6 @@ pub(crate) struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Order of the delivery within its session (the storage key).
+    pub seq: u64,
 }

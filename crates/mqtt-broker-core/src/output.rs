@@ -95,14 +95,33 @@ impl Conn {
 }
 
 /// Broker-wide parts every output path touches.
-#[derive(Debug)]
 pub(crate) struct Ctx {
     pub config: BrokerConfig,
     pub stats: Statistics,
     pub events: VecDeque<Event>,
+    pub storage: Option<Box<dyn crate::storage::Storage>>,
 }
 
 impl Ctx {
+    /// Writes a queued or in-flight delivery of a persistent session through to storage.
+    pub fn persist(&mut self, now: Instant, session: &Session, d: &Delivery, packet_id: Option<PacketId>, released: bool) {
+        if let Some(storage) = self.storage.as_mut() {
+            if session.is_persistent() {
+                let stored = crate::storage::StoredDelivery::from_delivery(d, packet_id, released, Some(now));
+                storage.save_message(&session.client_id, d.seq, &stored);
+            }
+        }
+    }
+
+    /// A delivery of a persistent session is done (acknowledged or dropped).
+    pub fn forget(&mut self, session: &Session, seq: u64) {
+        if let Some(storage) = self.storage.as_mut() {
+            if session.is_persistent() {
+                storage.remove_message(&session.client_id, seq);
+            }
+        }
+    }
+
     fn mark_transmit(&mut self, conn: &mut Conn) {
         if !conn.transmit_pending && !conn.out.is_empty() {
             conn.transmit_pending = true;
@@ -212,7 +231,7 @@ impl Ctx {
 
     /// Queues a delivery for a session, within `max_queued_messages` and
     /// `max_queued_bytes`; a message beyond them is dropped.
-    pub fn enqueue(&mut self, session: &mut Session, d: Delivery) -> bool {
+    pub fn enqueue(&mut self, now: Instant, session: &mut Session, mut d: Delivery) -> bool {
         let cfg = &self.config;
         let size = d.msg.size();
         let full = (cfg.max_queued_messages != 0 && session.queue.len() >= cfg.max_queued_messages)
@@ -225,6 +244,8 @@ impl Ctx {
             }
             return false;
         }
+        d.seq = session.take_seq();
+        self.persist(now, session, &d, None, false);
         session.queued_bytes += size;
         session.queue.push_back(d);
         true
@@ -250,10 +271,12 @@ impl Ctx {
             };
             if d.msg.is_expired(now) {
                 self.stats.publish_messages_dropped += 1;
+                self.forget(session, d.seq);
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
                 self.send_publish(conn, now, &d.msg, d.qos, d.retain, &d.sub_ids, None, false);
+                self.forget(session, d.seq);
                 continue;
             }
             let Some(pid) = session.allocate_packet_id() else {
@@ -262,11 +285,14 @@ impl Ctx {
                 break;
             };
             if self.send_publish(conn, now, &d.msg, d.qos, d.retain, &d.sub_ids, Some(pid), false) {
+                self.persist(now, session, &d, Some(pid), false);
                 session.inflight.push_back(Outgoing {
                     packet_id: pid,
                     delivery: d,
                     released: false,
                 });
+            } else {
+                self.forget(session, d.seq);
             }
         }
     }
@@ -300,14 +326,14 @@ impl Ctx {
                 None => {
                     if self.config.queue_qos0_messages && session.is_persistent() {
                         let msg = shared.get_or_insert_with(|| Arc::new(msg.clone())).clone();
-                        self.enqueue(session, Delivery { msg, qos, retain, sub_ids: sub_ids.to_vec() });
+                        self.enqueue(now, session, Delivery { msg, qos, retain, sub_ids: sub_ids.to_vec(), seq: 0 });
                     }
                 }
             }
             return;
         }
         let msg = shared.get_or_insert_with(|| Arc::new(msg.clone())).clone();
-        self.enqueue(session, Delivery { msg, qos, retain, sub_ids: sub_ids.to_vec() });
+        self.enqueue(now, session, Delivery { msg, qos, retain, sub_ids: sub_ids.to_vec(), seq: 0 });
         if let Some(conn) = conn {
             self.pump(now, session, conn);
         }

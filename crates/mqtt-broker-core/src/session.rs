@@ -46,7 +46,7 @@ pub(crate) struct Session {
     pub queued_bytes: usize,
     pub next_packet_id: u16,
     /// QoS 2 packet identifiers received and answered with PUBREC but not yet
-    /// released by PUBREL; kept across reconnects [MQTT-4.3.3-?].
+    /// released by PUBREL; kept across reconnects (section 4.1).
     pub incoming_qos2: BTreeSet<u16>,
     pub will: Option<Will>,
     /// When a delayed will is due.
@@ -57,6 +57,8 @@ pub(crate) struct Session {
     pub expires_at: Option<Instant>,
     /// Whether "Outgoing messages are being dropped" was logged for the current overflow.
     pub dropping: bool,
+    /// Next [`Delivery::seq`].
+    pub next_seq: u64,
 }
 
 impl Session {
@@ -78,6 +80,7 @@ impl Session {
             expiry: Some(Duration::ZERO),
             expires_at: None,
             dropping: false,
+            next_seq: 0,
         }
     }
 
@@ -98,7 +101,13 @@ impl Session {
         None
     }
 
-    /// Removes and returns the queued deliveries' byte count bookkeeping.
+    /// The next delivery sequence number.
+    pub fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Removes the first queued delivery, keeping the byte count.
     pub fn pop_queue(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.size());

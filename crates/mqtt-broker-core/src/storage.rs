@@ -100,6 +100,7 @@ impl StoredDelivery {
             qos: self.qos,
             retain: self.retain,
             sub_ids: self.subscription_identifiers,
+            seq: 0,
         };
         (d, self.packet_id.and_then(PacketId::new), self.released)
     }
@@ -120,8 +121,6 @@ pub struct StoredSession {
     pub subscriptions: Vec<(TopicFilter, SubscriptionOptions, u32)>,
     /// QoS 2 packet identifiers received and not yet released.
     pub incoming_qos2: Vec<u16>,
-    /// In-flight messages (with packet identifiers) then queued ones, in order.
-    pub messages: Vec<StoredDelivery>,
 }
 
 /// Everything a storage holds, read once at start-up.
@@ -129,6 +128,9 @@ pub struct StoredSession {
 pub struct StoredState {
     /// Persistent sessions (all offline after a restart).
     pub sessions: Vec<StoredSession>,
+    /// Queued and in-flight messages: client identifier, sequence number
+    /// (the order within the session), delivery.
+    pub messages: Vec<(String, u64, StoredDelivery)>,
     /// Retained messages.
     pub retained: Vec<StoredMessage>,
 }
@@ -138,10 +140,17 @@ pub trait Storage: Send {
     /// Everything stored; called once by [`crate::Broker::with_storage`].
     fn load(&mut self) -> StoredState;
     /// A persistent session changed (connected, subscribed, went offline,
-    /// acknowledged a QoS 2 message...): replaces the stored copy.
+    /// received or released a QoS 2 message): replaces the stored copy.
     fn save_session(&mut self, session: &StoredSession);
-    /// A session ended (expired, or replaced by a clean start).
+    /// A session ended (expired, or replaced by a clean start): forget it
+    /// and its messages.
     fn remove_session(&mut self, client_id: &str);
+    /// A message was queued for a persistent session, or changed state
+    /// (sent with a packet identifier, PUBREC received): replaces the copy
+    /// stored under (`client_id`, `seq`).
+    fn save_message(&mut self, client_id: &str, seq: u64, delivery: &StoredDelivery);
+    /// A message of a persistent session was acknowledged or dropped.
+    fn remove_message(&mut self, client_id: &str, seq: u64);
     /// A retained message was set or replaced.
     fn save_retained(&mut self, message: &StoredMessage);
     /// A retained message was deleted.
@@ -153,6 +162,7 @@ pub trait Storage: Send {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     sessions: BTreeMap<String, StoredSession>,
+    messages: BTreeMap<(String, u64), StoredDelivery>,
     retained: BTreeMap<String, StoredMessage>,
 }
 
@@ -167,6 +177,11 @@ impl MemoryStorage {
         self.sessions.get(client_id)
     }
 
+    /// Number of stored queued and in-flight messages.
+    pub fn messages_len(&self) -> usize {
+        self.messages.len()
+    }
+
     /// Number of stored retained messages.
     pub fn retained_len(&self) -> usize {
         self.retained.len()
@@ -177,6 +192,11 @@ impl Storage for MemoryStorage {
     fn load(&mut self) -> StoredState {
         StoredState {
             sessions: self.sessions.values().cloned().collect(),
+            messages: self
+                .messages
+                .iter()
+                .map(|((c, seq), d)| (c.clone(), *seq, d.clone()))
+                .collect(),
             retained: self.retained.values().cloned().collect(),
         }
     }
@@ -187,6 +207,15 @@ impl Storage for MemoryStorage {
 
     fn remove_session(&mut self, client_id: &str) {
         self.sessions.remove(client_id);
+        self.messages.retain(|(c, _), _| c != client_id);
+    }
+
+    fn save_message(&mut self, client_id: &str, seq: u64, delivery: &StoredDelivery) {
+        self.messages.insert((client_id.to_string(), seq), delivery.clone());
+    }
+
+    fn remove_message(&mut self, client_id: &str, seq: u64) {
+        self.messages.remove(&(client_id.to_string(), seq));
     }
 
     fn save_retained(&mut self, message: &StoredMessage) {

@@ -1,0 +1,127 @@
+//! Statistics and `$SYS`, the storage seam, batching, and the packet-level input API.
+mod util;
+
+use bytes::BytesMut;
+use mqtt_broker_core::{Broker, BrokerConfig, ConnectionInfo, Event, MemoryStorage, Storage};
+use mqtt_codec::{Packet, QoS};
+use std::time::Duration;
+use util::*;
+
+#[test]
+fn statistics_count_clients_messages_and_bytes() {
+    let mut h = Harness::default_config();
+    let s = h.connect(V3, "s");
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    let p = h.connect(V5, "p");
+    h.publish_retain(p, "t", "x", QoS::AtMostOnce, true);
+    let st = h.broker.stats();
+    assert_eq!(st.clients_connected, 2);
+    assert_eq!(st.clients_maximum, 2);
+    assert_eq!(st.publish_messages_received, 1);
+    assert_eq!(st.publish_messages_sent, 1);
+    assert_eq!(st.retained_messages, 1);
+    assert_eq!(st.subscriptions, 1);
+    assert!(st.bytes_received > 0 && st.bytes_sent > 0);
+    h.disconnect(p);
+    assert_eq!(h.broker.stats().clients_connected, 1);
+}
+
+#[test]
+fn sys_topics_are_published_every_sys_interval() {
+    let mut h = Harness::new(BrokerConfig {
+        sys_interval: Duration::from_secs(10),
+        ..Default::default()
+    });
+    let s = h.connect(V3, "s");
+    h.subscribe(s, "$SYS/broker/clients/connected", QoS::AtMostOnce);
+    h.advance(Duration::from_secs(9));
+    assert!(h.recv_publishes(s).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(Harness::payloads(&h.recv_publishes(s)), ["1"]);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.recv_publishes(s).len(), 1);
+}
+
+#[test]
+fn persistent_sessions_and_retained_messages_survive_a_restart_through_storage() {
+    let broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(MemoryStorage::new()));
+    let mut h = Harness::with_broker(broker);
+    let (s, _) = h.connect_persistent(V5, "s");
+    h.subscribe(s, "t/#", QoS::AtLeastOnce);
+    h.disconnect(s);
+    let p = h.connect(V5, "p");
+    h.publish(p, "t/1", "queued", QoS::AtLeastOnce);
+    h.publish_retain(p, "t/r", "retained", QoS::AtMostOnce, true);
+    let storage = h.broker.into_storage().unwrap();
+
+    // A new broker from the same storage.
+    let mut h = Harness::with_broker(Broker::new(BrokerConfig::default()).with_storage(storage));
+    let (s2, ack) = h.connect_persistent(V5, "s");
+    assert!(ack.session_present);
+    let got = h.recv_publishes(s2);
+    assert_eq!(Harness::payloads(&got), ["queued"]);
+    h.ack_all(s2, &got);
+    let fresh = h.connect(V5, "fresh");
+    h.subscribe(fresh, "t/r", QoS::AtMostOnce);
+    assert_eq!(Harness::payloads(&h.recv_publishes(fresh)), ["retained"]);
+    // The subscription came back too.
+    h.publish(fresh, "t/2", "live", QoS::AtLeastOnce);
+    assert_eq!(Harness::payloads(&h.recv_publishes(s2)), ["live"]);
+}
+
+#[test]
+fn memory_storage_forgets_sessions_that_end() {
+    let mut st = MemoryStorage::new();
+    assert!(st.load().sessions.is_empty());
+    let broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(st));
+    let mut h = Harness::with_broker(broker);
+    let mut c = connect(V5, "s");
+    c.properties.session_expiry_interval = Some(5);
+    let (s, _) = h.connect_with(c);
+    h.drop_transport(s);
+    h.advance(Duration::from_secs(5));
+    let mut storage = h.broker.into_storage().unwrap();
+    assert!(storage.load().sessions.is_empty());
+}
+
+#[test]
+fn packets_decoded_by_the_driver_are_handled_like_bytes() {
+    let mut broker = Broker::new(BrokerConfig::default());
+    let now = std::time::Instant::now();
+    let id = broker.connection_opened(now, ConnectionInfo::new(addr(1)));
+    broker.handle_packet(now, id, Packet::Connect(Box::new(connect(V5, "c"))));
+    broker.handle_packet(now, id, Packet::PingReq);
+    let mut events = Vec::new();
+    while let Some(e) = broker.poll_event() {
+        events.push(e);
+    }
+    assert!(events.contains(&Event::Transmit(id)));
+    let mut out = BytesMut::new();
+    assert!(broker.poll_transmit(id, &mut out));
+    let mut d = mqtt_codec::Decoder::with_version(V5);
+    assert!(matches!(d.decode(&mut out).unwrap(), Some(Packet::ConnAck(_))));
+    assert!(matches!(d.decode(&mut out).unwrap(), Some(Packet::PingResp)));
+    assert!(out.is_empty(), "CONNACK and PINGRESP came in one batch");
+}
+
+#[test]
+fn everything_ready_for_a_connection_is_batched_into_one_buffer() {
+    let mut h = Harness::default_config();
+    let s = h.connect(V3, "s");
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    h.stalled.insert(s);
+    let p = h.connect(V3, "p");
+    for _ in 0..10 {
+        h.publish(p, "t", "m", QoS::AtMostOnce);
+    }
+    let transmits_before = h.broker.poll_event();
+    assert!(transmits_before.is_none(), "Transmit is raised once until the bytes are taken");
+    let buf = h.broker.take_transmit(s).unwrap();
+    let mut d = mqtt_codec::Decoder::with_version(V3);
+    let mut buf = buf;
+    let mut n = 0;
+    while d.decode(&mut buf).unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+}
