@@ -1,0 +1,147 @@
+//! One task per connection: TLS handshake (with a time-out), reading and
+//! framing, and writing what the broker batched for it.
+
+use super::shared::{ConnSignal, Shared};
+use super::ListenerRuntime;
+use crate::{ConnectionInfo, PeerCertificate};
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const TARGET: &str = "mqtt_broker";
+/// Read buffer reserved per read; small, so idle connections stay cheap.
+const READ_CHUNK: usize = 4096;
+/// A read buffer grown by a large packet is given back above this size.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Entry point of a connection task: handshake, then serve.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerRuntime>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    _alive: mpsc::Sender<()>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut info = ConnectionInfo {
+        remote_addr: peer,
+        listener: listener.settings.clone(),
+        tls: None,
+    };
+    match &listener.tls {
+        None => serve(shared, listener, tcp, info).await,
+        Some(tls) => {
+            let config = tls.current();
+            let handshake = mqtt_tls::accept(config, tcp, peer, listener.settings.require_certificate);
+            match tokio::time::timeout(listener.handshake_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    info.tls = mqtt_tls::PeerIdentity::from_tls_stream(&stream).map(|id| PeerCertificate {
+                        common_name: id.common_name,
+                        subject: id.subject,
+                    });
+                    serve(shared, listener, stream, info).await
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(
+                        target: TARGET,
+                        "Client connection from {}:{} on port {} failed: {}",
+                        peer.ip(),
+                        peer.port(),
+                        listener.settings.port,
+                        e
+                    );
+                }
+                Err(_) => {
+                    tracing::info!(
+                        target: TARGET,
+                        "Client connection from {}:{} on port {} failed: no TLS handshake within {} s; closing it.",
+                        peer.ip(),
+                        peer.port(),
+                        listener.settings.port,
+                        listener.handshake_timeout.as_secs()
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn serve<S>(shared: Arc<Shared>, listener: Arc<ListenerRuntime>, stream: S, info: ConnectionInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer = info.remote_addr;
+    // `max_connections` is a per-listener limit in Mosquitto.
+    let open_before = listener.open.fetch_add(1, Ordering::AcqRel);
+    if listener.max_connections.is_some_and(|max| open_before >= max) {
+        listener.open.fetch_sub(1, Ordering::AcqRel);
+        tracing::info!(
+            target: TARGET,
+            "Client connection from {} denied: max_connections exceeded.",
+            peer.ip()
+        );
+        return;
+    }
+    let signal = Arc::new(ConnSignal::default());
+    let id = {
+        let mut g = shared.lock();
+        let id = g.broker().connection_opened(Instant::now(), info);
+        g.register(id, signal.clone());
+        id
+    };
+    pump(&shared, &signal, id, stream).await;
+    listener.open.fetch_sub(1, Ordering::AcqRel);
+    let mut g = shared.lock();
+    g.broker().connection_closed(Instant::now(), id);
+    g.unregister(id);
+}
+
+/// Moves bytes both ways until either side closes.
+async fn pump<S>(shared: &Shared, signal: &ConnSignal, id: crate::ConnectionId, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+                buf = BytesMut::new();
+            }
+            buf.reserve(READ_CHUNK);
+        }
+        let out = tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let mut g = shared.lock();
+                    let broker = g.broker();
+                    broker.handle_bytes(Instant::now(), id, &mut buf);
+                    // Answer in the same wake-up: no extra round through the signal.
+                    broker.take_transmit(id)
+                }
+            },
+            _ = signal.notify.notified() => shared.lock().broker().take_transmit(id),
+        };
+        if let Some(out) = out {
+            if wr.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+        if signal.close.load(Ordering::Acquire) {
+            // Flush what is left (e.g. DISCONNECT 0x8B, a refused CONNACK), then close.
+            let rest = shared.lock().broker().take_transmit(id);
+            if let Some(rest) = rest {
+                let _ = wr.write_all(&rest).await;
+            }
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! A [`ServerBuilder`] from Mosquitto's configuration: listeners, TLS files,
+//! `password_file` and `acl_file`.
+
+use super::{DriverError, Listener, ServerBuilder};
+use crate::acl_file::{self, AclFile};
+use crate::config::{Config, ListenerConfig, SocketDomain, TlsVersion};
+use crate::password_file::PasswordFile;
+use crate::{
+    Access, AclRequest, AuthDecision, AuthRequest, Authenticator, Authorizer, BrokerConfig,
+    ListenerSettings,
+};
+use mqtt_codec::ReasonCode;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const TARGET: &str = "mqtt_broker";
+
+/// Checks user names and passwords against Mosquitto `password_file`s:
+/// one for the whole broker, or one per listener port with
+/// `per_listener_settings true`. Without a file every user name is accepted
+/// (the anonymous rule is the broker's); a user name taken from the client
+/// certificate is not checked against the file, as in Mosquitto.
+#[derive(Debug, Default)]
+pub struct ConfigAuthenticator {
+    global: Option<PasswordFile>,
+    per_port: Option<HashMap<u16, PasswordFile>>,
+}
+
+impl ConfigAuthenticator {
+    /// One password file for every listener.
+    pub fn global(file: Option<PasswordFile>) -> Self {
+        Self {
+            global: file,
+            per_port: None,
+        }
+    }
+
+    fn file_for(&self, port: u16) -> Option<&PasswordFile> {
+        match &self.per_port {
+            Some(map) => map.get(&port),
+            None => self.global.as_ref(),
+        }
+    }
+}
+
+impl Authenticator for ConfigAuthenticator {
+    fn authenticate(&self, req: &AuthRequest<'_>) -> AuthDecision {
+        if req.username_from_certificate {
+            return AuthDecision::Allow;
+        }
+        match (self.file_for(req.listener.port), req.username) {
+            (Some(file), Some(user)) => {
+                if file.verify(user, req.password.unwrap_or_default()) {
+                    AuthDecision::Allow
+                } else {
+                    AuthDecision::Deny(ReasonCode::BadUserNameOrPassword)
+                }
+            }
+            _ => AuthDecision::Allow,
+        }
+    }
+}
+
+/// Per-topic access from a Mosquitto `acl_file`; without one, everything is allowed.
+#[derive(Debug, Default)]
+pub struct ConfigAuthorizer {
+    acl: Option<AclFile>,
+}
+
+impl ConfigAuthorizer {
+    /// Access from `acl` (everything allowed when `None`).
+    pub fn new(acl: Option<AclFile>) -> Self {
+        Self { acl }
+    }
+}
+
+impl Authorizer for ConfigAuthorizer {
+    fn authorize(&self, req: &AclRequest<'_>) -> bool {
+        let Some(acl) = &self.acl else {
+            return true;
+        };
+        let access = match req.access {
+            Access::Read => acl_file::Access::Read,
+            Access::Write => acl_file::Access::Write,
+            Access::Subscribe => acl_file::Access::Subscribe,
+        };
+        acl.check(req.client_id, req.username, req.topic, access)
+    }
+}
+
+/// The broker-wide limits of a configuration.
+pub fn broker_config(config: &Config) -> BrokerConfig {
+    let defaults = BrokerConfig::default();
+    BrokerConfig {
+        max_connections: None, // per listener, applied by the driver
+        max_keepalive: config.max_keepalive,
+        message_size_limit: config.message_size_limit,
+        max_packet_size: config.max_packet_size.unwrap_or(0),
+        max_inflight_messages: config.max_inflight_messages,
+        max_queued_messages: config.max_queued_messages as usize,
+        max_queued_bytes: usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX),
+        queue_qos0_messages: config.queue_qos0_messages,
+        retain_available: config.retain_available,
+        max_topic_alias: config
+            .listeners
+            .iter()
+            .map(|l| l.max_topic_alias)
+            .max()
+            .unwrap_or(defaults.max_topic_alias),
+        allow_anonymous: config.security.allow_anonymous.unwrap_or(config.local_only),
+        sys_interval: Duration::from_secs(u64::from(config.sys_interval)),
+        persistent_client_expiration: config.persistent_client_expiration,
+        ..defaults
+    }
+}
+
+fn addresses(l: &ListenerConfig) -> Result<Vec<SocketAddr>, DriverError> {
+    let domain_ok = |a: &SocketAddr| match l.socket_domain {
+        Some(SocketDomain::Ipv4) => a.is_ipv4(),
+        Some(SocketDomain::Ipv6) => a.is_ipv6(),
+        None => true,
+    };
+    let mut addrs: Vec<SocketAddr> = match &l.bind_address {
+        None => vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port),
+        ],
+        Some(a) => match a.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, l.port)],
+            Err(_) => (a.as_str(), l.port)
+                .to_socket_addrs()
+                .map_err(|e| DriverError::Resolve {
+                    address: a.clone(),
+                    detail: format!("{e} ({})", l.origin),
+                })?
+                .collect(),
+        },
+    };
+    addrs.retain(domain_ok);
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(DriverError::Config(format!(
+            "{}: listener {} has no address left after socket_domain",
+            l.origin, l.port
+        )));
+    }
+    Ok(addrs)
+}
+
+fn tls_options(l: &ListenerConfig) -> Result<Option<mqtt_tls::ServerTlsOptions>, DriverError> {
+    let t = &l.tls;
+    match (&t.certfile, &t.keyfile) {
+        (Some(cert), Some(key)) => Ok(Some(mqtt_tls::ServerTlsOptions {
+            cafile: t.cafile.clone(),
+            capath: t.capath.clone(),
+            certfile: cert.clone(),
+            keyfile: key.clone(),
+            require_certificate: t.require_certificate,
+            crlfile: t.crlfile.clone(),
+            min_version: match t.tls_version {
+                Some(TlsVersion::Tls13) => mqtt_tls::TlsVersion::Tls13,
+                _ => mqtt_tls::TlsVersion::Tls12,
+            },
+            alpn_mqtt: true,
+        })),
+        (None, None) => {
+            if t.cafile.is_some() || t.capath.is_some() || t.require_certificate {
+                Err(DriverError::Config(format!(
+                    "{}: listener {} has TLS options (cafile/capath/require_certificate) but no certfile and keyfile; add both to make it a TLS listener",
+                    l.origin, l.port
+                )))
+            } else {
+                Ok(None)
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => Err(DriverError::Config(format!(
+            "{}: listener {} needs both certfile and keyfile for TLS",
+            l.origin, l.port
+        ))),
+    }
+}
+
+impl ServerBuilder {
+    /// A server configured like Mosquitto would be by `config`: its
+    /// listeners (IPv4 and IPv6 sockets when no address is given), TLS
+    /// files (read now, so a wrong file fails here with an explained
+    /// error), `password_file`, `acl_file` and limits.
+    pub fn from_config(config: &Config) -> Result<Self, DriverError> {
+        let mut builder = ServerBuilder::new(broker_config(config));
+
+        // Authentication: one password file, or one per listener.
+        let authenticator = if config.per_listener_settings {
+            let mut map = HashMap::new();
+            for l in &config.listeners {
+                if let Some(p) = &l.security.password_file {
+                    map.insert(l.port, PasswordFile::load(p)?);
+                }
+            }
+            ConfigAuthenticator {
+                global: None,
+                per_port: Some(map),
+            }
+        } else {
+            let file = match &config.security.password_file {
+                Some(p) => Some(PasswordFile::load(p)?),
+                None => None,
+            };
+            ConfigAuthenticator::global(file)
+        };
+        builder = builder.authenticator(Box::new(authenticator));
+
+        // Authorisation: the core asks without naming the listener, so one
+        // acl_file serves the whole broker.
+        let mut acl_paths: Vec<&PathBuf> = Vec::new();
+        if config.per_listener_settings {
+            for l in &config.listeners {
+                if let Some(p) = &l.security.acl_file {
+                    if !acl_paths.contains(&p) {
+                        acl_paths.push(p);
+                    }
+                }
+            }
+        } else if let Some(p) = &config.security.acl_file {
+            acl_paths.push(p);
+        }
+        if acl_paths.len() > 1 {
+            return Err(DriverError::Config(
+                "different acl_file per listener is not supported yet; use one acl_file for all listeners".to_string(),
+            ));
+        }
+        let acl = match acl_paths.first() {
+            Some(p) => Some(AclFile::load(p)?),
+            None => None,
+        };
+        builder = builder.authorizer(Box::new(ConfigAuthorizer::new(acl)));
+
+        for l in &config.listeners {
+            let tls = tls_options(l)?;
+            let settings = ListenerSettings {
+                port: l.port,
+                require_certificate: l.tls.require_certificate,
+                use_identity_as_username: l.tls.use_identity_as_username,
+                use_subject_as_username: l.tls.use_subject_as_username,
+                allow_anonymous: Some(config.allow_anonymous(l)),
+            };
+            for addr in addresses(l)? {
+                let listener = match &tls {
+                    None => Listener::tcp(addr),
+                    Some(opts) => Listener::tls(addr, opts.clone()).map_err(|source| DriverError::Tls {
+                        origin: l.origin.to_string(),
+                        source: Box::new(source),
+                    })?,
+                };
+                builder = builder.listener(
+                    listener
+                        .with_settings(settings.clone())
+                        .with_max_connections(l.max_connections),
+                );
+            }
+        }
+        if config.local_only {
+            tracing::info!(
+                target: TARGET,
+                "Starting in local only mode. Connections will only be possible from clients running on this machine."
+            );
+            tracing::info!(
+                target: TARGET,
+                "Create a configuration file which defines a listener to allow remote access."
+            );
+        }
+        Ok(builder)
+    }
+}
