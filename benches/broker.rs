@@ -45,7 +45,12 @@ fn connect(broker: &mut Broker, now: Instant, n: u32) -> ConnectionId {
     id
 }
 
-fn subscribe(broker: &mut Broker, now: Instant, id: ConnectionId, filters: impl Iterator<Item = String>) {
+fn subscribe(
+    broker: &mut Broker,
+    now: Instant,
+    id: ConnectionId,
+    filters: impl Iterator<Item = String>,
+) {
     let subscriptions: Vec<Subscription> = filters
         .map(|f| Subscription {
             filter: TopicFilter::new(f).unwrap(),
@@ -107,11 +112,19 @@ fn bench_topic_matching(c: &mut Criterion) {
             subscribe(&mut broker, now, id, (start..end).map(nth_filter));
         }
         let wild = connect(&mut broker, now, clients);
-        subscribe(&mut broker, now, wild, ["site/#".to_string(), "site/+/4/+".to_string()].into_iter());
+        subscribe(
+            &mut broker,
+            now,
+            wild,
+            ["site/#".to_string(), "site/+/4/+".to_string()].into_iter(),
+        );
         let publisher = connect(&mut broker, now, u32::MAX);
         drain(&mut broker);
         assert_eq!(broker.stats().subscriptions, u64::from(n) + 2);
-        let publish = Publish::new(TopicName::try_from("site/3/4/0").unwrap(), Bytes::from_static(b"21.5"));
+        let publish = Publish::new(
+            TopicName::try_from("site/3/4/0").unwrap(),
+            Bytes::from_static(b"21.5"),
+        );
         group.bench_function(format!("{n}"), |b| {
             b.iter(|| {
                 broker.handle_packet(now, publisher, Packet::Publish(publish.clone()));
@@ -130,7 +143,12 @@ fn bench_fan_out(c: &mut Criterion) {
         let mut broker = Broker::new(config());
         for k in 0..n {
             let id = connect(&mut broker, now, k);
-            subscribe(&mut broker, now, id, std::iter::once("sensors/+/temperature".to_string()));
+            subscribe(
+                &mut broker,
+                now,
+                id,
+                std::iter::once("sensors/+/temperature".to_string()),
+            );
         }
         let publisher = connect(&mut broker, now, u32::MAX);
         drain(&mut broker);

@@ -85,7 +85,11 @@ pub trait Authenticator: Send + Sync {
     /// One step of a 5.0 enhanced authentication exchange (CONNECT or AUTH
     /// with an Authentication Method). The default refuses every method with
     /// 0x8C Bad authentication method.
-    fn authenticate_enhanced(&self, req: &AuthRequest<'_>, exchange: &mut AuthExchange) -> AuthStep {
+    fn authenticate_enhanced(
+        &self,
+        req: &AuthRequest<'_>,
+        exchange: &mut AuthExchange,
+    ) -> AuthStep {
         let _ = (req, exchange);
         AuthStep::Fail(ReasonCode::BadAuthenticationMethod)
     }

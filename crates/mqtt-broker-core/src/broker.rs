@@ -2,8 +2,8 @@
 //! statistics, driven by method calls that carry `now`.
 
 use crate::auth::{
-    AclRequest, Access, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep,
-    Authenticator, Authorizer,
+    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
+    Authorizer,
 };
 use crate::broker_config::BrokerConfig;
 use crate::connection::{ConnectionId, ConnectionInfo};
@@ -18,9 +18,9 @@ use crate::storage::{Storage, StoredMessage, StoredSession};
 use crate::topic_tree::{Match, SubEntry, SubscriptionTree};
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties,
-    ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
-    SubAck, Subscribe, UnsubAck, Unsubscribe, TopicName,
+    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion,
+    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    TopicName, UnsubAck, Unsubscribe,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -173,7 +173,11 @@ impl Broker {
         let mut messages = state.messages;
         messages.sort_by_key(|(_, seq, _)| *seq);
         for (client_id, seq, m) in messages {
-            let Some(session) = self.by_client_id.get(&client_id).and_then(|&slot| self.sessions.get_mut(slot)) else {
+            let Some(session) = self
+                .by_client_id
+                .get(&client_id)
+                .and_then(|&slot| self.sessions.get_mut(slot))
+            else {
                 continue;
             };
             let (mut delivery, packet_id, released) = m.into_delivery();
@@ -225,9 +229,9 @@ impl Broker {
     pub fn connection_opened(&mut self, now: Instant, info: ConnectionInfo) -> ConnectionId {
         self.touch(now);
         let max_packet = self.ctx.config.effective_max_packet_size();
-        let slot = self
-            .conns
-            .insert(|slot, generation| Conn::new(ConnectionId::new(slot, generation), info, now, max_packet));
+        let slot = self.conns.insert(|slot, generation| {
+            Conn::new(ConnectionId::new(slot, generation), info, now, max_packet)
+        });
         let conn = self.conns.get_mut(slot).expect("just inserted");
         let id = conn.id;
         self.ctx.stats.connections_open += 1;
@@ -320,7 +324,8 @@ impl Broker {
         if state != ConnState::Closing {
             tracing::info!(target: TARGET, "Client {} closed its connection.", name);
             if state == ConnState::Connected {
-                self.ctx.stats.clients_connected = self.ctx.stats.clients_connected.saturating_sub(1);
+                self.ctx.stats.clients_connected =
+                    self.ctx.stats.clients_connected.saturating_sub(1);
                 self.ctx.events.push_back(Event::ClientDisconnected {
                     connection: id,
                     client_id: name,
@@ -350,7 +355,10 @@ impl Broker {
                     let Some(conn) = self.conn_ref(id) else {
                         continue;
                     };
-                    if matches!(conn.state, ConnState::AwaitingConnect | ConnState::Authenticating) {
+                    if matches!(
+                        conn.state,
+                        ConnState::AwaitingConnect | ConnState::Authenticating
+                    ) {
                         tracing::info!(target: TARGET, "Client {} has exceeded timeout, disconnecting.", conn.name());
                         self.close_conn(now, id, false, DisconnectReason::KeepAliveTimeout);
                     }
@@ -374,10 +382,9 @@ impl Broker {
                     if self.sessions.generation(slot) != Some(generation) {
                         continue;
                     }
-                    let due = self
-                        .sessions
-                        .get(slot)
-                        .is_some_and(|s| s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now));
+                    let due = self.sessions.get(slot).is_some_and(|s| {
+                        s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now)
+                    });
                     if due {
                         self.destroy_session(now, slot, true);
                     }
@@ -408,7 +415,10 @@ impl Broker {
     /// next (and announced with another [`Event::Transmit`]).
     pub fn take_transmit(&mut self, id: ConnectionId) -> Option<BytesMut> {
         let now = self.now?;
-        let conn = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id)?;
+        let conn = self
+            .conns
+            .get_mut(id.slot() as u32)
+            .filter(|c| c.id == id)?;
         let out = std::mem::take(&mut conn.out);
         conn.transmit_pending = false;
         if let Some(slot) = conn.session {
@@ -546,7 +556,13 @@ impl Broker {
 
     /// Marks the connection closing, detaches its session (publishing the
     /// will if `publish_will`), and asks the driver to close it.
-    fn close_conn(&mut self, now: Instant, id: ConnectionId, publish_will: bool, reason: DisconnectReason) {
+    fn close_conn(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        publish_will: bool,
+        reason: DisconnectReason,
+    ) {
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
@@ -584,12 +600,22 @@ impl Broker {
             (ConnState::AwaitingConnect, Packet::Connect(c)) => self.handle_connect(now, id, c),
             (ConnState::AwaitingConnect, p) => {
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
-                self.violation(now, id, ReasonCode::ProtocolError, &format!("{} before CONNECT", p.packet_type()));
+                self.violation(
+                    now,
+                    id,
+                    ReasonCode::ProtocolError,
+                    &format!("{} before CONNECT", p.packet_type()),
+                );
             }
             (ConnState::Authenticating, Packet::Auth(a)) => self.handle_auth(now, id, a),
             (ConnState::Authenticating, p) => {
                 // Only AUTH belongs in the exchange (section 4.12).
-                self.violation(now, id, ReasonCode::ProtocolError, &format!("{} during authentication", p.packet_type()));
+                self.violation(
+                    now,
+                    id,
+                    ReasonCode::ProtocolError,
+                    &format!("{} during authentication", p.packet_type()),
+                );
             }
             (ConnState::Connected, packet) => match packet {
                 Packet::Connect(_) => {
@@ -604,7 +630,10 @@ impl Broker {
                 Packet::Subscribe(s) => self.handle_subscribe(now, id, s),
                 Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
                 Packet::PingReq => {
-                    let name = self.conn_ref(id).map(|c| c.name().to_string()).unwrap_or_default();
+                    let name = self
+                        .conn_ref(id)
+                        .map(|c| c.name().to_string())
+                        .unwrap_or_default();
                     tracing::debug!(target: TARGET, "Received PINGREQ from {}", name);
                     // [MQTT-3.12.4-1]
                     tracing::debug!(target: TARGET, "Sending PINGRESP to {}", name);
@@ -612,8 +641,16 @@ impl Broker {
                 }
                 Packet::Disconnect(d) => self.handle_disconnect(now, id, d),
                 Packet::Auth(a) => self.handle_auth(now, id, a),
-                p @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
-                    self.violation(now, id, ReasonCode::ProtocolError, &format!("{} sent by a client", p.packet_type()));
+                p @ (Packet::ConnAck(_)
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_)
+                | Packet::PingResp) => {
+                    self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        &format!("{} sent by a client", p.packet_type()),
+                    );
                 }
             },
         }
@@ -716,7 +753,8 @@ impl Broker {
             match cert.as_ref() {
                 Some(c) => (Some(c.subject.clone()), true),
                 None => {
-                    let why = "use_subject_as_username is set but the client presented no certificate";
+                    let why =
+                        "use_subject_as_username is set but the client presented no certificate";
                     tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
                     self.refuse(now, id, ReasonCode::NotAuthorized, Some(why.into()));
                     return;
@@ -751,7 +789,9 @@ impl Broker {
         // The anonymous rule (DECISIONS.md): a verified certificate
         // authenticates; neither certificate nor user name is anonymous.
         let cert_verified = listener.require_certificate && cert.is_some();
-        let allow_anonymous = listener.allow_anonymous.unwrap_or(self.ctx.config.allow_anonymous);
+        let allow_anonymous = listener
+            .allow_anonymous
+            .unwrap_or(self.ctx.config.allow_anonymous);
         if pending.username.is_none() && !cert_verified && !allow_anonymous {
             let why = "anonymous access is off (allow_anonymous false) and the client sent neither a user name nor a client certificate verified under require_certificate true; connect with a user name and password, or a client certificate, or set allow_anonymous true";
             tracing::info!(target: TARGET, "Client {} refused: {}.", pending.client_id, why);
@@ -769,7 +809,12 @@ impl Broker {
         }
     }
 
-    fn run_enhanced(&self, id: ConnectionId, pending: &PendingConnect, exchange: &mut AuthExchange) -> AuthStep {
+    fn run_enhanced(
+        &self,
+        id: ConnectionId,
+        pending: &PendingConnect,
+        exchange: &mut AuthExchange,
+    ) -> AuthStep {
         match self.conn_ref(id) {
             Some(conn) => {
                 let req = auth_request(conn, pending);
@@ -779,7 +824,13 @@ impl Broker {
         }
     }
 
-    fn enhanced_step(&mut self, now: Instant, id: ConnectionId, mut pending: PendingConnect, step: AuthStep) {
+    fn enhanced_step(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        mut pending: PendingConnect,
+        step: AuthStep,
+    ) {
         let method = pending.exchange.as_ref().map(|e| e.method.clone());
         match step {
             AuthStep::Continue(data) => {
@@ -822,14 +873,31 @@ impl Broker {
         match conn.state {
             ConnState::Authenticating => {
                 let Some(mut pending) = conn.pending.take() else {
-                    return self.violation(now, id, ReasonCode::ProtocolError, "AUTH without exchange");
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        "AUTH without exchange",
+                    );
                 };
                 let Some(mut exchange) = pending.exchange.take() else {
-                    return self.violation(now, id, ReasonCode::ProtocolError, "AUTH without exchange");
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        "AUTH without exchange",
+                    );
                 };
                 // Same method, reason 0x18 while the exchange runs (section 4.12).
-                if auth.reason_code != ReasonCode::ContinueAuthentication || method.as_deref() != Some(exchange.method.as_str()) {
-                    return self.violation(now, id, ReasonCode::ProtocolError, "AUTH with another method or reason");
+                if auth.reason_code != ReasonCode::ContinueAuthentication
+                    || method.as_deref() != Some(exchange.method.as_str())
+                {
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        "AUTH with another method or reason",
+                    );
                 }
                 exchange.data = auth.properties.authentication_data.clone();
                 let step = self.run_enhanced(id, &pending, &mut exchange);
@@ -839,10 +907,20 @@ impl Broker {
             ConnState::Connected => {
                 // Re-authentication [MQTT-4.12.1-1]: the same method as CONNECT.
                 let Some(conn_method) = conn.auth_method.clone() else {
-                    return self.violation(now, id, ReasonCode::ProtocolError, "re-authentication without enhanced authentication");
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        "re-authentication without enhanced authentication",
+                    );
                 };
                 if method.as_deref() != Some(conn_method.as_str()) {
-                    return self.violation(now, id, ReasonCode::ProtocolError, "re-authentication with another method");
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        "re-authentication with another method",
+                    );
                 }
                 let mut exchange = match (auth.reason_code, conn.reauth.take()) {
                     (ReasonCode::ReAuthenticate, _) => AuthExchange {
@@ -853,7 +931,14 @@ impl Broker {
                         reauthenticate: true,
                     },
                     (ReasonCode::ContinueAuthentication, Some(e)) => e,
-                    _ => return self.violation(now, id, ReasonCode::ProtocolError, "unexpected AUTH"),
+                    _ => {
+                        return self.violation(
+                            now,
+                            id,
+                            ReasonCode::ProtocolError,
+                            "unexpected AUTH",
+                        )
+                    }
                 };
                 exchange.data = auth.properties.authentication_data.clone();
                 let pending = PendingConnect {
@@ -886,7 +971,11 @@ impl Broker {
                         self.send_to(id, &Packet::Auth(reply));
                     }
                     AuthStep::Fail(rc) => {
-                        let rc = if rc.allowed_in(mqtt_codec::PacketType::Disconnect) { rc } else { ReasonCode::NotAuthorized };
+                        let rc = if rc.allowed_in(mqtt_codec::PacketType::Disconnect) {
+                            rc
+                        } else {
+                            ReasonCode::NotAuthorized
+                        };
                         tracing::info!(target: TARGET, "Client {} disconnected, not authorised.", name);
                         self.send_disconnect(id, rc);
                         self.close_conn(now, id, true, DisconnectReason::NotAuthorized);
@@ -910,7 +999,12 @@ impl Broker {
         }
         tracing::debug!(target: TARGET, "Sending CONNACK to {} (0, {})", name, connack_code(v, rc));
         self.send_to(id, &Packet::ConnAck(ack));
-        if matches!(rc, ReasonCode::NotAuthorized | ReasonCode::BadUserNameOrPassword | ReasonCode::BadAuthenticationMethod) {
+        if matches!(
+            rc,
+            ReasonCode::NotAuthorized
+                | ReasonCode::BadUserNameOrPassword
+                | ReasonCode::BadAuthenticationMethod
+        ) {
             tracing::info!(target: TARGET, "Client {} disconnected, not authorised.", name);
         } else {
             tracing::info!(target: TARGET, "Client {} disconnected: {}.", name, rc.description());
@@ -918,7 +1012,13 @@ impl Broker {
         self.close_conn(now, id, false, DisconnectReason::ProtocolViolation(rc));
     }
 
-    fn finish_connect(&mut self, now: Instant, id: ConnectionId, pending: PendingConnect, auth: Option<(String, Option<Bytes>)>) {
+    fn finish_connect(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        pending: PendingConnect,
+        auth: Option<(String, Option<Bytes>)>,
+    ) {
         let PendingConnect {
             connect,
             client_id,
@@ -1005,8 +1105,15 @@ impl Broker {
             (conn.info.remote_addr, client_id.clone())
         };
         self.ctx.stats.clients_connected += 1;
-        self.ctx.stats.clients_maximum = self.ctx.stats.clients_maximum.max(self.ctx.stats.clients_connected);
-        let user_part = username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default();
+        self.ctx.stats.clients_maximum = self
+            .ctx
+            .stats
+            .clients_maximum
+            .max(self.ctx.stats.clients_connected);
+        let user_part = username
+            .as_ref()
+            .map(|u| format!(", u'{u}'"))
+            .unwrap_or_default();
         tracing::info!(
             target: TARGET,
             "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
@@ -1050,7 +1157,8 @@ impl Broker {
             }
             // Tell the client when its expiry differs from its request (section 3.2.2.3.2).
             let asked = connect.properties.session_expiry_interval.unwrap_or(0);
-            let granted = expiry.map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+            let granted =
+                expiry.map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
             if granted != asked {
                 p.session_expiry_interval = Some(granted);
             }
@@ -1084,10 +1192,20 @@ impl Broker {
             for o in session.inflight.iter() {
                 if o.released {
                     tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", client_id, o.packet_id);
-                    self.ctx.send(conn, &Packet::PubRel(PubRel::new(o.packet_id)));
+                    self.ctx
+                        .send(conn, &Packet::PubRel(PubRel::new(o.packet_id)));
                 } else {
                     let d = &o.delivery;
-                    self.ctx.send_publish(conn, now, &d.msg, d.qos, d.retain, &d.sub_ids, Some(o.packet_id), true);
+                    self.ctx.send_publish(
+                        conn,
+                        now,
+                        &d.msg,
+                        d.qos,
+                        d.retain,
+                        &d.sub_ids,
+                        Some(o.packet_id),
+                        true,
+                    );
                 }
             }
         }
@@ -1224,12 +1342,24 @@ impl Broker {
         if let Some(alias) = p.properties.topic_alias.take() {
             // [MQTT-3.3.2-8] 0 and [MQTT-3.3.2-9] above our maximum are invalid.
             if alias == 0 || alias > max_alias {
-                return self.violation(now, id, ReasonCode::TopicAliasInvalid, "topic alias out of range");
+                return self.violation(
+                    now,
+                    id,
+                    ReasonCode::TopicAliasInvalid,
+                    "topic alias out of range",
+                );
             }
             if p.topic.is_empty() {
                 match conn.aliases_in.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => return self.violation(now, id, ReasonCode::ProtocolError, "unknown topic alias"),
+                    None => {
+                        return self.violation(
+                            now,
+                            id,
+                            ReasonCode::ProtocolError,
+                            "unknown topic alias",
+                        )
+                    }
                 }
             } else {
                 conn.aliases_in.insert(alias, p.topic.clone());
@@ -1275,12 +1405,22 @@ impl Broker {
             }
             // [MQTT-3.3.4-9] no more unreleased QoS 2 messages than our Receive Maximum.
             if session.incoming_qos2.len() >= usize::from(window) {
-                return self.violation(now, id, ReasonCode::ReceiveMaximumExceeded, "receive maximum exceeded");
+                return self.violation(
+                    now,
+                    id,
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                );
             }
         }
         if p.retain && !self.ctx.config.retain_available {
             // Retain not supported, as the CONNACK said (section 3.2.2.3.5).
-            return self.violation(now, id, ReasonCode::RetainNotSupported, "retain not available");
+            return self.violation(
+                now,
+                id,
+                ReasonCode::RetainNotSupported,
+                "retain not available",
+            );
         }
         let limit = self.ctx.config.message_size_limit;
         let mut rc = ReasonCode::Success;
@@ -1383,13 +1523,20 @@ impl Broker {
         self.route(now, &msg, publisher, &mut shared)
     }
 
-    fn route(&mut self, now: Instant, msg: &Message, publisher: Option<u32>, shared: &mut Option<Arc<Message>>) -> usize {
+    fn route(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        publisher: Option<u32>,
+        shared: &mut Option<Arc<Message>>,
+    ) -> usize {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         {
             let sessions = &self.sessions;
-            self.tree
-                .collect(msg.topic.as_str(), &mut matches, &|s| sessions.get(s).is_some_and(|s| s.conn.is_some()));
+            self.tree.collect(msg.topic.as_str(), &mut matches, &|s| {
+                sessions.get(s).is_some_and(|s| s.conn.is_some())
+            });
         }
         // One copy per session at the highest QoS of its matching
         // subscriptions [MQTT-3.3.5-1], with every Subscription Identifier
@@ -1404,7 +1551,8 @@ impl Broker {
             let first = matches[i];
             let mut j = i + 1;
             if !first.shared {
-                while j < matches.len() && !matches[j].shared && matches[j].session == first.session {
+                while j < matches.len() && !matches[j].shared && matches[j].session == first.session
+                {
                     j += 1;
                 }
             }
@@ -1446,7 +1594,8 @@ impl Broker {
             let conn = session
                 .conn
                 .and_then(|c| self.conns.get_mut(c.slot() as u32).filter(|x| x.id == c));
-            self.ctx.deliver(now, session, conn, qos, retain, &ids, msg, shared);
+            self.ctx
+                .deliver(now, session, conn, qos, retain, &ids, msg, shared);
             delivered += 1;
         }
         self.matches = matches;
@@ -1504,9 +1653,11 @@ impl Broker {
             Some(pos) => {
                 session.inflight[pos].released = true;
                 let o = &session.inflight[pos];
-                self.ctx.persist(now, session, &o.delivery, Some(o.packet_id), true);
+                self.ctx
+                    .persist(now, session, &o.delivery, Some(o.packet_id), true);
                 tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", name, a.packet_id);
-                self.ctx.send(conn, &Packet::PubRel(PubRel::new(a.packet_id)));
+                self.ctx
+                    .send(conn, &Packet::PubRel(PubRel::new(a.packet_id)));
             }
             None => {
                 // Unknown identifier: PUBREL 0x92 Packet Identifier not found (5.0).
@@ -1537,7 +1688,10 @@ impl Broker {
             ReasonCode::PacketIdentifierNotFound
         };
         tracing::debug!(target: TARGET, "Sending PUBCOMP to {} (m{})", name, a.packet_id);
-        self.ctx.send(conn, &Packet::PubComp(PubComp::with_reason(a.packet_id, rc)));
+        self.ctx.send(
+            conn,
+            &Packet::PubComp(PubComp::with_reason(a.packet_id, rc)),
+        );
         if known && self.ctx.storage.is_some() {
             self.save_session(slot);
         }
@@ -1584,7 +1738,12 @@ impl Broker {
             return;
         };
         tracing::debug!(target: TARGET, "Received SUBSCRIBE from {}", name);
-        let sub_id = s.properties.subscription_identifiers.first().copied().unwrap_or(0);
+        let sub_id = s
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied()
+            .unwrap_or(0);
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut send_retained = Vec::new();
         for sub in s.subscriptions {
@@ -1665,7 +1824,16 @@ impl Broker {
                 let ids: &[u32] = if sub_id != 0 { &[sub_id] } else { &[] };
                 let mut shared = Some(m.clone());
                 // [MQTT-3.3.1-8] retained messages go out with RETAIN set.
-                self.ctx.deliver(now, session, conn, m.qos.min(sub.options.qos), true, ids, m, &mut shared);
+                self.ctx.deliver(
+                    now,
+                    session,
+                    conn,
+                    m.qos.min(sub.options.qos),
+                    true,
+                    ids,
+                    m,
+                    &mut shared,
+                );
             }
         }
     }
@@ -1723,7 +1891,12 @@ impl Broker {
                 // [MQTT-3.14.2-2] a session that was to end with the
                 // connection cannot be made persistent now.
                 if connect_expiry == 0 && new != 0 {
-                    return self.violation(now, id, ReasonCode::ProtocolError, "session expiry set on DISCONNECT after 0 on CONNECT");
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        "session expiry set on DISCONNECT after 0 on CONNECT",
+                    );
                 }
                 if let Some(s) = slot.and_then(|s| self.sessions.get_mut(s)) {
                     s.expiry = match (expiry_from_seconds(new), cap) {
@@ -1744,23 +1917,54 @@ impl Broker {
 
     fn publish_sys(&mut self, now: Instant) {
         let s = self.stats();
-        let uptime = self.started.map_or(0, |t| now.saturating_duration_since(t).as_secs());
+        let uptime = self
+            .started
+            .map_or(0, |t| now.saturating_duration_since(t).as_secs());
         let items: [(&'static str, String); 15] = [
-            ("$SYS/broker/version", format!("mqtt-broker-core version {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "$SYS/broker/version",
+                format!("mqtt-broker-core version {}", env!("CARGO_PKG_VERSION")),
+            ),
             ("$SYS/broker/uptime", format!("{uptime} seconds")),
-            ("$SYS/broker/clients/connected", s.clients_connected.to_string()),
+            (
+                "$SYS/broker/clients/connected",
+                s.clients_connected.to_string(),
+            ),
             ("$SYS/broker/clients/total", s.clients_total.to_string()),
             ("$SYS/broker/clients/maximum", s.clients_maximum.to_string()),
-            ("$SYS/broker/clients/disconnected", s.clients_total.saturating_sub(s.clients_connected).to_string()),
-            ("$SYS/broker/messages/received", s.messages_received.to_string()),
+            (
+                "$SYS/broker/clients/disconnected",
+                s.clients_total
+                    .saturating_sub(s.clients_connected)
+                    .to_string(),
+            ),
+            (
+                "$SYS/broker/messages/received",
+                s.messages_received.to_string(),
+            ),
             ("$SYS/broker/messages/sent", s.messages_sent.to_string()),
-            ("$SYS/broker/publish/messages/received", s.publish_messages_received.to_string()),
-            ("$SYS/broker/publish/messages/sent", s.publish_messages_sent.to_string()),
-            ("$SYS/broker/publish/messages/dropped", s.publish_messages_dropped.to_string()),
+            (
+                "$SYS/broker/publish/messages/received",
+                s.publish_messages_received.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/sent",
+                s.publish_messages_sent.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/dropped",
+                s.publish_messages_dropped.to_string(),
+            ),
             ("$SYS/broker/bytes/received", s.bytes_received.to_string()),
             ("$SYS/broker/bytes/sent", s.bytes_sent.to_string()),
-            ("$SYS/broker/retained messages/count", s.retained_messages.to_string()),
-            ("$SYS/broker/subscriptions/count", s.subscriptions.to_string()),
+            (
+                "$SYS/broker/retained messages/count",
+                s.retained_messages.to_string(),
+            ),
+            (
+                "$SYS/broker/subscriptions/count",
+                s.subscriptions.to_string(),
+            ),
         ];
         for (topic, value) in items {
             let Ok(topic) = TopicName::new(Bytes::from_static(topic.as_bytes())) else {
@@ -1781,7 +1985,8 @@ impl Broker {
     // ----- storage -------------------------------------------------------------
 
     fn save_session(&mut self, slot: u32) {
-        let (Some(storage), Some(session)) = (self.ctx.storage.as_mut(), self.sessions.get(slot)) else {
+        let (Some(storage), Some(session)) = (self.ctx.storage.as_mut(), self.sessions.get(slot))
+        else {
             return;
         };
         if !session.is_persistent() {
@@ -1809,10 +2014,21 @@ impl Broker {
         session.expiry = s.expiry;
         session.incoming_qos2 = s.incoming_qos2.into_iter().collect();
         for (filter, options, id) in s.subscriptions {
-            self.tree.insert(&filter, SubEntry { session: slot, options, id });
+            self.tree.insert(
+                &filter,
+                SubEntry {
+                    session: slot,
+                    options,
+                    id,
+                },
+            );
             session.subscriptions.insert(
                 filter.as_str().to_string(),
-                StoredSubscription { filter, options, id },
+                StoredSubscription {
+                    filter,
+                    options,
+                    id,
+                },
             );
         }
         slot

@@ -84,15 +84,17 @@ mod storage;
 mod topic_tree;
 
 pub use auth::{
-    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep,
-    Authenticator, Authorizer, PasswordMap,
+    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
+    Authorizer, PasswordMap,
 };
 pub use broker::Broker;
 pub use broker_config::BrokerConfig;
 pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertificate};
 pub use event::{DisconnectReason, Event};
 pub use stats::Statistics;
-pub use storage::{MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState};
+pub use storage::{
+    MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState,
+};
 
 /// Re-exported so embedders use the same codec types the broker does.
 pub use mqtt_codec;

@@ -8,9 +8,7 @@ use crate::message::{Delivery, Message};
 use crate::session::{Outgoing, Session};
 use crate::stats::Statistics;
 use bytes::BytesMut;
-use mqtt_codec::{
-    Decoder, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, TopicName,
-};
+use mqtt_codec::{Decoder, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, TopicName};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,7 +58,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: ConnectionId, info: crate::connection::ConnectionInfo, now: Instant, max_packet: u32) -> Self {
+    pub fn new(
+        id: ConnectionId,
+        info: crate::connection::ConnectionInfo,
+        now: Instant,
+        max_packet: u32,
+    ) -> Self {
         let mut decoder = Decoder::new();
         decoder.set_max_packet_size(max_packet);
         Self {
@@ -104,10 +107,22 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Writes a queued or in-flight delivery of a persistent session through to storage.
-    pub fn persist(&mut self, now: Instant, session: &Session, d: &Delivery, packet_id: Option<PacketId>, released: bool) {
+    pub fn persist(
+        &mut self,
+        now: Instant,
+        session: &Session,
+        d: &Delivery,
+        packet_id: Option<PacketId>,
+        released: bool,
+    ) {
         if let Some(storage) = self.storage.as_mut() {
             if session.is_persistent() {
-                let stored = crate::storage::StoredDelivery::from_delivery(d, packet_id, released, Some(now));
+                let stored = crate::storage::StoredDelivery::from_delivery(
+                    d,
+                    packet_id,
+                    released,
+                    Some(now),
+                );
                 storage.save_message(&session.client_id, d.seq, &stored);
             }
         }
@@ -168,7 +183,10 @@ impl Ctx {
             // [MQTT-3.3.2-6] the interval sent is what is left of it.
             Some(t) => {
                 let left = t - now;
-                Some(u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(u32::MAX))
+                Some(
+                    u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                        .unwrap_or(u32::MAX),
+                )
             }
             None => None,
         };
@@ -178,15 +196,26 @@ impl Ctx {
             qos,
             retain,
             topic: msg.topic.clone(),
-            packet_id: if qos == QoS::AtMostOnce { None } else { packet_id },
-            properties: if v5 { msg.properties.clone() } else { Properties::default() },
+            packet_id: if qos == QoS::AtMostOnce {
+                None
+            } else {
+                packet_id
+            },
+            properties: if v5 {
+                msg.properties.clone()
+            } else {
+                Properties::default()
+            },
             payload: msg.payload.clone(),
         };
         let mut new_alias = None;
         if v5 {
             publish.properties.message_expiry_interval = expiry;
             // [MQTT-3.3.4-3] every matching Subscription Identifier.
-            publish.properties.subscription_identifiers.extend_from_slice(sub_ids);
+            publish
+                .properties
+                .subscription_identifiers
+                .extend_from_slice(sub_ids);
             // Topic aliases towards the client, up to its Topic Alias Maximum [MQTT-3.3.2-10].
             if conn.topic_alias_max > 0 {
                 if let Some(&a) = conn.aliases_out.get(&msg.topic) {
@@ -284,7 +313,16 @@ impl Ctx {
                 session.queue.push_front(d);
                 break;
             };
-            if self.send_publish(conn, now, &d.msg, d.qos, d.retain, &d.sub_ids, Some(pid), false) {
+            if self.send_publish(
+                conn,
+                now,
+                &d.msg,
+                d.qos,
+                d.retain,
+                &d.sub_ids,
+                Some(pid),
+                false,
+            ) {
                 self.persist(now, session, &d, Some(pid), false);
                 session.inflight.push_back(Outgoing {
                     packet_id: pid,
@@ -326,14 +364,34 @@ impl Ctx {
                 None => {
                     if self.config.queue_qos0_messages && session.is_persistent() {
                         let msg = shared.get_or_insert_with(|| Arc::new(msg.clone())).clone();
-                        self.enqueue(now, session, Delivery { msg, qos, retain, sub_ids: sub_ids.to_vec(), seq: 0 });
+                        self.enqueue(
+                            now,
+                            session,
+                            Delivery {
+                                msg,
+                                qos,
+                                retain,
+                                sub_ids: sub_ids.to_vec(),
+                                seq: 0,
+                            },
+                        );
                     }
                 }
             }
             return;
         }
         let msg = shared.get_or_insert_with(|| Arc::new(msg.clone())).clone();
-        self.enqueue(now, session, Delivery { msg, qos, retain, sub_ids: sub_ids.to_vec(), seq: 0 });
+        self.enqueue(
+            now,
+            session,
+            Delivery {
+                msg,
+                qos,
+                retain,
+                sub_ids: sub_ids.to_vec(),
+                seq: 0,
+            },
+        );
         if let Some(conn) = conn {
             self.pump(now, session, conn);
         }

@@ -50,7 +50,6 @@ impl RetainedStore {
     pub fn collect(&self, filter: &str, out: &mut Vec<Arc<Message>>) {
         collect_in(&self.root, Some(filter), true, out);
     }
-
 }
 
 fn remove_in<'a>(node: &mut Node, levels: &mut impl Iterator<Item = &'a str>) -> bool {
@@ -142,7 +141,9 @@ mod tests {
         for t in topics {
             store.set(msg(t));
         }
-        for f in ["#", "+", "a/#", "a/+", "+/b", "$SYS/#", "+/+", "a/b/#", "/+", "a"] {
+        for f in [
+            "#", "+", "a/#", "a/+", "+/b", "$SYS/#", "+/+", "a/b/#", "/+", "a",
+        ] {
             let mut out = Vec::new();
             store.collect(f, &mut out);
             let mut got: Vec<String> = out.iter().map(|m| m.topic.to_string()).collect();

@@ -12,7 +12,9 @@
 
 use crate::message::{Delivery, Message};
 use bytes::Bytes;
-use mqtt_codec::{PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName};
+use mqtt_codec::{
+    PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,7 +84,12 @@ pub struct StoredDelivery {
 }
 
 impl StoredDelivery {
-    pub(crate) fn from_delivery(d: &Delivery, packet_id: Option<PacketId>, released: bool, now: Option<Instant>) -> Self {
+    pub(crate) fn from_delivery(
+        d: &Delivery,
+        packet_id: Option<PacketId>,
+        released: bool,
+        now: Option<Instant>,
+    ) -> Self {
         Self {
             message: StoredMessage::from_message(&d.msg, now),
             qos: d.qos,
@@ -202,7 +209,8 @@ impl Storage for MemoryStorage {
     }
 
     fn save_session(&mut self, session: &StoredSession) {
-        self.sessions.insert(session.client_id.clone(), session.clone());
+        self.sessions
+            .insert(session.client_id.clone(), session.clone());
     }
 
     fn remove_session(&mut self, client_id: &str) {
@@ -211,7 +219,8 @@ impl Storage for MemoryStorage {
     }
 
     fn save_message(&mut self, client_id: &str, seq: u64, delivery: &StoredDelivery) {
-        self.messages.insert((client_id.to_string(), seq), delivery.clone());
+        self.messages
+            .insert((client_id.to_string(), seq), delivery.clone());
     }
 
     fn remove_message(&mut self, client_id: &str, seq: u64) {
@@ -219,7 +228,8 @@ impl Storage for MemoryStorage {
     }
 
     fn save_retained(&mut self, message: &StoredMessage) {
-        self.retained.insert(message.topic.to_string(), message.clone());
+        self.retained
+            .insert(message.topic.to_string(), message.clone());
     }
 
     fn remove_retained(&mut self, topic: &str) {

@@ -324,7 +324,9 @@ mod tests {
             "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "a/b/c", "a/+/c", "$SYS/#", "+/#",
             "a//b", "a/", "/#",
         ];
-        let topics = ["a", "a/b", "a/c", "a/b/c", "b", "$SYS/x", "a//b", "a/", "/x", "/"];
+        let topics = [
+            "a", "a/b", "a/c", "a/b/c", "b", "$SYS/x", "a//b", "a/", "/x", "/",
+        ];
         let mut tree = SubscriptionTree::default();
         for (i, f) in filters.iter().enumerate() {
             tree.insert(&TopicFilter::new(*f).unwrap(), entry(i as u32));

@@ -4,7 +4,7 @@ mod util;
 
 use bytes::Bytes;
 use mqtt_broker_core::{
-    Access, AclRequest, AuthExchange, AuthRequest, AuthStep, AuthDecision, Authenticator,
+    Access, AclRequest, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
     Authorizer, Broker, BrokerConfig, ConnectionInfo, Event, ListenerSettings, PasswordMap,
     PeerCertificate,
 };
@@ -33,7 +33,11 @@ fn tls_info(port: u16, listener: ListenerSettings, cn: Option<&str>) -> Connecti
 
 fn connected_username(h: &Harness, client_id: &str) -> Option<Option<String>> {
     h.events.iter().find_map(|e| match e {
-        Event::ClientConnected { client_id: c, username, .. } if c == client_id => Some(username.clone()),
+        Event::ClientConnected {
+            client_id: c,
+            username,
+            ..
+        } if c == client_id => Some(username.clone()),
         _ => None,
     })
 }
@@ -72,7 +76,11 @@ fn certificate_verified_under_require_certificate_authenticates_without_username
         };
         let id = h.open_with(tls_info(40000, listener, Some("sensor-1")));
         let ack = h.send_connect(id, connect(v, "sensor"));
-        assert_eq!(ack.reason_code, ReasonCode::Success, "{v}: the guide's ssl.conf works unchanged");
+        assert_eq!(
+            ack.reason_code,
+            ReasonCode::Success,
+            "{v}: the guide's ssl.conf works unchanged"
+        );
     }
 }
 
@@ -88,7 +96,10 @@ fn listener_allow_anonymous_overrides_the_broker_setting() {
         listener,
         tls: None,
     });
-    assert_eq!(h.send_connect(id, connect(V3, "a")).reason_code, ReasonCode::Success);
+    assert_eq!(
+        h.send_connect(id, connect(V3, "a")).reason_code,
+        ReasonCode::Success
+    );
 }
 
 #[test]
@@ -110,7 +121,10 @@ fn use_identity_as_username_takes_the_common_name() {
         listener,
         tls: None,
     });
-    assert_eq!(h.send_connect(id, connect(V5, "t")).reason_code, ReasonCode::NotAuthorized);
+    assert_eq!(
+        h.send_connect(id, connect(V5, "t")).reason_code,
+        ReasonCode::NotAuthorized
+    );
 }
 
 #[test]
@@ -122,14 +136,21 @@ fn use_subject_as_username_takes_the_whole_subject() {
         ..Default::default()
     };
     let id = h.open_with(tls_info(1, listener, Some("sensor-1")));
-    assert_eq!(h.send_connect(id, connect(V3, "s")).reason_code, ReasonCode::Success);
-    assert_eq!(connected_username(&h, "s"), Some(Some("CN=sensor-1,O=Home".into())));
+    assert_eq!(
+        h.send_connect(id, connect(V3, "s")).reason_code,
+        ReasonCode::Success
+    );
+    assert_eq!(
+        connected_username(&h, "s"),
+        Some(Some("CN=sensor-1,O=Home".into()))
+    );
 }
 
 #[test]
 fn wrong_password_is_refused_with_bad_username_or_password() {
     for v in BOTH {
-        let broker = Broker::new(no_anonymous()).with_authenticator(Box::new(PasswordMap::new().with_user("pi", "raspberry")));
+        let broker = Broker::new(no_anonymous())
+            .with_authenticator(Box::new(PasswordMap::new().with_user("pi", "raspberry")));
         let mut h = Harness::with_broker(broker);
         let mut good = connect(v, "good");
         good.username = Some("pi".into());
@@ -145,7 +166,10 @@ fn wrong_password_is_refused_with_bad_username_or_password() {
         let mut unknown = connect(v, "unknown");
         unknown.username = Some("root".into());
         unknown.password = Some(Bytes::from_static(b"raspberry"));
-        assert_eq!(h.connect_with(unknown).1.reason_code, ReasonCode::BadUserNameOrPassword);
+        assert_eq!(
+            h.connect_with(unknown).1.reason_code,
+            ReasonCode::BadUserNameOrPassword
+        );
     }
 }
 
@@ -163,7 +187,9 @@ impl Authenticator for ChallengeAuth {
         }
         match ex.step {
             0 => AuthStep::Continue(Bytes::from_static(b"challenge")),
-            _ if ex.data.as_deref() == Some(b"response") => AuthStep::Success(Some(Bytes::from_static(b"welcome"))),
+            _ if ex.data.as_deref() == Some(b"response") => {
+                AuthStep::Success(Some(Bytes::from_static(b"welcome")))
+            }
             _ => AuthStep::Fail(ReasonCode::NotAuthorized),
         }
     }
@@ -181,41 +207,74 @@ fn auth_packet(rc: ReasonCode, method: &str, data: &'static [u8]) -> Packet {
 
 #[test]
 fn enhanced_authentication_runs_an_auth_exchange_before_connack() {
-    let mut h = Harness::with_broker(Broker::new(BrokerConfig::default()).with_authenticator(Box::new(ChallengeAuth)));
+    let mut h = Harness::with_broker(
+        Broker::new(BrokerConfig::default()).with_authenticator(Box::new(ChallengeAuth)),
+    );
     let id = h.open();
     h.set_version(id, V5);
     let mut c = connect(V5, "e");
     c.properties.authentication_method = Some("CHALLENGE".into());
     h.send(id, Packet::Connect(Box::new(c)));
     let got = h.recv(id);
-    let [Packet::Auth(a)] = &got[..] else { panic!("{got:?}") };
+    let [Packet::Auth(a)] = &got[..] else {
+        panic!("{got:?}")
+    };
     assert_eq!(a.reason_code, ReasonCode::ContinueAuthentication);
-    assert_eq!(a.properties.authentication_data.as_deref(), Some(&b"challenge"[..]));
-    h.send(id, auth_packet(ReasonCode::ContinueAuthentication, "CHALLENGE", b"response"));
+    assert_eq!(
+        a.properties.authentication_data.as_deref(),
+        Some(&b"challenge"[..])
+    );
+    h.send(
+        id,
+        auth_packet(ReasonCode::ContinueAuthentication, "CHALLENGE", b"response"),
+    );
     let got = h.recv(id);
-    let [Packet::ConnAck(ack)] = &got[..] else { panic!("{got:?}") };
+    let [Packet::ConnAck(ack)] = &got[..] else {
+        panic!("{got:?}")
+    };
     assert_eq!(ack.reason_code, ReasonCode::Success);
-    assert_eq!(ack.properties.authentication_method.as_deref(), Some("CHALLENGE"));
-    assert_eq!(ack.properties.authentication_data.as_deref(), Some(&b"welcome"[..]));
+    assert_eq!(
+        ack.properties.authentication_method.as_deref(),
+        Some("CHALLENGE")
+    );
+    assert_eq!(
+        ack.properties.authentication_data.as_deref(),
+        Some(&b"welcome"[..])
+    );
     // Re-authentication with the same method.
-    h.send(id, auth_packet(ReasonCode::ReAuthenticate, "CHALLENGE", b""));
-    assert!(matches!(&h.recv(id)[..], [Packet::Auth(a)] if a.reason_code == ReasonCode::ContinueAuthentication));
-    h.send(id, auth_packet(ReasonCode::ContinueAuthentication, "CHALLENGE", b"response"));
+    h.send(
+        id,
+        auth_packet(ReasonCode::ReAuthenticate, "CHALLENGE", b""),
+    );
+    assert!(
+        matches!(&h.recv(id)[..], [Packet::Auth(a)] if a.reason_code == ReasonCode::ContinueAuthentication)
+    );
+    h.send(
+        id,
+        auth_packet(ReasonCode::ContinueAuthentication, "CHALLENGE", b"response"),
+    );
     assert!(matches!(&h.recv(id)[..], [Packet::Auth(a)] if a.reason_code == ReasonCode::Success));
     assert!(!h.is_closed(id));
 }
 
 #[test]
 fn enhanced_authentication_with_a_wrong_answer_is_refused() {
-    let mut h = Harness::with_broker(Broker::new(BrokerConfig::default()).with_authenticator(Box::new(ChallengeAuth)));
+    let mut h = Harness::with_broker(
+        Broker::new(BrokerConfig::default()).with_authenticator(Box::new(ChallengeAuth)),
+    );
     let id = h.open();
     h.set_version(id, V5);
     let mut c = connect(V5, "e");
     c.properties.authentication_method = Some("CHALLENGE".into());
     h.send(id, Packet::Connect(Box::new(c)));
     h.recv(id);
-    h.send(id, auth_packet(ReasonCode::ContinueAuthentication, "CHALLENGE", b"wrong"));
-    assert!(matches!(&h.recv(id)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::NotAuthorized));
+    h.send(
+        id,
+        auth_packet(ReasonCode::ContinueAuthentication, "CHALLENGE", b"wrong"),
+    );
+    assert!(
+        matches!(&h.recv(id)[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::NotAuthorized)
+    );
     assert!(h.is_closed(id));
 }
 
@@ -246,9 +305,18 @@ fn denied_subscription_gets_not_authorized_in_5_and_failure_in_3_1_1() {
     for v in BOTH {
         let mut h = acl_harness();
         let id = h.connect(v, "c");
-        let ack = h.subscribe_with(id, "secret/x", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+        let ack = h.subscribe_with(
+            id,
+            "secret/x",
+            SubscriptionOptions::qos(QoS::AtLeastOnce),
+            None,
+        );
         // 3.1.1 knows only 0x80 Failure (decoded as Unspecified error).
-        let want = if v.is_v5() { ReasonCode::NotAuthorized } else { ReasonCode::UnspecifiedError };
+        let want = if v.is_v5() {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::UnspecifiedError
+        };
         assert_eq!(ack.reason_codes, [want]);
     }
 }
@@ -261,7 +329,11 @@ fn denied_publish_gets_not_authorized_in_puback_and_is_not_delivered() {
         let _ = h.subscribe_with(sub, "#", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
         let p = h.connect(v, "p");
         let rc = h.publish(p, "secret/x", "m", QoS::AtLeastOnce);
-        let want = if v.is_v5() { ReasonCode::NotAuthorized } else { ReasonCode::Success };
+        let want = if v.is_v5() {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
         assert_eq!(rc, Some(want));
         let rc2 = h.publish(p, "secret/y", "m", QoS::ExactlyOnce);
         assert_eq!(rc2, Some(want), "PUBREC carries it too");
@@ -289,6 +361,9 @@ fn clients_cannot_publish_into_sys() {
     let sub = h.connect(V5, "sub");
     h.subscribe(sub, "$SYS/#", QoS::AtMostOnce);
     let p = h.connect(V5, "p");
-    assert_eq!(h.publish(p, "$SYS/broker/fake", "m", QoS::AtLeastOnce), Some(ReasonCode::NotAuthorized));
+    assert_eq!(
+        h.publish(p, "$SYS/broker/fake", "m", QoS::AtLeastOnce),
+        Some(ReasonCode::NotAuthorized)
+    );
     assert!(h.recv_publishes(sub).is_empty());
 }

@@ -38,7 +38,9 @@ fn second_connect_is_a_protocol_violation() {
         let got = h.recv(id);
         assert!(h.is_closed(id));
         if v.is_v5() {
-            assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError));
+            assert!(
+                matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+            );
         } else {
             assert!(got.is_empty(), "3.1.1 is closed without DISCONNECT");
         }
@@ -50,10 +52,17 @@ fn unsupported_protocol_level_gets_connack_return_code_1() {
     let mut h = Harness::default_config();
     let id = h.open();
     // CONNECT with protocol name MQTT and level 6.
-    h.send_raw(id, &[0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 0]);
+    h.send_raw(
+        id,
+        &[
+            0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 0,
+        ],
+    );
     h.peers.get_mut(&id).unwrap();
     let got = h.recv(id);
-    assert!(matches!(&got[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::UnsupportedProtocolVersion));
+    assert!(
+        matches!(&got[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::UnsupportedProtocolVersion)
+    );
     assert!(h.is_closed(id));
 }
 
@@ -85,7 +94,10 @@ fn empty_client_id_gets_a_server_assigned_identifier() {
     let mut h = Harness::default_config();
     let (_, ack) = h.connect_with(connect(V5, ""));
     assert_eq!(ack.reason_code, ReasonCode::Success);
-    let assigned = ack.properties.assigned_client_identifier.expect("assigned id in CONNACK");
+    let assigned = ack
+        .properties
+        .assigned_client_identifier
+        .expect("assigned id in CONNACK");
     assert!(assigned.starts_with("auto-"));
     let (_, ack3) = h.connect_with(connect(V3, ""));
     assert_eq!(ack3.reason_code, ReasonCode::Success);
@@ -129,12 +141,23 @@ fn second_connection_with_the_same_client_id_takes_the_session_over() {
         let (first, _) = h.connect_with(c);
         let second = h.connect(v, "dup");
         let got = h.recv(first);
-        assert!(h.is_closed(first), "[MQTT-3.1.4-3] the old connection is closed");
+        assert!(
+            h.is_closed(first),
+            "[MQTT-3.1.4-3] the old connection is closed"
+        );
         assert!(!h.is_closed(second));
         if v.is_v5() {
-            assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver));
+            assert!(
+                matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver)
+            );
         }
-        assert!(h.events.iter().any(|e| matches!(e, Event::ClientDisconnected { reason: DisconnectReason::SessionTakenOver, .. })));
+        assert!(h.events.iter().any(|e| matches!(
+            e,
+            Event::ClientDisconnected {
+                reason: DisconnectReason::SessionTakenOver,
+                ..
+            }
+        )));
         // The old connection's will is published.
         assert_eq!(Harness::payloads(&h.recv_publishes(watcher)), ["gone"]);
     }
@@ -161,17 +184,28 @@ fn keep_alive_expires_at_one_and_a_half_times_the_interval_and_fires_the_will() 
         h.send(id, Packet::PingReq);
         assert!(matches!(&h.recv(id)[..], [Packet::PingResp]));
         h.advance(Duration::from_millis(14_999));
-        assert!(!h.is_closed(id), "still within 1.5 x keep alive of the last packet");
+        assert!(
+            !h.is_closed(id),
+            "still within 1.5 x keep alive of the last packet"
+        );
         // Keep the watcher alive meanwhile (it has k60).
         h.advance(Duration::from_millis(1));
         assert!(h.is_closed(id), "closed exactly at 1.5 x keep alive");
         let got = h.recv(id);
         if v.is_v5() {
-            assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout));
+            assert!(
+                matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout)
+            );
         }
         let wills = h.recv_publishes(watcher);
         assert_eq!(Harness::payloads(&wills), ["offline"]);
-        assert!(h.events.iter().any(|e| matches!(e, Event::ClientDisconnected { reason: DisconnectReason::KeepAliveTimeout, .. })));
+        assert!(h.events.iter().any(|e| matches!(
+            e,
+            Event::ClientDisconnected {
+                reason: DisconnectReason::KeepAliveTimeout,
+                ..
+            }
+        )));
     }
 }
 
@@ -187,7 +221,10 @@ fn poll_timeout_reports_the_precise_keep_alive_deadline() {
     // Past the CONNECT time-out timer, only keep alive remains.
     h.advance_by_timers(Duration::from_secs(5));
     assert!(!h.is_closed(id));
-    assert_eq!(h.broker.poll_timeout(), Some(h.start + Duration::from_secs(6)));
+    assert_eq!(
+        h.broker.poll_timeout(),
+        Some(h.start + Duration::from_secs(6))
+    );
     h.advance_by_timers(Duration::from_secs(1));
     assert!(h.is_closed(id));
 }

@@ -76,7 +76,10 @@ fn connection_and_packet_lines() {
         "Client other closed its connection.",
     ];
     for e in expected {
-        assert!(lines.iter().any(|l| l == e.trim_start()), "missing {e:?} in {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l == e.trim_start()),
+            "missing {e:?} in {lines:#?}"
+        );
     }
 }
 
@@ -88,6 +91,10 @@ fn keep_alive_timeout_line() {
         h.connect_with(c);
         h.advance(Duration::from_secs(3));
     });
-    assert!(lines.iter().any(|l| l == "Client sleepy has exceeded timeout, disconnecting."), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "Client sleepy has exceeded timeout, disconnecting."),
+        "{lines:#?}"
+    );
 }
-

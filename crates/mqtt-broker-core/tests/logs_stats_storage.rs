@@ -99,8 +99,14 @@ fn packets_decoded_by_the_driver_are_handled_like_bytes() {
     let mut out = BytesMut::new();
     assert!(broker.poll_transmit(id, &mut out));
     let mut d = mqtt_codec::Decoder::with_version(V5);
-    assert!(matches!(d.decode(&mut out).unwrap(), Some(Packet::ConnAck(_))));
-    assert!(matches!(d.decode(&mut out).unwrap(), Some(Packet::PingResp)));
+    assert!(matches!(
+        d.decode(&mut out).unwrap(),
+        Some(Packet::ConnAck(_))
+    ));
+    assert!(matches!(
+        d.decode(&mut out).unwrap(),
+        Some(Packet::PingResp)
+    ));
     assert!(out.is_empty(), "CONNACK and PINGRESP came in one batch");
 }
 
@@ -115,7 +121,10 @@ fn everything_ready_for_a_connection_is_batched_into_one_buffer() {
         h.publish(p, "t", "m", QoS::AtMostOnce);
     }
     let transmits_before = h.broker.poll_event();
-    assert!(transmits_before.is_none(), "Transmit is raised once until the bytes are taken");
+    assert!(
+        transmits_before.is_none(),
+        "Transmit is raised once until the bytes are taken"
+    );
     let buf = h.broker.take_transmit(s).unwrap();
     let mut d = mqtt_codec::Decoder::with_version(V3);
     let mut buf = buf;

@@ -122,7 +122,9 @@ impl Model {
         if self.subs[i].conn.is_some_and(|c| !self.h.is_closed(c)) {
             return;
         }
-        let (id, ack) = self.h.connect_persistent(self.subs[i].version, &format!("sub{i}"));
+        let (id, ack) = self
+            .h
+            .connect_persistent(self.subs[i].version, &format!("sub{i}"));
         assert_eq!(ack.reason_code, ReasonCode::Success);
         self.subs[i].conn = Some(id);
         self.subs[i].unacked.clear();
@@ -142,7 +144,9 @@ impl Model {
                 Packet::Publish(p) => {
                     let topic = p.topic.as_str().to_string();
                     assert!(
-                        s.ever.iter().any(|f| TopicFilter::new(*f).unwrap().matches(&topic)),
+                        s.ever
+                            .iter()
+                            .any(|f| TopicFilter::new(*f).unwrap().matches(&topic)),
                         "sub{i} got '{topic}' without a matching subscription ({:?})",
                         s.ever
                     );
@@ -199,7 +203,12 @@ impl Model {
             }
             Op::Subscribe(i, f, q) => {
                 if let Some(id) = self.online(i) {
-                    let ack = self.h.subscribe_with(id, FILTERS[f], mqtt_codec::SubscriptionOptions::qos(qos(q)), None);
+                    let ack = self.h.subscribe_with(
+                        id,
+                        FILTERS[f],
+                        mqtt_codec::SubscriptionOptions::qos(qos(q)),
+                        None,
+                    );
                     assert_eq!(ack.reason_codes, [ReasonCode::granted(qos(q))]);
                     self.subs[i].filters.insert(FILTERS[f], qos(q));
                     self.subs[i].ever.insert(FILTERS[f]);
@@ -226,7 +235,11 @@ impl Model {
                 let payload = format!("m{}", self.next_msg);
                 let leaked: &'static str = Box::leak(payload.clone().into_boxed_str());
                 let rc = self.h.publish(self.publisher, TOPICS[t], leaked, qos(q));
-                let accepted = q == 0 || matches!(rc, Some(ReasonCode::Success | ReasonCode::NoMatchingSubscribers));
+                let accepted = q == 0
+                    || matches!(
+                        rc,
+                        Some(ReasonCode::Success | ReasonCode::NoMatchingSubscribers)
+                    );
                 assert!(accepted, "publish refused: {rc:?}");
                 for (i, s) in self.subs.iter().enumerate() {
                     let best = s
@@ -236,7 +249,8 @@ impl Model {
                         .map(|(_, q)| *q)
                         .max();
                     if let Some(sub_qos) = best {
-                        self.expected.push((payload.clone(), i, qos(q).min(sub_qos)));
+                        self.expected
+                            .push((payload.clone(), i, qos(q).min(sub_qos)));
                     }
                 }
                 for i in 0..SUBSCRIBERS {
@@ -255,7 +269,8 @@ impl Model {
 
     fn check_bounds(&self) {
         let stats = self.h.broker.stats();
-        let per_session = self.config.max_queued_messages + usize::from(self.config.max_inflight_messages);
+        let per_session =
+            self.config.max_queued_messages + usize::from(self.config.max_inflight_messages);
         if self.tight {
             assert!(
                 stats.messages_stored as usize <= SUBSCRIBERS * per_session,
@@ -265,7 +280,10 @@ impl Model {
         }
         for i in 0..SUBSCRIBERS {
             for (payload, n) in &self.subs[i].got {
-                let q2 = self.expected.iter().any(|(p, s, q)| p == payload && *s == i && *q == QoS::ExactlyOnce);
+                let q2 = self
+                    .expected
+                    .iter()
+                    .any(|(p, s, q)| p == payload && *s == i && *q == QoS::ExactlyOnce);
                 if q2 {
                     assert_eq!(*n, 1, "QoS 2 '{payload}' delivered {n} times to sub{i}");
                 }
@@ -296,11 +314,17 @@ impl Model {
         if self.tight {
             return;
         }
-        assert_eq!(self.h.broker.stats().messages_stored, 0, "everything was acknowledged");
+        assert_eq!(
+            self.h.broker.stats().messages_stored,
+            0,
+            "everything was acknowledged"
+        );
         for (payload, i, q) in &self.expected {
             let n = self.subs[*i].got.get(payload).copied().unwrap_or(0);
             match q {
-                QoS::AtMostOnce => assert!(n <= 1, "QoS 0 '{payload}' delivered {n} times to sub{i}"),
+                QoS::AtMostOnce => {
+                    assert!(n <= 1, "QoS 0 '{payload}' delivered {n} times to sub{i}")
+                }
                 QoS::AtLeastOnce => assert!(n >= 1, "QoS 1 '{payload}' never reached sub{i}"),
                 QoS::ExactlyOnce => assert_eq!(n, 1, "QoS 2 '{payload}' reached sub{i} {n} times"),
             }

@@ -2,7 +2,9 @@
 mod util;
 
 use mqtt_broker_core::BrokerConfig;
-use mqtt_codec::{Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, QoS, ReasonCode, SubscriptionOptions};
+use mqtt_codec::{
+    Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, QoS, ReasonCode, SubscriptionOptions,
+};
 use util::*;
 
 const BOTH: [ProtocolVersion; 2] = [V3, V5];
@@ -35,12 +37,21 @@ fn qos1_publish_is_acknowledged_with_puback() {
     for v in BOTH {
         let mut h = Harness::default_config();
         let id = h.connect(v, "p");
-        h.send(id, Packet::Publish(publish("t", "x", QoS::AtLeastOnce, false, Some(7))));
+        h.send(
+            id,
+            Packet::Publish(publish("t", "x", QoS::AtLeastOnce, false, Some(7))),
+        );
         let got = h.recv(id);
-        let [Packet::PubAck(a)] = &got[..] else { panic!("{got:?}") };
+        let [Packet::PubAck(a)] = &got[..] else {
+            panic!("{got:?}")
+        };
         assert_eq!(a.packet_id.get(), 7);
         // 5.0 says nobody was subscribed.
-        let want = if v.is_v5() { ReasonCode::NoMatchingSubscribers } else { ReasonCode::Success };
+        let want = if v.is_v5() {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        };
         assert_eq!(a.reason_code, want);
     }
 }
@@ -52,7 +63,10 @@ fn qos2_duplicate_before_pubrel_is_answered_with_pubrec_and_not_delivered_twice(
         let sub = h.connect(v, "sub");
         h.subscribe(sub, "t", QoS::ExactlyOnce);
         let p = h.connect(v, "pub");
-        h.send(p, Packet::Publish(publish("t", "once", QoS::ExactlyOnce, false, Some(3))));
+        h.send(
+            p,
+            Packet::Publish(publish("t", "once", QoS::ExactlyOnce, false, Some(3))),
+        );
         assert!(matches!(&h.recv(p)[..], [Packet::PubRec(r)] if r.packet_id.get() == 3));
         // Re-sent with DUP, twice: PUBREC again each time, never a close.
         for _ in 0..2 {
@@ -63,10 +77,15 @@ fn qos2_duplicate_before_pubrel_is_answered_with_pubrec_and_not_delivered_twice(
             assert!(!h.is_closed(p));
         }
         h.send(p, Packet::PubRel(PubRel::new(pid(3))));
-        assert!(matches!(&h.recv(p)[..], [Packet::PubComp(c)] if c.packet_id.get() == 3 && c.reason_code == ReasonCode::Success));
+        assert!(
+            matches!(&h.recv(p)[..], [Packet::PubComp(c)] if c.packet_id.get() == 3 && c.reason_code == ReasonCode::Success)
+        );
         assert_eq!(h.recv_publishes(sub).len(), 1, "delivered exactly once");
         // After PUBREL the identifier is free: a new message with it is delivered.
-        h.send(p, Packet::Publish(publish("t", "second", QoS::ExactlyOnce, false, Some(3))));
+        h.send(
+            p,
+            Packet::Publish(publish("t", "second", QoS::ExactlyOnce, false, Some(3))),
+        );
         assert_eq!(Harness::payloads(&h.recv_publishes(sub)), ["second"]);
     }
 }
@@ -78,7 +97,10 @@ fn qos2_message_is_delivered_once_after_reconnect() {
         let sub = h.connect(v, "sub");
         h.subscribe(sub, "t", QoS::ExactlyOnce);
         let (p, _) = h.connect_persistent(v, "pub");
-        h.send(p, Packet::Publish(publish("t", "m", QoS::ExactlyOnce, false, Some(9))));
+        h.send(
+            p,
+            Packet::Publish(publish("t", "m", QoS::ExactlyOnce, false, Some(9))),
+        );
         assert!(matches!(&h.recv(p)[..], [Packet::PubRec(_)]));
         // The publisher loses its connection before PUBREL, reconnects and re-sends.
         h.drop_transport(p);
@@ -89,7 +111,9 @@ fn qos2_message_is_delivered_once_after_reconnect() {
         h.send(p2, Packet::Publish(again));
         assert!(matches!(&h.recv(p2)[..], [Packet::PubRec(r)] if r.packet_id.get() == 9));
         h.send(p2, Packet::PubRel(PubRel::new(pid(9))));
-        assert!(matches!(&h.recv(p2)[..], [Packet::PubComp(c)] if c.reason_code == ReasonCode::Success));
+        assert!(
+            matches!(&h.recv(p2)[..], [Packet::PubComp(c)] if c.reason_code == ReasonCode::Success)
+        );
         assert_eq!(h.recv_publishes(sub).len(), 1);
     }
 }
@@ -117,7 +141,9 @@ fn pubrel_for_an_unknown_identifier_gets_pubcomp_packet_identifier_not_found() {
     let mut h = Harness::default_config();
     let id = h.connect(V5, "c");
     h.send(id, Packet::PubRel(PubRel::new(pid(44))));
-    assert!(matches!(&h.recv(id)[..], [Packet::PubComp(c)] if c.reason_code == ReasonCode::PacketIdentifierNotFound));
+    assert!(
+        matches!(&h.recv(id)[..], [Packet::PubComp(c)] if c.reason_code == ReasonCode::PacketIdentifierNotFound)
+    );
 }
 
 #[test]
@@ -135,9 +161,15 @@ fn inflight_window_limits_unacknowledged_messages_and_moves_on_as_acks_arrive() 
         }
         let first = h.recv_publishes(sub);
         assert_eq!(first.len(), 2, "{v}: window of 2");
-        h.send(sub, Packet::PubAck(PubAck::new(first[0].packet_id.unwrap())));
+        h.send(
+            sub,
+            Packet::PubAck(PubAck::new(first[0].packet_id.unwrap())),
+        );
         assert_eq!(h.recv_publishes(sub).len(), 1, "one ack frees one slot");
-        h.send(sub, Packet::PubAck(PubAck::new(first[1].packet_id.unwrap())));
+        h.send(
+            sub,
+            Packet::PubAck(PubAck::new(first[1].packet_id.unwrap())),
+        );
         assert_eq!(h.recv_publishes(sub).len(), 1);
     }
 }
@@ -180,7 +212,9 @@ fn unacknowledged_messages_are_resent_with_dup_on_session_resumption() {
         let again = h.recv(sub2);
         // [MQTT-4.4.0-1] PUBLISH with DUP for the unacknowledged QoS 1, PUBREL for the QoS 2.
         assert_eq!(again.len(), 2, "{again:?}");
-        let Packet::Publish(p1) = &again[0] else { panic!("{again:?}") };
+        let Packet::Publish(p1) = &again[0] else {
+            panic!("{again:?}")
+        };
         assert!(p1.dup);
         assert_eq!(p1.packet_id, got[0].packet_id);
         assert!(matches!(&again[1], Packet::PubRel(r) if r.packet_id == two));
@@ -243,7 +277,10 @@ fn message_larger_than_message_size_limit_is_dropped_and_refused() {
     let rc = h.publish(p, "t", "too long", QoS::AtLeastOnce);
     assert_eq!(rc, Some(ReasonCode::ImplementationSpecificError));
     assert!(h.recv_publishes(sub).is_empty());
-    assert_eq!(h.publish(p, "t", "ok", QoS::AtLeastOnce), Some(ReasonCode::Success));
+    assert_eq!(
+        h.publish(p, "t", "ok", QoS::AtLeastOnce),
+        Some(ReasonCode::Success)
+    );
 }
 
 #[test]
@@ -261,10 +298,15 @@ fn unsubscribe_stops_delivery_and_reports_what_existed() {
             }),
         );
         let got = h.recv(sub);
-        let [Packet::UnsubAck(a)] = &got[..] else { panic!("{got:?}") };
+        let [Packet::UnsubAck(a)] = &got[..] else {
+            panic!("{got:?}")
+        };
         assert_eq!(a.packet_id.get(), 5);
         if v.is_v5() {
-            assert_eq!(a.reason_codes, [ReasonCode::Success, ReasonCode::NoSubscriptionExisted]);
+            assert_eq!(
+                a.reason_codes,
+                [ReasonCode::Success, ReasonCode::NoSubscriptionExisted]
+            );
         }
         let p = h.connect(v, "p");
         h.publish(p, "t", "x", QoS::AtMostOnce);

@@ -60,8 +60,13 @@ fn retained_publish_is_refused_when_retain_is_not_available() {
     });
     let (p, ack) = h.connect_with(connect(V5, "p"));
     assert_eq!(ack.properties.retain_available, Some(false));
-    h.send(p, Packet::Publish(publish("t", "x", QoS::AtMostOnce, true, None)));
-    assert!(matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::RetainNotSupported));
+    h.send(
+        p,
+        Packet::Publish(publish("t", "x", QoS::AtMostOnce, true, None)),
+    );
+    assert!(
+        matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::RetainNotSupported)
+    );
     assert!(h.is_closed(p));
 }
 
@@ -105,7 +110,10 @@ fn disconnect_with_will_message_publishes_the_will() {
     let mut c = connect(V5, "c");
     c.will = Some(will("wills/c", "bye", QoS::AtMostOnce, false));
     let (id, _) = h.connect_with(c);
-    h.send(id, Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWillMessage)));
+    h.send(
+        id,
+        Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWillMessage)),
+    );
     assert_eq!(Harness::payloads(&h.recv_publishes(w)), ["bye"]);
 }
 
@@ -155,7 +163,13 @@ fn will_is_sent_when_the_session_ends_before_the_will_delay() {
     h.drop_transport(id);
     h.advance(Duration::from_secs(10));
     assert_eq!(Harness::payloads(&h.recv_publishes(w)), ["bye"]);
-    assert_eq!(h.broker.session_client_ids().filter(|c| *c == "late").count(), 0);
+    assert_eq!(
+        h.broker
+            .session_client_ids()
+            .filter(|c| *c == "late")
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -172,7 +186,10 @@ fn malformed_packet_closes_only_that_connection_and_fires_its_will() {
         let got = h.recv(id);
         assert!(h.is_closed(id));
         if v.is_v5() {
-            assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket), "{got:?}");
+            assert!(
+                matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket),
+                "{got:?}"
+            );
         } else {
             assert!(got.is_empty());
         }

@@ -22,7 +22,11 @@ fn messages_for_an_offline_persistent_session_are_delivered_on_reconnect() {
         let (s2, ack) = h.connect_persistent(v, "s");
         assert!(ack.session_present);
         let got = h.recv_publishes(s2);
-        assert_eq!(Harness::payloads(&got), ["one", "two"], "{v}: QoS 0 is not queued by default");
+        assert_eq!(
+            Harness::payloads(&got),
+            ["one", "two"],
+            "{v}: QoS 0 is not queued by default"
+        );
         assert_eq!(got[1].qos, QoS::ExactlyOnce);
     }
 }
@@ -121,7 +125,11 @@ fn disconnect_can_change_the_session_expiry_interval() {
     let mut d = Disconnect::new(ReasonCode::Success);
     d.properties.session_expiry_interval = Some(0);
     h.send(s, Packet::Disconnect(d));
-    assert_eq!(h.broker.session_client_ids().count(), 0, "0 on DISCONNECT ends the session now");
+    assert_eq!(
+        h.broker.session_client_ids().count(),
+        0,
+        "0 on DISCONNECT ends the session now"
+    );
 }
 
 #[test]
@@ -131,7 +139,9 @@ fn disconnect_setting_expiry_after_zero_on_connect_is_a_protocol_error() {
     let mut d = Disconnect::new(ReasonCode::Success);
     d.properties.session_expiry_interval = Some(100);
     h.send(s, Packet::Disconnect(d));
-    assert!(matches!(&h.recv(s)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError));
+    assert!(
+        matches!(&h.recv(s)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
     assert!(h.is_closed(s));
 }
 
@@ -153,8 +163,14 @@ fn slow_subscriber_loses_qos0_but_keeps_qos1_in_its_queue() {
         h.publish(p, "t", "0123456789", QoS::AtLeastOnce);
     }
     let stats = h.broker.stats();
-    assert!(stats.publish_messages_dropped >= 10, "QoS 0 beyond the bound is dropped: {stats:?}");
-    assert!(stats.messages_stored >= 15, "QoS 1 waits in the session queue: {stats:?}");
+    assert!(
+        stats.publish_messages_dropped >= 10,
+        "QoS 0 beyond the bound is dropped: {stats:?}"
+    );
+    assert!(
+        stats.messages_stored >= 15,
+        "QoS 1 waits in the session queue: {stats:?}"
+    );
     // Draining the connection moves the queue on, and nothing QoS 1 is lost.
     h.unstall(slow);
     let mut qos1 = 0;

@@ -15,10 +15,21 @@ fn wildcards_match_by_level() {
         h.subscribe(sub, "home/+/temp", QoS::AtMostOnce);
         h.subscribe(sub, "office/#", QoS::AtMostOnce);
         let p = h.connect(v, "p");
-        for t in ["home/kitchen/temp", "home/temp", "home/a/b/temp", "office", "office/1/2", "officer"] {
+        for t in [
+            "home/kitchen/temp",
+            "home/temp",
+            "home/a/b/temp",
+            "office",
+            "office/1/2",
+            "officer",
+        ] {
             h.publish(p, t, "x", QoS::AtMostOnce);
         }
-        let got: Vec<String> = h.recv_publishes(sub).iter().map(|p| p.topic.to_string()).collect();
+        let got: Vec<String> = h
+            .recv_publishes(sub)
+            .iter()
+            .map(|p| p.topic.to_string())
+            .collect();
         assert_eq!(got, ["home/kitchen/temp", "office", "office/1/2"]);
     }
 }
@@ -88,7 +99,12 @@ fn subscription_identifiers_of_every_matching_subscription_are_sent() {
     let mut h = Harness::default_config();
     let c = h.connect(V5, "c");
     h.subscribe_with(c, "a/+", SubscriptionOptions::qos(QoS::AtMostOnce), Some(7));
-    h.subscribe_with(c, "a/#", SubscriptionOptions::qos(QoS::AtLeastOnce), Some(9));
+    h.subscribe_with(
+        c,
+        "a/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        Some(9),
+    );
     h.subscribe_with(c, "a/b", SubscriptionOptions::qos(QoS::AtMostOnce), None);
     let p = h.connect(V5, "p");
     h.publish(p, "a/b", "x", QoS::AtLeastOnce);
@@ -104,7 +120,9 @@ fn subscription_identifiers_of_every_matching_subscription_are_sent() {
 fn shared_subscription_delivers_round_robin_among_the_group() {
     for v in BOTH {
         let mut h = Harness::default_config();
-        let members: Vec<_> = (0..3).map(|i| h.connect(v, &format!("worker{i}"))).collect();
+        let members: Vec<_> = (0..3)
+            .map(|i| h.connect(v, &format!("worker{i}")))
+            .collect();
         for &m in &members {
             h.subscribe(m, "$share/workers/jobs/+", QoS::AtLeastOnce);
         }
@@ -123,7 +141,11 @@ fn shared_subscription_delivers_round_robin_among_the_group() {
             })
             .collect();
         assert_eq!(counts, [2, 2, 2], "{v}");
-        assert_eq!(h.recv_publishes(plain).len(), 6, "ordinary subscribers get every message");
+        assert_eq!(
+            h.recv_publishes(plain).len(),
+            6,
+            "ordinary subscribers get every message"
+        );
     }
 }
 
@@ -156,7 +178,10 @@ fn retain_handling_controls_retained_messages_on_subscribe() {
     h.subscribe_with(c, "r", opts(RetainHandling::DoNotSend), None);
     assert!(h.recv_publishes(c).is_empty(), "2: never");
     h.subscribe_with(c, "r", opts(RetainHandling::SendIfNew), None);
-    assert!(h.recv_publishes(c).is_empty(), "1: the subscription existed");
+    assert!(
+        h.recv_publishes(c).is_empty(),
+        "1: the subscription existed"
+    );
     h.subscribe_with(c, "r/#", opts(RetainHandling::SendIfNew), None);
     assert_eq!(h.recv_publishes(c).len(), 1, "1: new subscription");
     h.subscribe_with(c, "r", opts(RetainHandling::SendOnSubscribe), None);

@@ -37,7 +37,9 @@ fn incoming_topic_alias_is_resolved() {
     h.send(p, Packet::Publish(second));
     let got = h.recv_publishes(s);
     assert_eq!(Harness::payloads(&got), ["1", "2"]);
-    assert!(got.iter().all(|g| g.topic.as_str() == "long/topic/name" && g.properties.topic_alias.is_none()));
+    assert!(got
+        .iter()
+        .all(|g| g.topic.as_str() == "long/topic/name" && g.properties.topic_alias.is_none()));
 }
 
 #[test]
@@ -50,7 +52,9 @@ fn topic_alias_above_the_maximum_is_a_protocol_violation() {
     let mut m = publish("t", "1", QoS::AtMostOnce, false, None);
     m.properties.topic_alias = Some(3);
     h.send(p, Packet::Publish(m));
-    assert!(matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicAliasInvalid));
+    assert!(
+        matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicAliasInvalid)
+    );
     assert!(h.is_closed(p));
 }
 
@@ -62,7 +66,9 @@ fn unknown_topic_alias_is_a_protocol_error() {
     m.topic = mqtt_codec::TopicName::empty();
     m.properties.topic_alias = Some(1);
     h.send(p, Packet::Publish(m));
-    assert!(matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError));
+    assert!(
+        matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
 }
 
 #[test]
@@ -77,9 +83,18 @@ fn outgoing_topic_aliases_are_used_up_to_the_clients_maximum() {
     h.publish(p, "a/b", "2", QoS::AtMostOnce);
     h.publish(p, "c", "3", QoS::AtMostOnce);
     let got = h.recv_publishes(s);
-    assert_eq!((got[0].topic.as_str(), got[0].properties.topic_alias), ("a/b", Some(1)));
-    assert_eq!((got[1].topic.as_str(), got[1].properties.topic_alias), ("", Some(1)));
-    assert_eq!((got[2].topic.as_str(), got[2].properties.topic_alias), ("c", None));
+    assert_eq!(
+        (got[0].topic.as_str(), got[0].properties.topic_alias),
+        ("a/b", Some(1))
+    );
+    assert_eq!(
+        (got[1].topic.as_str(), got[1].properties.topic_alias),
+        ("", Some(1))
+    );
+    assert_eq!(
+        (got[2].topic.as_str(), got[2].properties.topic_alias),
+        ("c", None)
+    );
 }
 
 #[test]
@@ -93,7 +108,9 @@ fn packet_above_max_packet_size_closes_with_packet_too_large() {
     let mut m = publish("t", "", QoS::AtMostOnce, false, None);
     m.payload = big;
     h.send(p, Packet::Publish(m));
-    assert!(matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PacketTooLarge));
+    assert!(
+        matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PacketTooLarge)
+    );
     assert!(h.is_closed(p));
 }
 
@@ -105,7 +122,12 @@ fn message_larger_than_the_clients_maximum_packet_size_is_not_sent_to_it() {
     let (small, _) = h.connect_with(c);
     h.subscribe(small, "t", QoS::AtLeastOnce);
     let p = h.connect(V5, "p");
-    h.publish(p, "t", "this payload is far too long for the client", QoS::AtLeastOnce);
+    h.publish(
+        p,
+        "t",
+        "this payload is far too long for the client",
+        QoS::AtLeastOnce,
+    );
     h.publish(p, "t", "ok", QoS::AtLeastOnce);
     assert_eq!(Harness::payloads(&h.recv_publishes(small)), ["ok"]);
 }
@@ -127,7 +149,11 @@ fn expired_messages_are_not_delivered_and_the_interval_counts_down() {
     let (s2, _) = h.connect_persistent(V5, "s");
     let got = h.recv_publishes(s2);
     assert_eq!(Harness::payloads(&got), ["long"], "[MQTT-3.3.2-5]");
-    assert_eq!(got[0].properties.message_expiry_interval, Some(90), "[MQTT-3.3.2-6]");
+    assert_eq!(
+        got[0].properties.message_expiry_interval,
+        Some(90),
+        "[MQTT-3.3.2-6]"
+    );
 }
 
 #[test]
@@ -160,8 +186,14 @@ fn too_many_unreleased_qos2_messages_exceed_the_receive_maximum() {
     });
     let p = h.connect(V5, "p");
     for i in 1..=3 {
-        h.send(p, Packet::Publish(publish("t", "x", QoS::ExactlyOnce, false, Some(i))));
+        h.send(
+            p,
+            Packet::Publish(publish("t", "x", QoS::ExactlyOnce, false, Some(i))),
+        );
     }
     let got = h.recv(p);
-    assert!(matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded), "{got:?}");
+    assert!(
+        matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded),
+        "{got:?}"
+    );
 }

@@ -5,9 +5,8 @@
 use bytes::{Bytes, BytesMut};
 use mqtt_broker_core::{Broker, BrokerConfig, ConnectionId, ConnectionInfo, Event};
 use mqtt_codec::{
-    ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec,
-    PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, TopicFilter,
-    TopicName,
+    ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, PubRel,
+    Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -54,7 +53,13 @@ pub fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
 }
 
-pub fn publish(t: &str, payload: &'static str, qos: QoS, retain: bool, packet_id: Option<u16>) -> Publish {
+pub fn publish(
+    t: &str,
+    payload: &'static str,
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<u16>,
+) -> Publish {
     let mut p = Publish::new(topic(t), Bytes::from_static(payload.as_bytes()));
     p.qos = qos;
     p.retain = retain;
@@ -149,12 +154,20 @@ impl Harness {
     /// Connects a client with clean start and the given id; asserts success.
     pub fn connect(&mut self, version: ProtocolVersion, client_id: &str) -> ConnectionId {
         let (id, ack) = self.connect_with(connect(version, client_id));
-        assert_eq!(ack.reason_code, ReasonCode::Success, "CONNACK of {client_id}");
+        assert_eq!(
+            ack.reason_code,
+            ReasonCode::Success,
+            "CONNACK of {client_id}"
+        );
         id
     }
 
     /// Connects with Clean Start 0 (and in 5.0 a session that never expires).
-    pub fn connect_persistent(&mut self, version: ProtocolVersion, client_id: &str) -> (ConnectionId, ConnAck) {
+    pub fn connect_persistent(
+        &mut self,
+        version: ProtocolVersion,
+        client_id: &str,
+    ) -> (ConnectionId, ConnAck) {
         let mut c = connect(version, client_id);
         c.clean_start = false;
         if version.is_v5() {
@@ -206,7 +219,11 @@ impl Harness {
                 return;
             };
             peer.wire.extend_from_slice(&bytes);
-            while let Some(p) = peer.decoder.decode(&mut peer.wire).expect("broker sent a malformed packet") {
+            while let Some(p) = peer
+                .decoder
+                .decode(&mut peer.wire)
+                .expect("broker sent a malformed packet")
+            {
                 peer.inbox.push_back(p);
             }
         }
@@ -222,7 +239,10 @@ impl Harness {
     /// Everything the client received since the last call.
     pub fn recv(&mut self, id: ConnectionId) -> Vec<Packet> {
         self.pump();
-        self.peers.get_mut(&id).map(|p| p.inbox.drain(..).collect()).unwrap_or_default()
+        self.peers
+            .get_mut(&id)
+            .map(|p| p.inbox.drain(..).collect())
+            .unwrap_or_default()
     }
 
     /// The PUBLISH packets the client received since the last call (others are dropped).
@@ -280,7 +300,13 @@ impl Harness {
     }
 
     /// Subscribes to one filter with options; returns the SUBACK.
-    pub fn subscribe_with(&mut self, id: ConnectionId, f: &str, options: SubscriptionOptions, sub_id: Option<u32>) -> SubAck {
+    pub fn subscribe_with(
+        &mut self,
+        id: ConnectionId,
+        f: &str,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+    ) -> SubAck {
         let n = self.next_pid(id);
         let mut s = Subscribe::new(pid(n), filter(f), options);
         if let Some(i) = sub_id {
@@ -306,18 +332,36 @@ impl Harness {
 
     /// Publishes and completes the QoS flow as a well-behaved client would
     /// (PUBREL after PUBREC); returns the acknowledgement's reason code.
-    pub fn publish(&mut self, id: ConnectionId, t: &str, payload: &'static str, qos: QoS) -> Option<ReasonCode> {
+    pub fn publish(
+        &mut self,
+        id: ConnectionId,
+        t: &str,
+        payload: &'static str,
+        qos: QoS,
+    ) -> Option<ReasonCode> {
         self.publish_retain(id, t, payload, qos, false)
     }
 
-    pub fn publish_retain(&mut self, id: ConnectionId, t: &str, payload: &'static str, qos: QoS, retain: bool) -> Option<ReasonCode> {
+    pub fn publish_retain(
+        &mut self,
+        id: ConnectionId,
+        t: &str,
+        payload: &'static str,
+        qos: QoS,
+        retain: bool,
+    ) -> Option<ReasonCode> {
         let packet_id = (qos != QoS::AtMostOnce).then(|| self.next_pid(id));
-        self.send(id, Packet::Publish(publish(t, payload, qos, retain, packet_id)));
+        self.send(
+            id,
+            Packet::Publish(publish(t, payload, qos, retain, packet_id)),
+        );
         let mut rc = None;
         let mut rest = Vec::new();
         for p in self.recv(id) {
             match p {
-                Packet::PubAck(a) if Some(a.packet_id.get()) == packet_id => rc = Some(a.reason_code),
+                Packet::PubAck(a) if Some(a.packet_id.get()) == packet_id => {
+                    rc = Some(a.reason_code)
+                }
                 Packet::PubRec(a) if Some(a.packet_id.get()) == packet_id => {
                     rc = Some(a.reason_code);
                     if !a.reason_code.is_error() {
@@ -346,7 +390,9 @@ impl Harness {
                     self.send(id, Packet::PubRec(PubRec::new(i)));
                     for q in self.recv(id) {
                         match q {
-                            Packet::PubRel(r) => self.send(id, Packet::PubComp(PubComp::new(r.packet_id))),
+                            Packet::PubRel(r) => {
+                                self.send(id, Packet::PubComp(PubComp::new(r.packet_id)))
+                            }
                             other => self.peers.get_mut(&id).unwrap().inbox.push_back(other),
                         }
                     }
@@ -361,6 +407,8 @@ impl Harness {
     }
 
     pub fn payloads(ps: &[Publish]) -> Vec<String> {
-        ps.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+        ps.iter()
+            .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+            .collect()
     }
 }
