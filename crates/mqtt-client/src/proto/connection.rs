@@ -29,7 +29,7 @@ enum Outgoing {
     /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Publish {
         request: RequestId,
-        publish: Publish,
+        publish: Box<Publish>,
         seq: u64,
     },
     /// PUBREL sent, waiting for PUBCOMP.
@@ -425,7 +425,7 @@ impl Connection {
                 id,
                 Outgoing::Publish {
                     request,
-                    publish: publish.clone(),
+                    publish: Box::new(publish.clone()),
                     seq: self.next_seq,
                 },
             );
@@ -713,7 +713,7 @@ impl Connection {
             for (id, o) in inflight {
                 match o {
                     Outgoing::Publish { publish, .. } => {
-                        let mut p = publish.clone();
+                        let mut p = (**publish).clone();
                         p.dup = true;
                         self.transmits.push_back(Transmit::Publish {
                             publish: p,
@@ -773,7 +773,7 @@ impl Connection {
                 } => {
                     publish.packet_id = None;
                     publish.dup = false;
-                    requeue.push((request, publish));
+                    requeue.push((request, *publish));
                 }
                 Outgoing::Released { request, seq: _ } => {
                     tracing::debug!(
