@@ -346,7 +346,15 @@ impl EventLoop {
                     }
                 },
                 cmd = self.commands.recv(), if self.commands_open => match cmd {
-                    Some(cmd) => self.handle_command(cmd),
+                    Some(cmd) => {
+                        self.handle_command(cmd);
+                        // DECISIONS.md, write in batches: take what else is
+                        // waiting, so it goes out in one write.
+                        for _ in 0..256 {
+                            let Ok(cmd) = self.commands.try_recv() else { break };
+                            self.handle_command(cmd);
+                        }
+                    }
                     None => self.commands_open = false,
                 },
                 permit = tx.reserve(), if !self.held.is_empty() => self.deliver(permit.ok()),
