@@ -62,7 +62,11 @@ enum FuzzPacket {
         username: Option<String>,
         password: Option<Vec<u8>>,
     },
-    ConnAck { session_present: bool, code: u8, props: Props },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+        props: Props,
+    },
     Publish {
         dup: bool,
         qos: u8,
@@ -72,15 +76,42 @@ enum FuzzPacket {
         props: Props,
         payload: Vec<u8>,
     },
-    Ack { kind: u8, id: u16, code: u8, props: Props },
-    Subscribe { id: u16, props: Props, entries: Vec<(String, u8)> },
-    SubAck { id: u16, props: Props, codes: Vec<u8> },
-    Unsubscribe { id: u16, props: Props, filters: Vec<String> },
-    UnsubAck { id: u16, props: Props, codes: Vec<u8> },
+    Ack {
+        kind: u8,
+        id: u16,
+        code: u8,
+        props: Props,
+    },
+    Subscribe {
+        id: u16,
+        props: Props,
+        entries: Vec<(String, u8)>,
+    },
+    SubAck {
+        id: u16,
+        props: Props,
+        codes: Vec<u8>,
+    },
+    Unsubscribe {
+        id: u16,
+        props: Props,
+        filters: Vec<String>,
+    },
+    UnsubAck {
+        id: u16,
+        props: Props,
+        codes: Vec<u8>,
+    },
     PingReq,
     PingResp,
-    Disconnect { code: u8, props: Props },
-    Auth { code: u8, props: Props },
+    Disconnect {
+        code: u8,
+        props: Props,
+    },
+    Auth {
+        code: u8,
+        props: Props,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -155,8 +186,7 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
             .filter(|_| matches!(ctx, C::Connect | C::ConnAck | C::Disconnect)),
         assigned_client_identifier: s(2).filter(|_| connack),
         server_keep_alive: p.u16s[0].filter(|_| connack),
-        authentication_method: s(3)
-            .filter(|_| matches!(ctx, C::Connect | C::ConnAck | C::Auth)),
+        authentication_method: s(3).filter(|_| matches!(ctx, C::Connect | C::ConnAck | C::Auth)),
         authentication_data: p.binaries[1]
             .clone()
             .map(Bytes::from)
@@ -166,10 +196,12 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
         request_response_information: p.flags[2].filter(|_| ctx == C::Connect),
         response_information: s(4).filter(|_| connack),
         server_reference: s(5).filter(|_| matches!(ctx, C::ConnAck | C::Disconnect)),
-        reason_string: s(6).filter(|_| matches!(
-            ctx,
-            C::ConnAck | C::PubResponse | C::SubAck | C::UnsubAck | C::Disconnect | C::Auth
-        )),
+        reason_string: s(6).filter(|_| {
+            matches!(
+                ctx,
+                C::ConnAck | C::PubResponse | C::SubAck | C::UnsubAck | C::Disconnect | C::Auth
+            )
+        }),
         receive_maximum: p.u16s[1].map(|v| v.max(1)).filter(|_| conn_or_ack),
         topic_alias_maximum: p.u16s[2].filter(|_| conn_or_ack),
         topic_alias: p.u16s[3].map(|v| v.max(1)).filter(|_| ctx == C::Publish),
@@ -189,7 +221,15 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
 fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
     let v5 = v.is_v5();
     match f {
-        FuzzPacket::Connect { clean, keep_alive, props: p, client_id, will, username, password } => {
+        FuzzPacket::Connect {
+            clean,
+            keep_alive,
+            props: p,
+            client_id,
+            will,
+            username,
+            password,
+        } => {
             let username = username.as_deref().map(text);
             Packet::Connect(Box::new(Connect {
                 protocol: v,
@@ -211,7 +251,11 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
                 username,
             }))
         }
-        FuzzPacket::ConnAck { session_present, code, props: p } => Packet::ConnAck(ConnAck {
+        FuzzPacket::ConnAck {
+            session_present,
+            code,
+            props: p,
+        } => Packet::ConnAck(ConnAck {
             session_present: *session_present,
             reason_code: if v5 {
                 reason(*code, PacketType::ConnAck)
@@ -220,7 +264,15 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
             },
             properties: props(p, Ctx::ConnAck, v5),
         }),
-        FuzzPacket::Publish { dup, qos: q, retain, topic, id, props: p, payload } => {
+        FuzzPacket::Publish {
+            dup,
+            qos: q,
+            retain,
+            topic,
+            id,
+            props: p,
+            payload,
+        } => {
             let q = qos(*q);
             let properties = props(p, Ctx::Publish, v5);
             let topic = if v5 && properties.topic_alias.is_some() && topic.is_empty() {
@@ -238,8 +290,18 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
                 payload: Bytes::from(payload.clone()),
             })
         }
-        FuzzPacket::Ack { kind, id, code, props: p } => {
-            let types = [PacketType::PubAck, PacketType::PubRec, PacketType::PubRel, PacketType::PubComp];
+        FuzzPacket::Ack {
+            kind,
+            id,
+            code,
+            props: p,
+        } => {
+            let types = [
+                PacketType::PubAck,
+                PacketType::PubRec,
+                PacketType::PubRel,
+                PacketType::PubComp,
+            ];
             let ty = types[*kind as usize % 4];
             let (reason_code, properties) = if v5 {
                 (reason(*code, ty), props(p, Ctx::PubResponse, true))
@@ -248,13 +310,33 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
             };
             let packet_id = pid(*id);
             match ty {
-                PacketType::PubAck => Packet::PubAck(PubAck { packet_id, reason_code, properties }),
-                PacketType::PubRec => Packet::PubRec(PubRec { packet_id, reason_code, properties }),
-                PacketType::PubRel => Packet::PubRel(PubRel { packet_id, reason_code, properties }),
-                _ => Packet::PubComp(PubComp { packet_id, reason_code, properties }),
+                PacketType::PubAck => Packet::PubAck(PubAck {
+                    packet_id,
+                    reason_code,
+                    properties,
+                }),
+                PacketType::PubRec => Packet::PubRec(PubRec {
+                    packet_id,
+                    reason_code,
+                    properties,
+                }),
+                PacketType::PubRel => Packet::PubRel(PubRel {
+                    packet_id,
+                    reason_code,
+                    properties,
+                }),
+                _ => Packet::PubComp(PubComp {
+                    packet_id,
+                    reason_code,
+                    properties,
+                }),
             }
         }
-        FuzzPacket::Subscribe { id, props: p, entries } => {
+        FuzzPacket::Subscribe {
+            id,
+            props: p,
+            entries,
+        } => {
             let mut subscriptions: Vec<Subscription> = entries
                 .iter()
                 .map(|(f, o)| {
@@ -288,7 +370,11 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
                 subscriptions,
             })
         }
-        FuzzPacket::SubAck { id, props: p, codes } => Packet::SubAck(SubAck {
+        FuzzPacket::SubAck {
+            id,
+            props: p,
+            codes,
+        } => Packet::SubAck(SubAck {
             packet_id: pid(*id),
             properties: props(p, Ctx::SubAck, v5),
             reason_codes: codes
@@ -307,7 +393,11 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
                 })
                 .collect(),
         }),
-        FuzzPacket::Unsubscribe { id, props: p, filters } => {
+        FuzzPacket::Unsubscribe {
+            id,
+            props: p,
+            filters,
+        } => {
             let mut filters: Vec<TopicFilter> = filters.iter().map(|f| topic_filter(f)).collect();
             if filters.is_empty() {
                 filters.push(topic_filter("a"));
@@ -318,11 +408,18 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
                 filters,
             })
         }
-        FuzzPacket::UnsubAck { id, props: p, codes } => Packet::UnsubAck(UnsubAck {
+        FuzzPacket::UnsubAck {
+            id,
+            props: p,
+            codes,
+        } => Packet::UnsubAck(UnsubAck {
             packet_id: pid(*id),
             properties: props(p, Ctx::UnsubAck, v5),
             reason_codes: if v5 {
-                codes.iter().map(|&c| reason(c, PacketType::UnsubAck)).collect()
+                codes
+                    .iter()
+                    .map(|&c| reason(c, PacketType::UnsubAck))
+                    .collect()
             } else {
                 Vec::new()
             },

@@ -91,9 +91,26 @@ impl TopicName {
     }
 
     /// Decoder entry point: checks UTF-8 and wildcards, empty allowed.
+    ///
+    /// One pass over the bytes finds U+0000, wildcards and non-ASCII bytes;
+    /// only a name with non-ASCII bytes goes through the UTF-8 validator.
+    /// The errors have the precedence of checking UTF-8, then U+0000, then
+    /// wildcards.
+    #[inline]
     pub(crate) fn from_wire(b: Bytes) -> Result<Self, DecodeError> {
-        validate_utf8(&b)?;
-        if b.iter().any(|&c| c == b'+' || c == b'#') {
+        let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
+        for &c in b.iter() {
+            null |= c == 0;
+            wildcard |= c == b'+' || c == b'#';
+            non_ascii |= c >= 0x80;
+        }
+        if non_ascii {
+            validate_utf8(&b)?;
+        }
+        if null {
+            return Err(DecodeError::NullCharacter);
+        }
+        if wildcard {
             return Err(DecodeError::WildcardInTopicName);
         }
         Ok(Self(b))

@@ -17,6 +17,7 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
         Self {
             buf,
@@ -45,12 +46,14 @@ impl Reader {
         }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self.buf.get(self.pos).ok_or_else(|| self.eof())?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         let s = self.take_slice(2)?;
         Ok(u16::from_be_bytes([s[0], s[1]]))
@@ -72,6 +75,7 @@ impl Reader {
         }
     }
 
+    #[inline]
     fn take_slice(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         if self.remaining() < n {
             return Err(self.eof());
@@ -82,6 +86,7 @@ impl Reader {
     }
 
     /// `n` bytes as a shared slice of the packet (no copy).
+    #[inline]
     pub(crate) fn take_bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         if self.remaining() < n {
             return Err(self.eof());
@@ -92,6 +97,7 @@ impl Reader {
     }
 
     /// Everything left, shared (no copy).
+    #[inline]
     pub(crate) fn rest(&mut self) -> Bytes {
         let b = self.buf.slice(self.pos..);
         self.pos = self.buf.len();
@@ -99,16 +105,10 @@ impl Reader {
     }
 
     /// Binary Data: two-byte length then bytes.
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u16()? as usize;
         self.take_bytes(n)
-    }
-
-    /// A UTF-8 Encoded String kept as shared bytes, validated [MQTT-1.5.4-1/2].
-    pub(crate) fn utf8_bytes(&mut self) -> Result<Bytes, DecodeError> {
-        let b = self.binary()?;
-        validate_utf8(&b)?;
-        Ok(b)
     }
 
     /// A UTF-8 Encoded String copied into a `String`.

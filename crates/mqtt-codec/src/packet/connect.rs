@@ -106,7 +106,7 @@ impl Connect {
             } else {
                 Properties::default()
             };
-            let topic = TopicName::from_wire(r.utf8_bytes()?)?;
+            let topic = TopicName::from_wire(r.binary()?)?;
             if topic.is_empty() {
                 return Err(DecodeError::EmptyTopicName);
             }

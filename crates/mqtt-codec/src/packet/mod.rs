@@ -425,6 +425,7 @@ impl Decoder {
     }
 }
 
+#[inline]
 fn decode_body(h: FixedHeader, r: Reader, v: ProtocolVersion) -> Result<Packet, DecodeError> {
     Ok(match h.packet_type {
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),

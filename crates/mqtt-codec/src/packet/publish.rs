@@ -42,6 +42,7 @@ impl Publish {
         }
     }
 
+    #[inline]
     pub(crate) fn decode(
         flags: u8,
         mut r: Reader,
@@ -54,7 +55,8 @@ impl Publish {
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupOnQoS0);
         }
-        let topic = TopicName::from_wire(r.utf8_bytes()?)?;
+        // from_wire validates UTF-8, U+0000 and wildcards in one pass.
+        let topic = TopicName::from_wire(r.binary()?)?;
         let packet_id = if qos == QoS::AtMostOnce {
             None
         } else {
