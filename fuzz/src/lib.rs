@@ -14,7 +14,9 @@ pub fn decode_stream(mut decoder: Decoder, data: &[u8]) {
     loop {
         match decoder.decode(&mut buf) {
             Ok(Some(p)) => {
-                let v = decoder.version().expect("a decoded packet fixes the version");
+                let v = decoder
+                    .version()
+                    .expect("a decoded packet fixes the version");
                 check_reencode(&p, v);
                 whole.push(Ok(p));
             }
