@@ -15,6 +15,7 @@ use crate::session::{Session, StoredSubscription, Will};
 use crate::slab::Slab;
 use crate::stats::Statistics;
 use crate::storage::{Storage, StoredMessage, StoredSession};
+use crate::timer::Timer;
 use crate::topic_tree::{Match, SubEntry, SubscriptionTree};
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
@@ -22,23 +23,11 @@ use mqtt_codec::{
     PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
     TopicName, UnsubAck, Unsubscribe,
 };
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "mqtt_broker";
-
-/// A timer the broker set; stale entries are recognised when they fire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    KeepAlive(ConnectionId),
-    ConnectTimeout(ConnectionId),
-    /// Delayed will of (session slot, generation).
-    Will(u32, u32),
-    SessionExpiry(u32, u32),
-    Sys,
-}
 
 /// A CONNECT held while its AUTH exchange runs.
 #[derive(Debug)]
@@ -65,14 +54,12 @@ pub struct Broker {
     by_client_id: HashMap<String, u32>,
     tree: SubscriptionTree,
     retained: RetainedStore,
-    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
-    timer_seq: u64,
     matches: Vec<Match>,
     sub_ids: Vec<u32>,
     next_auto_id: u64,
     started: Option<Instant>,
     now: Option<Instant>,
-    restored: Vec<u32>,
+    restore: Option<crate::storage::StoredState>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -124,6 +111,7 @@ impl Broker {
                 stats: Statistics::default(),
                 events: Default::default(),
                 storage: None,
+                timers: Default::default(),
             },
             authenticator: Box::new(AllowAll),
             authorizer: Box::new(AllowAll),
@@ -132,14 +120,12 @@ impl Broker {
             by_client_id: HashMap::new(),
             tree: SubscriptionTree::default(),
             retained: RetainedStore::default(),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
             matches: Vec::new(),
             sub_ids: Vec::new(),
             next_auto_id: 0,
             started: None,
             now: None,
-            restored: Vec::new(),
+            restore: None,
         }
     }
 
@@ -162,13 +148,24 @@ impl Broker {
     /// `storage` receives every change to persistent state (write-through)
     /// and is read once, here.
     pub fn with_storage(mut self, mut storage: Box<dyn Storage>) -> Self {
-        let state = storage.load();
+        // Restored on the first call that brings a `now`: expiry intervals
+        // need a clock value.
+        self.restore = Some(storage.load());
+        self.ctx.storage = Some(storage);
+        self
+    }
+
+    fn restore_state(&mut self, now: Instant, state: crate::storage::StoredState) {
         for m in state.retained {
-            self.retained.set(Arc::new(m.into_message(None)));
+            let msg = m.into_message(Some(now));
+            if let Some(at) = msg.expires_at {
+                self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
+            }
+            self.retained.set(Arc::new(msg));
         }
+        let mut slots = Vec::new();
         for s in state.sessions {
-            let slot = self.restore_session(s);
-            self.restored.push(slot);
+            slots.push(self.restore_session(s));
         }
         let mut messages = state.messages;
         messages.sort_by_key(|(_, seq, _)| *seq);
@@ -180,7 +177,7 @@ impl Broker {
             else {
                 continue;
             };
-            let (mut delivery, packet_id, released) = m.into_delivery();
+            let (mut delivery, packet_id, released) = m.into_delivery(now);
             delivery.seq = seq;
             session.next_seq = session.next_seq.max(seq);
             match packet_id {
@@ -190,13 +187,20 @@ impl Broker {
                     released,
                 }),
                 None => {
+                    if let Some(at) = delivery.msg.expires_at {
+                        self.ctx
+                            .timers
+                            .set(at, Timer::QueueExpiry(session.slot, session.generation));
+                    }
                     session.queued_bytes += delivery.msg.size();
                     session.queue.push_back(delivery);
                 }
             }
         }
-        self.ctx.storage = Some(storage);
-        self
+        // Restored sessions are offline: their expiry starts now.
+        for slot in slots {
+            self.schedule_expiry(now, slot);
+        }
     }
 
     /// Gives the storage back (e.g. to build a new broker from it).
@@ -344,11 +348,7 @@ impl Broker {
     /// delay, session expiry, `$SYS` updates.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.touch(now);
-        while let Some(Reverse((at, _, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(timer) = self.ctx.timers.pop_due(now) {
             match timer {
                 Timer::KeepAlive(id) => self.check_keep_alive(now, id),
                 Timer::ConnectTimeout(id) => {
@@ -389,6 +389,27 @@ impl Broker {
                         self.destroy_session(now, slot, true);
                     }
                 }
+                Timer::QueueExpiry(slot, generation) => {
+                    if self.sessions.generation(slot) != Some(generation) {
+                        continue;
+                    }
+                    if let Some(session) = self.sessions.get_mut(slot) {
+                        self.ctx.drop_expired(now, session);
+                    }
+                }
+                Timer::RetainedExpiry(topic) => {
+                    let expired = {
+                        let mut found = Vec::new();
+                        self.retained.collect(topic.as_str(), &mut found);
+                        found.first().is_some_and(|m| m.is_expired(now))
+                    };
+                    // [MQTT-3.3.2-5] an expired retained message is deleted.
+                    if expired && self.retained.remove(topic.as_str()) {
+                        if let Some(s) = self.ctx.storage.as_mut() {
+                            s.remove_retained(topic.as_str());
+                        }
+                    }
+                }
                 Timer::Sys => {
                     self.publish_sys(now);
                     let interval = self.ctx.config.sys_interval;
@@ -402,7 +423,7 @@ impl Broker {
 
     /// When [`Broker::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.ctx.timers.next()
     }
 
     /// The next event, if any.
@@ -477,21 +498,24 @@ impl Broker {
             if !interval.is_zero() {
                 self.set_timer(now + interval, Timer::Sys);
             }
-            // Restored sessions are offline: their expiry starts now.
-            for slot in std::mem::take(&mut self.restored) {
-                self.schedule_expiry(now, slot);
-            }
+        }
+        if let Some(state) = self.restore.take() {
+            self.restore_state(now, state);
         }
         self.now = Some(now);
     }
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
-        self.timer_seq += 1;
-        self.timers.push(Reverse((at, self.timer_seq, timer)));
+        self.ctx.timers.set(at, timer);
     }
 
     fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Conn> {
         self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id)
+    }
+
+    /// The client identifier of `id` for log lines.
+    fn name_of(&self, id: ConnectionId) -> &str {
+        self.conn_ref(id).map_or("<unknown>", |c| c.name())
     }
 
     fn conn_ref(&self, id: ConnectionId) -> Option<&Conn> {
@@ -1214,9 +1238,9 @@ impl Broker {
     }
 
     fn create_session(&mut self, client_id: &str, version: ProtocolVersion) -> u32 {
-        let slot = self
-            .sessions
-            .insert(|_, generation| Session::new(generation, client_id.to_string(), version));
+        let slot = self.sessions.insert(|slot, generation| {
+            Session::new(slot, generation, client_id.to_string(), version)
+        });
         self.by_client_id.insert(client_id.to_string(), slot);
         slot
     }
@@ -1368,8 +1392,8 @@ impl Broker {
         if p.topic.is_empty() {
             return self.violation(now, id, ReasonCode::ProtocolError, "empty topic name");
         }
-        let name = conn.name().to_string();
-        let username = conn.username.clone();
+        // No per-message allocation here: the client id and user name are
+        // borrowed from the connection where needed.
         let Some(slot) = conn.session else {
             return;
         };
@@ -1377,7 +1401,7 @@ impl Broker {
         tracing::debug!(
             target: TARGET,
             "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-            name,
+            self.name_of(id),
             u8::from(p.dup),
             p.qos.as_u8(),
             u8::from(p.retain),
@@ -1398,7 +1422,7 @@ impl Broker {
             // with PUBREC again and not delivered twice.
             if session.incoming_qos2.contains(&mid) {
                 if let Some(pid) = p.packet_id {
-                    tracing::debug!(target: TARGET, "Sending PUBREC to {} (m{}, rc0)", name, mid);
+                    tracing::debug!(target: TARGET, "Sending PUBREC to {} (m{}, rc0)", self.name_of(id), mid);
                     self.send_to(id, &Packet::PubRec(PubRec::new(pid)));
                 }
                 return;
@@ -1428,7 +1452,7 @@ impl Broker {
             tracing::info!(
                 target: TARGET,
                 "Dropped too large PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-                name,
+                self.name_of(id),
                 u8::from(p.dup),
                 p.qos.as_u8(),
                 u8::from(p.retain),
@@ -1438,11 +1462,14 @@ impl Broker {
             );
             self.ctx.stats.publish_messages_dropped += 1;
             rc = ReasonCode::ImplementationSpecificError;
-        } else if !self.may_publish(&name, username.as_deref(), p.topic.as_str()) {
+        } else if !self
+            .conn_ref(id)
+            .is_some_and(|c| self.may_publish(c.name(), c.username.as_deref(), p.topic.as_str()))
+        {
             tracing::debug!(
                 target: TARGET,
                 "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-                name,
+                self.name_of(id),
                 u8::from(p.dup),
                 p.qos.as_u8(),
                 u8::from(p.retain),
@@ -1478,7 +1505,7 @@ impl Broker {
         let rc = if v5 { rc } else { ReasonCode::Success };
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
-                tracing::debug!(target: TARGET, "Sending PUBACK to {} (m{}, rc{})", name, mid, rc.as_u8());
+                tracing::debug!(target: TARGET, "Sending PUBACK to {} (m{}, rc{})", self.name_of(id), mid, rc.as_u8());
                 self.send_to(id, &Packet::PubAck(PubAck::with_reason(pid, rc)));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
@@ -1490,7 +1517,7 @@ impl Broker {
                         self.save_session(slot);
                     }
                 }
-                tracing::debug!(target: TARGET, "Sending PUBREC to {} (m{}, rc{})", name, mid, rc.as_u8());
+                tracing::debug!(target: TARGET, "Sending PUBREC to {} (m{}, rc{})", self.name_of(id), mid, rc.as_u8());
                 self.send_to(id, &Packet::PubRec(PubRec::with_reason(pid, rc)));
             }
             _ => {}
@@ -1514,6 +1541,9 @@ impl Broker {
                 // [MQTT-3.3.1-5] store it, replacing the previous one.
                 let arc = Arc::new(msg.clone());
                 self.retained.set(arc.clone());
+                if let Some(at) = msg.expires_at {
+                    self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
+                }
                 if let Some(s) = self.ctx.storage.as_mut() {
                     s.save_retained(&StoredMessage::from_message(&arc, Some(now)));
                 }

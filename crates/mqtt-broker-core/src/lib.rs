@@ -81,6 +81,7 @@ mod session;
 mod slab;
 mod stats;
 mod storage;
+mod timer;
 mod topic_tree;
 
 pub use auth::{

@@ -103,6 +103,7 @@ pub(crate) struct Ctx {
     pub stats: Statistics,
     pub events: VecDeque<Event>,
     pub storage: Option<Box<dyn crate::storage::Storage>>,
+    pub timers: crate::timer::Timers,
 }
 
 impl Ctx {
@@ -275,9 +276,31 @@ impl Ctx {
         }
         d.seq = session.take_seq();
         self.persist(now, session, &d, None, false);
+        if let Some(at) = d.msg.expires_at {
+            // Expired messages leave the queue on time, not only when sent.
+            self.timers.set(
+                at,
+                crate::timer::Timer::QueueExpiry(session.slot, session.generation),
+            );
+        }
         session.queued_bytes += size;
         session.queue.push_back(d);
         true
+    }
+
+    /// Removes expired messages from the session's queue [MQTT-3.3.2-5].
+    pub fn drop_expired(&mut self, now: Instant, session: &mut Session) {
+        let mut kept = VecDeque::with_capacity(session.queue.len());
+        while let Some(d) = session.pop_queue() {
+            if d.msg.is_expired(now) {
+                self.stats.publish_messages_dropped += 1;
+                self.forget(session, d.seq);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        session.queued_bytes = kept.iter().map(|d| d.msg.size()).sum();
+        session.queue = kept;
     }
 
     /// Moves queued messages into the in-flight window while the window

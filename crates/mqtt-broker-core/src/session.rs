@@ -33,6 +33,8 @@ pub(crate) struct Will {
 
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// Where the session lives in the broker's slab.
+    pub slot: u32,
     /// Distinguishes this session from earlier ones in the same slot (timers).
     pub generation: u32,
     pub client_id: String,
@@ -62,8 +64,9 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(generation: u32, client_id: String, protocol: ProtocolVersion) -> Self {
+    pub fn new(slot: u32, generation: u32, client_id: String, protocol: ProtocolVersion) -> Self {
         Self {
+            slot,
             generation,
             client_id,
             username: None,

@@ -100,10 +100,9 @@ impl StoredDelivery {
         }
     }
 
-    pub(crate) fn into_delivery(self) -> (Delivery, Option<PacketId>, bool) {
+    pub(crate) fn into_delivery(self, now: Instant) -> (Delivery, Option<PacketId>, bool) {
         let d = Delivery {
-            // Expiry of restored messages is not known relative to a clock yet.
-            msg: Arc::new(self.message.into_message(None)),
+            msg: Arc::new(self.message.into_message(Some(now))),
             qos: self.qos,
             retain: self.retain,
             sub_ids: self.subscription_identifiers,

@@ -197,3 +197,43 @@ fn too_many_unreleased_qos2_messages_exceed_the_receive_maximum() {
         "{got:?}"
     );
 }
+
+#[test]
+fn expired_messages_leave_the_offline_queue_on_time() {
+    let mut h = Harness::default_config();
+    let (s, _) = h.connect_persistent(V5, "s");
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    h.disconnect(s);
+    let p = h.connect(V5, "p");
+    let mut m = publish("t", "short", QoS::AtLeastOnce, false, Some(1));
+    m.properties.message_expiry_interval = Some(5);
+    h.send(p, Packet::Publish(m));
+    assert_eq!(h.broker.stats().messages_stored, 1);
+    assert!(h.broker.poll_timeout().unwrap() <= h.start + Duration::from_secs(5));
+    h.advance(Duration::from_secs(5));
+    assert_eq!(
+        h.broker.stats().messages_stored,
+        0,
+        "removed by its timer, not on reconnect"
+    );
+}
+
+#[test]
+fn expired_retained_message_is_deleted() {
+    let mut h = Harness::new(BrokerConfig {
+        sys_interval: Duration::ZERO,
+        ..Default::default()
+    });
+    let p = h.connect(V5, "p");
+    let mut m = publish("r", "soon gone", QoS::AtMostOnce, true, None);
+    m.properties.message_expiry_interval = Some(30);
+    h.send(p, Packet::Publish(m));
+    assert_eq!(h.broker.stats().retained_messages, 1);
+    let early = h.connect(V5, "early");
+    h.advance(Duration::from_secs(10));
+    h.subscribe(early, "r", QoS::AtMostOnce);
+    let got = h.recv_publishes(early);
+    assert_eq!(got[0].properties.message_expiry_interval, Some(20));
+    h.advance(Duration::from_secs(20));
+    assert_eq!(h.broker.stats().retained_messages, 0);
+}
