@@ -703,6 +703,7 @@ impl Broker {
 
     fn handle_connect(&mut self, now: Instant, id: ConnectionId, connect: Box<Connect>) {
         let cfg_max_keepalive = self.ctx.config.max_keepalive;
+        let retain_available = self.ctx.config.retain_available;
         let version = connect.protocol;
         let v5 = version.is_v5();
         let Some(conn) = self.conn_mut(id) else {
@@ -759,6 +760,11 @@ impl Broker {
                 self.refuse(now, id, ReasonCode::ClientIdentifierNotValid, None);
                 return;
             }
+        }
+        // A retained will where retain is not available (section 3.2.2.3.5).
+        if connect.will.as_ref().is_some_and(|w| w.retain) && !retain_available {
+            self.refuse(now, id, ReasonCode::RetainNotSupported, None);
+            return;
         }
         // The user name, possibly from the certificate.
         let listener = conn.info.listener.clone();
@@ -1391,6 +1397,15 @@ impl Broker {
         }
         if p.topic.is_empty() {
             return self.violation(now, id, ReasonCode::ProtocolError, "empty topic name");
+        }
+        // [MQTT-3.3.4-6] a client PUBLISH must not carry Subscription Identifiers.
+        if !p.properties.subscription_identifiers.is_empty() {
+            return self.violation(
+                now,
+                id,
+                ReasonCode::ProtocolError,
+                "subscription identifier in a client PUBLISH",
+            );
         }
         // No per-message allocation here: the client id and user name are
         // borrowed from the connection where needed.

@@ -237,3 +237,34 @@ fn expired_retained_message_is_deleted() {
     h.advance(Duration::from_secs(20));
     assert_eq!(h.broker.stats().retained_messages, 0);
 }
+
+#[test]
+fn client_publish_with_a_subscription_identifier_is_a_protocol_error() {
+    let mut h = Harness::default_config();
+    let p = h.connect(V5, "p");
+    let mut m = publish("t", "x", QoS::AtMostOnce, false, None);
+    m.properties.subscription_identifiers.push(3);
+    h.send(p, Packet::Publish(m));
+    assert!(
+        matches!(&h.recv(p)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+}
+
+#[test]
+fn retained_will_is_refused_when_retain_is_not_available() {
+    let mut h = Harness::new(BrokerConfig {
+        retain_available: false,
+        ..Default::default()
+    });
+    let mut c = connect(V5, "w");
+    c.will = Some(mqtt_codec::LastWill {
+        topic: topic("w"),
+        payload: "x".into(),
+        qos: QoS::AtMostOnce,
+        retain: true,
+        properties: Default::default(),
+    });
+    let (id, ack) = h.connect_with(c);
+    assert_eq!(ack.reason_code, ReasonCode::RetainNotSupported);
+    assert!(h.is_closed(id));
+}
