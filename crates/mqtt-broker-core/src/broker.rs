@@ -1442,8 +1442,10 @@ impl Broker {
                 }
                 return;
             }
-            // [MQTT-3.3.4-9] no more unreleased QoS 2 messages than our Receive Maximum.
-            if session.incoming_qos2.len() >= usize::from(window) {
+            // [MQTT-3.3.4-9] no more unreleased QoS 2 messages than the
+            // Receive Maximum we sent (5.0 only: 3.1.1 has no such limit, and
+            // the set is bounded by the 65,535 packet identifiers).
+            if v5 && session.incoming_qos2.len() >= usize::from(window) {
                 return self.violation(
                     now,
                     id,

@@ -325,3 +325,20 @@ fn subscription_qos_is_granted_as_requested() {
         }
     }
 }
+
+#[test]
+fn many_unreleased_qos2_messages_are_accepted_from_a_3_1_1_client() {
+    let mut h = Harness::new(BrokerConfig {
+        max_inflight_messages: 2,
+        ..Default::default()
+    });
+    let p = h.connect(V3, "p");
+    for i in 1..=5 {
+        h.send(
+            p,
+            Packet::Publish(publish("t", "x", QoS::ExactlyOnce, false, Some(i))),
+        );
+    }
+    assert_eq!(h.recv(p).len(), 5, "five PUBRECs");
+    assert!(!h.is_closed(p), "3.1.1 knows no Receive Maximum");
+}
