@@ -357,3 +357,27 @@ async fn password_file_from_config_is_enforced() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ipv6_loopback_listener_serves_clients() {
+    let addr: SocketAddr = "[::1]:0".parse().unwrap();
+    let server = match ServerBuilder::new(BrokerConfig::default())
+        .listener(Listener::tcp(addr))
+        .start()
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipped: this machine has no IPv6 loopback ({e})");
+            return;
+        }
+    };
+    let addr = server.local_addrs()[0];
+    assert!(addr.is_ipv6());
+    let (mut c, ack) = RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "v6", |_| {}).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    c.subscribe("v6/#", QoS::AtMostOnce).await;
+    c.publish("v6/hello", b"::1", QoS::AtMostOnce, false).await;
+    assert_eq!(&c.expect_publish().await.payload[..], b"::1");
+    server.shutdown().await;
+}

@@ -37,12 +37,15 @@ pub(crate) async fn handle(
         None => serve(shared, listener, tcp, info).await,
         Some(tls) => {
             let config = tls.current();
-            let handshake = mqtt_tls::accept(config, tcp, peer, listener.settings.require_certificate);
+            let handshake =
+                mqtt_tls::accept(config, tcp, peer, listener.settings.require_certificate);
             match tokio::time::timeout(listener.handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => {
-                    info.tls = mqtt_tls::PeerIdentity::from_tls_stream(&stream).map(|id| PeerCertificate {
-                        common_name: id.common_name,
-                        subject: id.subject,
+                    info.tls = mqtt_tls::PeerIdentity::from_tls_stream(&stream).map(|id| {
+                        PeerCertificate {
+                            common_name: id.common_name,
+                            subject: id.subject,
+                        }
                     });
                     serve(shared, listener, stream, info).await
                 }
@@ -71,14 +74,21 @@ pub(crate) async fn handle(
     }
 }
 
-async fn serve<S>(shared: Arc<Shared>, listener: Arc<ListenerRuntime>, stream: S, info: ConnectionInfo)
-where
+async fn serve<S>(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerRuntime>,
+    stream: S,
+    info: ConnectionInfo,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let peer = info.remote_addr;
     // `max_connections` is a per-listener limit in Mosquitto.
     let open_before = listener.open.fetch_add(1, Ordering::AcqRel);
-    if listener.max_connections.is_some_and(|max| open_before >= max) {
+    if listener
+        .max_connections
+        .is_some_and(|max| open_before >= max)
+    {
         listener.open.fetch_sub(1, Ordering::AcqRel);
         tracing::info!(
             target: TARGET,

@@ -248,10 +248,12 @@ impl ServerBuilder {
             for addr in addresses(l)? {
                 let listener = match &tls {
                     None => Listener::tcp(addr),
-                    Some(opts) => Listener::tls(addr, opts.clone()).map_err(|source| DriverError::Tls {
-                        origin: l.origin.to_string(),
-                        source: Box::new(source),
-                    })?,
+                    Some(opts) => {
+                        Listener::tls(addr, opts.clone()).map_err(|source| DriverError::Tls {
+                            origin: l.origin.to_string(),
+                            source: Box::new(source),
+                        })?
+                    }
                 };
                 builder = builder.listener(
                     listener

@@ -119,7 +119,10 @@ impl Listener {
     /// A TLS listener; the files are read once here (and again only when
     /// they change, see [`Server::reload_tls`]). `require_certificate` comes
     /// from `options`.
-    pub fn tls(addr: SocketAddr, options: mqtt_tls::ServerTlsOptions) -> Result<Self, mqtt_tls::TlsError> {
+    pub fn tls(
+        addr: SocketAddr,
+        options: mqtt_tls::ServerTlsOptions,
+    ) -> Result<Self, mqtt_tls::TlsError> {
         let require_certificate = options.require_certificate;
         let config = mqtt_tls::ReloadableServerConfig::new(options)?;
         Ok(Self {
@@ -349,7 +352,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("local_addrs", &self.local_addrs).finish()
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs)
+            .finish()
     }
 }
 
