@@ -134,3 +134,39 @@ fn everything_ready_for_a_connection_is_batched_into_one_buffer() {
     }
     assert_eq!(n, 10);
 }
+
+#[test]
+fn shutdown_sends_server_shutting_down_to_5_0_clients_and_closes_everyone() {
+    let mut h = Harness::default_config();
+    let five = h.connect(V5, "five");
+    let three = h.connect(V3, "three");
+    let idle = h.open();
+    h.broker.shutdown(h.now);
+    h.pump();
+    let got = h.recv(five);
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == mqtt_codec::ReasonCode::ServerShuttingDown)
+    );
+    assert!(h.recv(three).is_empty());
+    assert!(h.is_closed(five) && h.is_closed(three) && h.is_closed(idle));
+    assert_eq!(h.broker.stats().clients_connected, 0);
+}
+
+#[test]
+fn decode_errors_reported_by_the_driver_close_the_connection() {
+    let mut h = Harness::default_config();
+    let id = h.connect(V5, "c");
+    h.broker
+        .handle_decode_error(h.now, id, mqtt_codec::DecodeError::InvalidQoS);
+    h.pump();
+    assert!(
+        matches!(&h.recv(id)[..], [Packet::Disconnect(d)] if d.reason_code == mqtt_codec::ReasonCode::MalformedPacket)
+    );
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn broker_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Broker>();
+}
