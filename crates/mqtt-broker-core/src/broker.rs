@@ -1023,6 +1023,13 @@ impl Broker {
         };
         let v = conn.version;
         let name = conn.name().to_string();
+        // An authenticator's code that CONNACK cannot carry becomes 0x87.
+        let rc = if rc.is_error() && rc.allowed_in(mqtt_codec::PacketType::ConnAck) {
+            rc
+        } else {
+            ReasonCode::NotAuthorized
+        };
+        // [MQTT-3.2.2-6] Session Present is 0 with an error code.
         let mut ack = ConnAck::new(false, rc);
         if v.is_v5() {
             ack.properties.reason_string = reason;
