@@ -205,9 +205,20 @@ impl Client {
     /// Unsubscribes from one filter; returns the UNSUBACK.
     pub async fn unsubscribe(&self, filter: &str) -> Result<UnsubAck, Error> {
         let filter = topic_filter(filter)?;
+        self.unsubscribe_many(vec![filter], Properties::default())
+            .await
+    }
+
+    /// Unsubscribes from several filters, with 5.0 properties (User
+    /// Properties); the UNSUBACK has one reason code per filter in 5.0.
+    pub async fn unsubscribe_many(
+        &self,
+        filters: Vec<TopicFilter>,
+        properties: Properties,
+    ) -> Result<UnsubAck, Error> {
         self.request(|done| Command::Unsubscribe {
-            filters: vec![filter],
-            properties: Properties::default(),
+            filters,
+            properties,
             done,
         })
         .await
