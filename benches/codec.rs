@@ -115,6 +115,8 @@ fn repeated(one: &[u8], copies: usize) -> BytesMut {
     b
 }
 
+// Bench-only holder of the peer's decoded packets; its size is the peer's.
+#[allow(clippy::large_enum_variant)]
 enum PeerPacket {
     V4(peer4::Packet),
     V5(peer5::Packet),
