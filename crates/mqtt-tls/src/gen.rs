@@ -273,6 +273,39 @@ impl CertificateAuthority {
         self.sign(params)
     }
 
+    /// A certificate revocation list (PEM, for Mosquitto's `crlfile`) signed
+    /// by this CA that revokes `revoked`, valid from an hour ago for 30 days.
+    pub fn revocation_list(&self, revoked: &[&IssuedCertificate]) -> Result<String, TlsError> {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
+        };
+        let now = ::time::OffsetDateTime::from(SystemTime::now());
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for cert in revoked {
+            let der = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(
+                cert.cert_pem.as_bytes(),
+            )
+            .map_err(gen_err)?;
+            let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(gen_err)?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(parsed.raw_serial()),
+                revocation_time: now - ::time::Duration::minutes(1),
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - ::time::Duration::hours(1),
+            next_update: now + ::time::Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).map_err(gen_err)?;
+        crl.pem().map_err(gen_err)
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<IssuedCertificate, TlsError> {
         let key = KeyPair::generate().map_err(gen_err)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(gen_err)?;
