@@ -160,7 +160,7 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
     let s = |i: usize| p.strings[i].as_deref().map(text);
     let connack = ctx == C::ConnAck;
     let conn_or_ack = matches!(ctx, C::Connect | C::ConnAck);
-    Properties {
+    Properties::from(PropertyValues {
         payload_format_indicator: p.flags[0].filter(|_| pw),
         message_expiry_interval: p.u32s[0].filter(|_| pw),
         content_type: s(0).filter(|_| pw),
@@ -215,7 +215,7 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
         wildcard_subscription_available: p.flags[4].filter(|_| connack),
         subscription_identifier_available: p.flags[5].filter(|_| connack),
         shared_subscription_available: p.flags[6].filter(|_| connack),
-    }
+    })
 }
 
 fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {

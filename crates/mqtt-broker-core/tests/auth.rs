@@ -50,7 +50,7 @@ fn anonymous_client_is_refused_when_allow_anonymous_is_off_and_told_why() {
         assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
         assert!(h.is_closed(id));
         if v.is_v5() {
-            let why = ack.properties.reason_string.expect("reason string");
+            let why = ack.properties.reason_string.clone().expect("reason string");
             assert!(why.contains("allow_anonymous"), "{why}");
         }
     }

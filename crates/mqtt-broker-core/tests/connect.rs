@@ -97,6 +97,7 @@ fn empty_client_id_gets_a_server_assigned_identifier() {
     let assigned = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("assigned id in CONNACK");
     assert!(assigned.starts_with("auto-"));
     let (_, ack3) = h.connect_with(connect(V3, ""));

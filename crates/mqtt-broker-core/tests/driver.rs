@@ -291,7 +291,7 @@ async fn anonymous_refusal_from_config_names_the_setting() {
     // Mosquitto 2: a configured listener turns anonymous access off.
     let (_c, ack) = RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "anon", |_| {}).await;
     assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
-    let reason = ack.properties.reason_string.unwrap_or_default();
+    let reason = ack.properties.reason_string.clone().unwrap_or_default();
     assert!(
         reason.contains("allow_anonymous"),
         "the refusal names the setting: {reason}"

@@ -439,7 +439,7 @@ impl EventLoop {
             if reason_code.is_error() {
                 Err(Error::PublishRefused {
                     reason_code,
-                    reason_string: properties.reason_string,
+                    reason_string: properties.reason_string.clone(),
                 })
             } else {
                 Ok(reason_code)

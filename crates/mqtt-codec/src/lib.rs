@@ -48,7 +48,7 @@ pub use packet::{
     LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, Subscription,
     UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
-pub use properties::{Properties, PropertyId};
+pub use properties::{Properties, PropertyId, PropertyValues};
 pub use reason::ReasonCode;
 pub use topic::{TopicError, TopicFilter, TopicName};
 pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};

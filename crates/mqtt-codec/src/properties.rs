@@ -4,6 +4,7 @@
 use crate::error::{DecodeError, EncodeError};
 use crate::types::QoS;
 use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -151,11 +152,10 @@ impl PropertyContext {
     }
 }
 
-/// Every MQTT 5.0 property. A packet uses the ones the specification allows
-/// for it; the decoder rejects the others, and the encoder writes whatever is
-/// set (so set only what the packet allows). Empty for 3.1.1 packets.
+/// The values of every MQTT 5.0 property; reached through [`Properties`]
+/// (`packet.properties.user_properties`, `packet.properties.topic_alias = Some(1)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Properties {
+pub struct PropertyValues {
     /// 0x01 Payload Format Indicator: `true` means UTF-8 payload.
     pub payload_format_indicator: Option<bool>,
     /// 0x02 Message Expiry Interval in seconds.
@@ -212,6 +212,89 @@ pub struct Properties {
     pub shared_subscription_available: Option<bool>,
 }
 
+/// The empty property set every packet without properties reads through.
+static NO_PROPERTIES: PropertyValues = PropertyValues {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifier_available: None,
+    shared_subscription_available: None,
+};
+
+/// The 5.0 properties of a packet. A packet uses the ones the specification
+/// allows for it; the decoder rejects the others, and the encoder writes
+/// whatever is set (so set only what the packet allows). Empty for 3.1.1.
+///
+/// The values live out of line: a packet without properties carries one
+/// pointer (so packets stay small and cheap to move), reading any property
+/// of it reads a shared empty set, and the first property set allocates the
+/// values once. Fields are reached through `Deref`/`DerefMut`:
+///
+/// ```
+/// use mqtt_codec::Properties;
+/// let mut p = Properties::default();
+/// assert!(p.is_empty() && p.topic_alias.is_none());
+/// p.user_properties.push(("site".into(), "pi".into()));
+/// assert!(!p.is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertyValues>>);
+
+impl core::ops::Deref for Properties {
+    type Target = PropertyValues;
+    fn deref(&self) -> &PropertyValues {
+        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+}
+
+impl core::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut PropertyValues {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl core::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<PropertyValues> for Properties {
+    fn from(v: PropertyValues) -> Self {
+        Properties(Some(Box::new(v)))
+    }
+}
+
 fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::DuplicateProperty(id));
@@ -231,7 +314,12 @@ fn flag(r: &mut Reader, id: PropertyId) -> Result<bool, DecodeError> {
 impl Properties {
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.0.as_deref().is_none_or(|v| *v == NO_PROPERTIES)
+    }
+
+    /// The values, if any property was ever set.
+    pub fn values(&self) -> Option<&PropertyValues> {
+        self.0.as_deref()
     }
 
     /// Reads a property length and the properties that follow.
@@ -396,6 +484,9 @@ impl Properties {
 
     /// Length of the properties themselves, without the length prefix.
     pub(crate) fn body_len(&self) -> usize {
+        let Some(v) = self.0.as_deref() else {
+            return 0;
+        };
         fn s(v: &Option<String>) -> usize {
             v.as_ref().map_or(0, |v| 3 + v.len())
         }
@@ -405,41 +496,41 @@ impl Properties {
         fn n<T>(v: &Option<T>, size: usize) -> usize {
             v.as_ref().map_or(0, |_| 1 + size)
         }
-        n(&self.payload_format_indicator, 1)
-            + n(&self.message_expiry_interval, 4)
-            + s(&self.content_type)
-            + s(&self.response_topic)
-            + b(&self.correlation_data)
+        n(&v.payload_format_indicator, 1)
+            + n(&v.message_expiry_interval, 4)
+            + s(&v.content_type)
+            + s(&v.response_topic)
+            + b(&v.correlation_data)
             + self
                 .subscription_identifiers
                 .iter()
                 .map(|&v| 1 + variable_integer_len(v as usize))
                 .sum::<usize>()
-            + n(&self.session_expiry_interval, 4)
-            + s(&self.assigned_client_identifier)
-            + n(&self.server_keep_alive, 2)
-            + s(&self.authentication_method)
-            + b(&self.authentication_data)
-            + n(&self.request_problem_information, 1)
-            + n(&self.will_delay_interval, 4)
-            + n(&self.request_response_information, 1)
-            + s(&self.response_information)
-            + s(&self.server_reference)
-            + s(&self.reason_string)
-            + n(&self.receive_maximum, 2)
-            + n(&self.topic_alias_maximum, 2)
-            + n(&self.topic_alias, 2)
-            + n(&self.maximum_qos, 1)
-            + n(&self.retain_available, 1)
+            + n(&v.session_expiry_interval, 4)
+            + s(&v.assigned_client_identifier)
+            + n(&v.server_keep_alive, 2)
+            + s(&v.authentication_method)
+            + b(&v.authentication_data)
+            + n(&v.request_problem_information, 1)
+            + n(&v.will_delay_interval, 4)
+            + n(&v.request_response_information, 1)
+            + s(&v.response_information)
+            + s(&v.server_reference)
+            + s(&v.reason_string)
+            + n(&v.receive_maximum, 2)
+            + n(&v.topic_alias_maximum, 2)
+            + n(&v.topic_alias, 2)
+            + n(&v.maximum_qos, 1)
+            + n(&v.retain_available, 1)
             + self
                 .user_properties
                 .iter()
                 .map(|(k, v)| 5 + k.len() + v.len())
                 .sum::<usize>()
-            + n(&self.maximum_packet_size, 4)
-            + n(&self.wildcard_subscription_available, 1)
-            + n(&self.subscription_identifier_available, 1)
-            + n(&self.shared_subscription_available, 1)
+            + n(&v.maximum_packet_size, 4)
+            + n(&v.wildcard_subscription_available, 1)
+            + n(&v.subscription_identifier_available, 1)
+            + n(&v.shared_subscription_available, 1)
     }
 
     /// Length with the variable byte integer prefix.
@@ -449,6 +540,10 @@ impl Properties {
     }
 
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let Some(v) = self.0.as_deref() else {
+            buf.put_u8(0);
+            return Ok(());
+        };
         use PropertyId::*;
         fn s(buf: &mut BytesMut, id: PropertyId, v: &Option<String>) -> Result<(), EncodeError> {
             if let Some(v) = v {
@@ -485,12 +580,12 @@ impl Properties {
             }
         }
         put_variable_integer(buf, self.body_len());
-        f(buf, PayloadFormatIndicator, self.payload_format_indicator);
-        u4(buf, MessageExpiryInterval, self.message_expiry_interval);
-        s(buf, ContentType, &self.content_type)?;
-        s(buf, ResponseTopic, &self.response_topic)?;
-        b(buf, CorrelationData, &self.correlation_data)?;
-        for &id in &self.subscription_identifiers {
+        f(buf, PayloadFormatIndicator, v.payload_format_indicator);
+        u4(buf, MessageExpiryInterval, v.message_expiry_interval);
+        s(buf, ContentType, &v.content_type)?;
+        s(buf, ResponseTopic, &v.response_topic)?;
+        b(buf, CorrelationData, &v.correlation_data)?;
+        for &id in &v.subscription_identifiers {
             // A variable byte integer holds at most 268,435,455, and 0 is a
             // Protocol Error [MQTT-3.3.4-6]; `body_len` assumed 1 to 4 bytes.
             if id == 0 || id > crate::wire::MAX_VARIABLE_INTEGER {
@@ -499,59 +594,55 @@ impl Properties {
             buf.put_u8(SubscriptionIdentifier as u8);
             put_variable_integer(buf, id as usize);
         }
-        u4(buf, SessionExpiryInterval, self.session_expiry_interval);
-        s(
-            buf,
-            AssignedClientIdentifier,
-            &self.assigned_client_identifier,
-        )?;
-        u2(buf, ServerKeepAlive, self.server_keep_alive);
-        s(buf, AuthenticationMethod, &self.authentication_method)?;
-        b(buf, AuthenticationData, &self.authentication_data)?;
+        u4(buf, SessionExpiryInterval, v.session_expiry_interval);
+        s(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
+        u2(buf, ServerKeepAlive, v.server_keep_alive);
+        s(buf, AuthenticationMethod, &v.authentication_method)?;
+        b(buf, AuthenticationData, &v.authentication_data)?;
         f(
             buf,
             RequestProblemInformation,
-            self.request_problem_information,
+            v.request_problem_information,
         );
-        u4(buf, WillDelayInterval, self.will_delay_interval);
+        u4(buf, WillDelayInterval, v.will_delay_interval);
         f(
             buf,
             RequestResponseInformation,
-            self.request_response_information,
+            v.request_response_information,
         );
-        s(buf, ResponseInformation, &self.response_information)?;
-        s(buf, ServerReference, &self.server_reference)?;
-        s(buf, ReasonString, &self.reason_string)?;
-        u2(buf, ReceiveMaximum, self.receive_maximum);
-        u2(buf, TopicAliasMaximum, self.topic_alias_maximum);
-        u2(buf, TopicAlias, self.topic_alias);
-        if let Some(q) = self.maximum_qos {
+        s(buf, ResponseInformation, &v.response_information)?;
+        s(buf, ServerReference, &v.server_reference)?;
+        s(buf, ReasonString, &v.reason_string)?;
+        u2(buf, ReceiveMaximum, v.receive_maximum);
+        u2(buf, TopicAliasMaximum, v.topic_alias_maximum);
+        u2(buf, TopicAlias, v.topic_alias);
+        if let Some(q) = v.maximum_qos {
             buf.put_u8(MaximumQoS as u8);
             buf.put_u8(q.as_u8());
         }
-        f(buf, RetainAvailable, self.retain_available);
-        for (k, v) in &self.user_properties {
+        f(buf, RetainAvailable, v.retain_available);
+        for (k, v) in &v.user_properties {
             check_field(k.len())?;
             check_field(v.len())?;
             buf.put_u8(UserProperty as u8);
             put_binary(buf, k.as_bytes());
             put_binary(buf, v.as_bytes());
         }
-        u4(buf, MaximumPacketSize, self.maximum_packet_size);
+        u4(buf, MaximumPacketSize, v.maximum_packet_size);
         f(
             buf,
             WildcardSubscriptionAvailable,
-            self.wildcard_subscription_available,
+            v.wildcard_subscription_available,
         );
         f(
             buf,
             SubscriptionIdentifierAvailable,
-            self.subscription_identifier_available,
+            v.subscription_identifier_available,
         );
         f(
             buf,
             SharedSubscriptionAvailable,
-            self.shared_subscription_available,
+            v.shared_subscription_available,
         );
         Ok(())
     }

@@ -660,7 +660,7 @@ impl Connection {
                 self.phase = Phase::Disconnected;
                 let reason = ConnectionError::ServerDisconnected {
                     reason: d.reason_code,
-                    reason_string: d.properties.reason_string,
+                    reason_string: d.properties.reason_string.clone(),
                 };
                 self.events.push_back(Event::Disconnected {
                     reason: reason.clone(),

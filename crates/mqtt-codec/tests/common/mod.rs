@@ -9,9 +9,9 @@
 use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, PacketType, Properties,
-    ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
-    SubAck, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
-    Unsubscribe, MAX_VARIABLE_INTEGER,
+    PropertyValues, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
+    RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
+    UnsubAck, Unsubscribe, MAX_VARIABLE_INTEGER,
 };
 use proptest::collection::vec;
 use proptest::option::of;
@@ -170,7 +170,7 @@ pub fn properties(ctx: Ctx) -> impl Strategy<Value = Properties> {
                 ids,
                 up,
             )| {
-                let p = Properties {
+                let p = Properties::from(PropertyValues {
                     payload_format_indicator: f[0],
                     request_problem_information: f[1],
                     request_response_information: f[2],
@@ -198,7 +198,7 @@ pub fn properties(ctx: Ctx) -> impl Strategy<Value = Properties> {
                     authentication_data: ad,
                     subscription_identifiers: ids,
                     user_properties: up,
-                };
+                });
                 restrict(p, ctx)
             },
         )
