@@ -381,3 +381,24 @@ async fn ipv6_loopback_listener_serves_clients() {
     assert_eq!(&c.expect_publish().await.payload[..], b"::1");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn tls_client_on_a_plain_listener_is_told_apart_in_the_log() {
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let certs = Certs::generate();
+    let server = plain_server(BrokerConfig::default()).await;
+    let addr = server.local_addrs()[0];
+    let err = tls(addr, "127.0.0.1", &certs.client_options(false))
+        .await
+        .expect_err("no TLS on a plain listener");
+    let _ = err;
+    assert!(
+        logs.wait_for("it speaks TLS, but this listener is plain MQTT")
+            .await,
+        "{}",
+        logs.text()
+    );
+    assert!(!logs.text().contains("malformed"), "{}", logs.text());
+    server.shutdown().await;
+}

@@ -25,6 +25,23 @@ fn dial_hint(e: &io::Error) -> &'static str {
     }
 }
 
+fn io_text(e: &io::Error, tls: bool) -> String {
+    if tls && e.kind() == io::ErrorKind::UnexpectedEof {
+        // rustls: "peer closed connection without sending TLS close_notify".
+        return "the broker closed the connection without ending TLS (it stopped, crashed or dropped this client)".to_string();
+    }
+    e.to_string()
+}
+
+fn io_hint(e: &io::Error, tls: bool) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof if !tls => {
+            "; if that port is a TLS listener (usually 8883), add --cafile ca.crt (and --cert/--key when it requires client certificates)"
+        }
+        _ => "",
+    }
+}
+
 /// Everything that can go wrong in the tokio client. Cheap to clone (sources
 /// are shared), so it can sit in [`crate::ConnectionState`].
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,12 +79,14 @@ pub enum Error {
     #[error("{0}")]
     Connection(ConnectionError),
     /// Reading or writing the socket failed.
-    #[error("connection to {address} failed: {source}")]
+    #[error("connection to {address} failed: {}{}", io_text(source, *tls), io_hint(source, *tls))]
     Io {
         /// `host:port` of the broker.
         address: String,
         /// The operating system's error.
         source: Arc<io::Error>,
+        /// Whether the connection was TLS.
+        tls: bool,
     },
     /// The message could not be queued or sent.
     #[error("{0}")]
@@ -124,5 +143,36 @@ impl Error {
             Error::Connection(ConnectionError::Refused { reason, .. }) => Some(*reason),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind, tls: bool) -> String {
+        Error::Io {
+            address: "127.0.0.1:8883".into(),
+            source: Arc::new(io::Error::new(kind, "os says no")),
+            tls,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn reset_on_a_plain_connection_suggests_tls() {
+        let msg = io(io::ErrorKind::ConnectionReset, false);
+        assert!(msg.contains("add --cafile ca.crt"), "{msg}");
+        assert!(!io(io::ErrorKind::ConnectionReset, true).contains("--cafile"));
+    }
+
+    #[test]
+    fn tls_eof_says_the_broker_closed_the_connection() {
+        let msg = io(io::ErrorKind::UnexpectedEof, true);
+        assert!(
+            msg.contains("the broker closed the connection without ending TLS"),
+            "{msg}"
+        );
+        assert!(!msg.contains("close_notify"), "{msg}");
     }
 }

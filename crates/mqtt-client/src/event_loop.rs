@@ -248,6 +248,7 @@ impl EventLoop {
         Error::Io {
             address: self.address.clone(),
             source: Arc::new(e),
+            tls: self.tls.is_some(),
         }
     }
 

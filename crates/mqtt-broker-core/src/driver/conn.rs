@@ -104,16 +104,30 @@ async fn serve<S>(
         g.register(id, signal.clone());
         id
     };
-    pump(&shared, &signal, id, stream).await;
+    let plain = listener.tls.is_none();
+    pump(
+        &shared,
+        &signal,
+        id,
+        stream,
+        plain.then_some((peer, listener.settings.port)),
+    )
+    .await;
     listener.open.fetch_sub(1, Ordering::AcqRel);
     let mut g = shared.lock();
     g.broker().connection_closed(Instant::now(), id);
     g.unregister(id);
 }
 
-/// Moves bytes both ways until either side closes.
-async fn pump<S>(shared: &Shared, signal: &ConnSignal, id: crate::ConnectionId, stream: S)
-where
+/// Moves bytes both ways until either side closes. `plain` (peer, port) is
+/// set on plain listeners, where a TLS ClientHello gets its own message.
+async fn pump<S>(
+    shared: &Shared,
+    signal: &ConnSignal,
+    id: crate::ConnectionId,
+    stream: S,
+    mut plain: Option<(SocketAddr, u16)>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -129,6 +143,21 @@ where
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
+                    if let Some((peer, port)) = plain.take() {
+                        // A TLS record starts with 0x16 (handshake); MQTT's first
+                        // byte is 0x10 (CONNECT), which the broker would report
+                        // as a malformed packet.
+                        if buf.first() == Some(&0x16) {
+                            tracing::info!(
+                                target: TARGET,
+                                "Client connection from {}:{} on port {} failed: it speaks TLS, but this listener is plain MQTT; connect to the TLS listener (usually port 8883), or give this listener certfile and keyfile.",
+                                peer.ip(),
+                                peer.port(),
+                                port
+                            );
+                            return;
+                        }
+                    }
                     let mut g = shared.lock();
                     let broker = g.broker();
                     broker.handle_bytes(Instant::now(), id, &mut buf);

@@ -16,7 +16,7 @@ fn refusal_advice(reason: ReasonCode) -> &'static str {
             "; check the user name and password (-u/-P), or the broker's password_file"
         }
         ReasonCode::NotAuthorized => {
-            "; the broker requires authentication: give a user name and password (-u/-P) or a client certificate (--cert/--key), or allow anonymous clients on the broker (`allow_anonymous true`)"
+            "; the broker requires authentication: give a user name and password (-u/-P) or a client certificate (--cert/--key), or allow anonymous clients on the broker (`allow_anonymous true`); a Mosquitto 2 broker that verified your --cert still refuses you unless it has `use_identity_as_username true` or `allow_anonymous true`"
         }
         ReasonCode::ClientIdentifierNotValid => {
             "; choose another client id (-i), or connect with a clean session (3.1.1 brokers refuse an empty client id with clean session off)"
