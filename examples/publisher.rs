@@ -12,9 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mqtt_client::{
-    Client, ClientOptions, ClientTlsOptions, Error, ProtocolVersion, QoS, ReconnectOptions,
-};
+
+#[path = "common/client_cli.rs"]
+mod client_cli;
+use client_cli::{exit_code, parse_version, report, TlsArgs};
+use mqtt_client::{Client, ClientOptions, Error, ProtocolVersion, QoS, ReconnectOptions};
 
 const AFTER_HELP: &str = "\
 Give exactly one of -m, -f, -l, -n, -s.
@@ -74,59 +76,15 @@ struct Args {
     /// Protocol version: mqttv311 (or 311) or mqttv5 (or 5).
     #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311", value_parser = parse_version)]
     version: ProtocolVersion,
-    /// CA certificates to verify the broker with (turns TLS on).
-    #[arg(long)]
-    cafile: Option<PathBuf>,
-    /// Directory of CA certificates (turns TLS on).
-    #[arg(long)]
-    capath: Option<PathBuf>,
-    /// Client certificate (needs --key and --cafile/--capath).
-    #[arg(long)]
-    cert: Option<PathBuf>,
-    /// Client private key.
-    #[arg(long)]
-    key: Option<PathBuf>,
-    /// Do not check that the broker's certificate names the host dialled.
-    #[arg(long)]
-    insecure: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
 }
 
-fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
-    match s {
-        "mqttv311" | "311" => Ok(ProtocolVersion::V3_1_1),
-        "mqttv5" | "5" => Ok(ProtocolVersion::V5),
-        "mqttv31" | "31" => Err("MQTT 3.1 is not supported; use -V mqttv311 or -V mqttv5".into()),
-        _ => Err(format!(
-            "invalid protocol version {s:?}; use mqttv311 (311) or mqttv5 (5)"
-        )),
-    }
-}
-
-fn exit_code(err: &Error, version: ProtocolVersion) -> ExitCode {
-    match err.connack_refusal() {
-        Some(rc) if version.is_v5() => ExitCode::from(rc.as_u8()),
-        Some(rc) => ExitCode::from(rc.to_v3_connack()),
-        None => ExitCode::from(1),
-    }
-}
-
-fn report(err: &Error) {
-    if err.connack_refusal().is_some() {
-        eprintln!("Connection error: {err}");
-    } else {
-        eprintln!("Error: {err}");
-    }
-}
-
 fn options(args: &Args) -> Result<ClientOptions, Error> {
-    let tls = args.cafile.is_some()
-        || args.capath.is_some()
-        || args.cert.is_some()
-        || args.key.is_some()
-        || args.insecure;
+    let tls = args.tls.enabled();
     let port = args.port.unwrap_or(if tls { 8883 } else { 1883 });
     let id = args
         .id
@@ -141,15 +99,7 @@ fn options(args: &Args) -> Result<ClientOptions, Error> {
     o.session.username = args.username.clone();
     o.session.password = args.password.clone().map(|p| p.into_bytes().into());
     if tls {
-        // mqtt-tls refuses --cert without --cafile/--capath, saying what to add.
-        o = o.tls_files(&ClientTlsOptions {
-            cafile: args.cafile.clone(),
-            capath: args.capath.clone(),
-            certfile: args.cert.clone(),
-            keyfile: args.key.clone(),
-            insecure: args.insecure,
-            ..ClientTlsOptions::default()
-        })?;
+        o = o.tls_files(&args.tls.options())?;
     }
     Ok(o)
 }
