@@ -11,7 +11,7 @@ use mqtt_broker_core::mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
 use mqtt_broker_core::BrokerConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -400,5 +400,45 @@ async fn tls_client_on_a_plain_listener_is_told_apart_in_the_log() {
         logs.text()
     );
     assert!(!logs.text().contains("malformed"), "{}", logs.text());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_bytes_close_only_that_connection_with_the_reason() {
+    let server = plain_server(BrokerConfig {
+        max_packet_size: 1024,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let addr = server.local_addrs()[0];
+    let (mut other, _) =
+        RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "other", |_| {}).await;
+    other.subscribe("still/#", QoS::AtMostOnce).await;
+
+    // Packet type 0 is reserved: Malformed Packet.
+    let mut bad = tcp(addr).await;
+    let (mut c, _) = RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "bad", |_| {}).await;
+    c.send_raw(&[0x00, 0x00]).await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::MalformedPacket),
+        other => panic!("expected DISCONNECT 0x81, got {other:?}"),
+    }
+    assert!(c.recv().await.is_none(), "then the broker closes it");
+
+    // A packet over max_packet_size: Packet too large, before it is buffered.
+    let (mut big, _) =
+        RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "big", |_| {}).await;
+    big.send_raw(&[0x30, 0xFF, 0xFF, 0x7F]).await;
+    match big.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::PacketTooLarge),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    drop(bad.shutdown().await);
+
+    // Everyone else is still served.
+    other
+        .publish("still/here", b"yes", QoS::AtMostOnce, false)
+        .await;
+    assert_eq!(&other.expect_publish().await.payload[..], b"yes");
     server.shutdown().await;
 }

@@ -5,6 +5,7 @@ use super::shared::{ConnSignal, Shared};
 use super::ListenerRuntime;
 use crate::{ConnectionInfo, PeerCertificate};
 use bytes::BytesMut;
+use mqtt_codec::{Decoder, Packet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -98,21 +99,21 @@ async fn serve<S>(
         return;
     }
     let signal = Arc::new(ConnSignal::default());
-    let id = {
+    let (id, max_packet_size) = {
         let mut g = shared.lock();
         let id = g.broker().connection_opened(Instant::now(), info);
         g.register(id, signal.clone());
-        id
+        (id, g.broker().config().effective_max_packet_size())
     };
-    let plain = listener.tls.is_none();
-    pump(
-        &shared,
-        &signal,
-        id,
-        stream,
-        plain.then_some((peer, listener.settings.port)),
-    )
-    .await;
+    // Framing happens here, in the connection's task (in parallel across
+    // cores); the broker is locked only to take the decoded packets.
+    let mut decoder = Decoder::new();
+    decoder.set_max_packet_size(max_packet_size);
+    let plain = listener
+        .tls
+        .is_none()
+        .then_some((peer, listener.settings.port));
+    pump(&shared, &signal, id, stream, decoder, plain).await;
     listener.open.fetch_sub(1, Ordering::AcqRel);
     let mut g = shared.lock();
     g.broker().connection_closed(Instant::now(), id);
@@ -126,12 +127,14 @@ async fn pump<S>(
     signal: &ConnSignal,
     id: crate::ConnectionId,
     stream: S,
+    mut decoder: Decoder,
     mut plain: Option<(SocketAddr, u16)>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
+    let mut packets: Vec<Packet> = Vec::new();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -158,9 +161,29 @@ async fn pump<S>(
                             return;
                         }
                     }
+                    let error = loop {
+                        match decoder.decode(&mut buf) {
+                            Ok(Some(p)) => packets.push(p),
+                            Ok(None) => break None,
+                            Err(e) => {
+                                // The stream cannot be resynchronised: stop reading it.
+                                buf.clear();
+                                break Some(e);
+                            }
+                        }
+                    };
+                    if packets.is_empty() && error.is_none() {
+                        continue;
+                    }
                     let mut g = shared.lock();
                     let broker = g.broker();
-                    broker.handle_bytes(Instant::now(), id, &mut buf);
+                    let now = Instant::now();
+                    for p in packets.drain(..) {
+                        broker.handle_packet(now, id, p);
+                    }
+                    if let Some(e) = error {
+                        broker.handle_decode_error(now, id, e);
+                    }
                     // Answer in the same wake-up: no extra round through the signal.
                     broker.take_transmit(id)
                 }

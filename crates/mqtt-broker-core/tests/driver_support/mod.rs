@@ -61,6 +61,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
             .expect("write failed");
     }
 
+    /// Writes raw bytes (for malformed input).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(WAIT, self.stream.write_all(bytes))
+            .await
+            .expect("write timed out")
+            .expect("write failed");
+    }
+
     /// The next packet, or `None` when the broker closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         tokio::time::timeout(WAIT, self.recv_unbounded())
