@@ -616,10 +616,21 @@ impl Connection {
                     if let Some(Outgoing::Released { request, .. }) =
                         self.outgoing.remove(&comp.packet_id)
                     {
+                        // 5.0: 0x92 answers a PUBREL re-sent after a
+                        // reconnect when the broker had already completed
+                        // the exchange; "not an error during recovery"
+                        // (3.4.2.1 / 3.7.2.1). The broker acknowledged the
+                        // message with PUBREC, so the publish succeeded.
+                        let reason_code =
+                            if comp.reason_code == ReasonCode::PacketIdentifierNotFound {
+                                ReasonCode::Success
+                            } else {
+                                comp.reason_code
+                            };
                         self.events.push_back(Event::PubComp {
                             request,
                             packet_id: comp.packet_id,
-                            reason_code: comp.reason_code,
+                            reason_code,
                             properties: comp.properties,
                         });
                     }
