@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{within, Mosquitto};
+use common::{wait_connected, wait_reconnected, within, Mosquitto};
 use mqtt_client::{
     Client, ClientOptions, ConnectionState, Error, ProtocolVersion, QoS, ReasonCode,
     ReconnectOptions, TopicName,
@@ -19,36 +19,6 @@ fn options(m: &Mosquitto, version: ProtocolVersion, id: &str) -> ClientOptions {
             max_delay: Duration::from_millis(500),
             ..ReconnectOptions::default()
         })
-}
-
-async fn wait_connected(client: &Client, what: &str) -> bool {
-    let mut state = client.state();
-    within(20, what, async {
-        loop {
-            if let ConnectionState::Connected { session_present } = *state.borrow_and_update() {
-                return session_present;
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-}
-
-/// Waits for the connection to be lost and made again; returns Session Present.
-async fn wait_reconnected(client: &Client, what: &str) -> bool {
-    let mut state = client.state();
-    let mut lost = false;
-    within(20, what, async {
-        loop {
-            match *state.borrow_and_update() {
-                ConnectionState::Connected { session_present } if lost => return session_present,
-                ConnectionState::Reconnecting { .. } => lost = true,
-                _ => {}
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
 }
 
 async fn round_trip(version: ProtocolVersion) {

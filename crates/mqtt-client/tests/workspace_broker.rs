@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::cut_proxy::{
     CutProxy, CUT_DOWNSTREAM, CUT_DOWNSTREAM_PUBREL, CUT_UPSTREAM, CUT_UPSTREAM_PUBREL,
 };
-use common::within;
+use common::{wait_connected, wait_reconnected, within};
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
 use mqtt_broker_core::BrokerConfig;
 use mqtt_client::{
@@ -87,36 +87,6 @@ async fn recv(messages: &mut Messages, what: &str) -> Publish {
     within(10, what, messages.recv())
         .await
         .unwrap_or_else(|| panic!("messages ended before {what}"))
-}
-
-async fn wait_connected(client: &Client, what: &str) -> bool {
-    let mut state = client.state();
-    within(20, what, async {
-        loop {
-            if let ConnectionState::Connected { session_present } = *state.borrow_and_update() {
-                return session_present;
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-}
-
-/// Waits for the connection to be lost and made again; returns Session Present.
-async fn wait_reconnected(client: &Client, what: &str) -> bool {
-    let mut state = client.state();
-    let mut lost = false;
-    within(20, what, async {
-        loop {
-            match *state.borrow_and_update() {
-                ConnectionState::Connected { session_present } if lost => return session_present,
-                ConnectionState::Reconnecting { .. } => lost = true,
-                _ => {}
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
 }
 
 async fn wait_reconnecting(client: &Client, what: &str) {

@@ -5,6 +5,7 @@
 
 pub mod cut_proxy;
 
+use mqtt_client::{Client, ConnectionState};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -169,4 +170,35 @@ pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output
         Ok(v) => v,
         Err(_) => panic!("timed out after {secs} s: {what}"),
     }
+}
+
+/// Waits until the client is connected; returns Session Present.
+pub async fn wait_connected(client: &Client, what: &str) -> bool {
+    let mut state = client.state();
+    within(20, what, async {
+        loop {
+            if let ConnectionState::Connected { session_present } = *state.borrow_and_update() {
+                return session_present;
+            }
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Waits for the connection to be lost and made again; returns Session Present.
+pub async fn wait_reconnected(client: &Client, what: &str) -> bool {
+    let mut state = client.state();
+    let mut lost = false;
+    within(20, what, async {
+        loop {
+            match *state.borrow_and_update() {
+                ConnectionState::Connected { session_present } if lost => return session_present,
+                ConnectionState::Reconnecting { .. } => lost = true,
+                _ => {}
+            }
+            state.changed().await.unwrap();
+        }
+    })
+    .await
 }
