@@ -33,7 +33,13 @@ enum Outgoing {
         seq: u64,
     },
     /// PUBREL sent, waiting for PUBCOMP.
-    Released { request: RequestId, seq: u64 },
+    /// PUBREC received, PUBREL sent; `accepted` is PUBREC's reason code
+    /// (Success or 5.0's 0x10 No matching subscribers), reported at PUBCOMP.
+    Released {
+        request: RequestId,
+        seq: u64,
+        accepted: ReasonCode,
+    },
 }
 
 impl Outgoing {
@@ -613,20 +619,21 @@ impl Connection {
             }
             Packet::PubComp(comp) => {
                 if let Some(Outgoing::Released { .. }) = self.outgoing.get(&comp.packet_id) {
-                    if let Some(Outgoing::Released { request, .. }) =
-                        self.outgoing.remove(&comp.packet_id)
+                    if let Some(Outgoing::Released {
+                        request, accepted, ..
+                    }) = self.outgoing.remove(&comp.packet_id)
                     {
                         // 5.0: 0x92 answers a PUBREL re-sent after a
                         // reconnect when the broker had already completed
                         // the exchange; "not an error during recovery"
                         // (3.4.2.1 / 3.7.2.1). The broker acknowledged the
-                        // message with PUBREC, so the publish succeeded.
-                        let reason_code =
-                            if comp.reason_code == ReasonCode::PacketIdentifierNotFound {
-                                ReasonCode::Success
-                            } else {
-                                comp.reason_code
-                            };
+                        // message with PUBREC, so the publish succeeded with
+                        // PUBREC's code (which carries 0x10 No matching
+                        // subscribers; PUBCOMP has no such code).
+                        let reason_code = match comp.reason_code {
+                            ReasonCode::Success | ReasonCode::PacketIdentifierNotFound => accepted,
+                            other => other,
+                        };
                         self.events.push_back(Event::PubComp {
                             request,
                             packet_id: comp.packet_id,
@@ -786,7 +793,9 @@ impl Connection {
                     publish.dup = false;
                     requeue.push((request, *publish));
                 }
-                Outgoing::Released { request, seq: _ } => {
+                Outgoing::Released {
+                    request, accepted, ..
+                } => {
                     tracing::debug!(
                         "broker lost the session after PUBREC; completing the QoS 2 publish"
                     );
@@ -794,7 +803,7 @@ impl Connection {
                         request,
                         // Identifiers are gone with the session; report the request only.
                         packet_id: PacketId::MIN,
-                        reason_code: ReasonCode::Success,
+                        reason_code: accepted,
                         properties: Properties::default(),
                     });
                 }
@@ -842,8 +851,14 @@ impl Connection {
                 }
                 // [MQTT-4.3.3-4] answer PUBREC with PUBREL; the message is
                 // now the broker's, so it is never re-sent as PUBLISH.
-                self.outgoing
-                    .insert(id, Outgoing::Released { request, seq });
+                self.outgoing.insert(
+                    id,
+                    Outgoing::Released {
+                        request,
+                        seq,
+                        accepted: rec.reason_code,
+                    },
+                );
                 self.transmits
                     .push_back(Transmit::Packet(Packet::PubRel(PubRel::new(id))));
             }
