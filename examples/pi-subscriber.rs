@@ -220,23 +220,5 @@ async fn run(args: Args) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            // mosquitto's tools exit with 1 on a usage error (clap would use 2).
-            return ExitCode::from(u8::from(e.use_stderr()));
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(run(args))
+    client_cli::main_with(run)
 }

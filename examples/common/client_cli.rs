@@ -79,3 +79,30 @@ pub fn report(err: &Error) {
         eprintln!("Error: {err}");
     }
 }
+
+/// Parses the flags and runs `run` on a current-thread runtime, with
+/// Mosquitto's exit code 1 for a usage error (clap would use 2).
+pub fn main_with<A, F>(run: impl FnOnce(A) -> F) -> ExitCode
+where
+    A: clap::Parser,
+    F: std::future::Future<Output = ExitCode>,
+{
+    let args = match A::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::from(e.use_stderr()));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(args))
+}

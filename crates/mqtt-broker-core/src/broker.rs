@@ -8,6 +8,7 @@ use crate::auth::{
 use crate::broker_config::BrokerConfig;
 use crate::connection::{ConnectionId, ConnectionInfo};
 use crate::event::{DisconnectReason, Event};
+use crate::log_line::PublishSummary;
 use crate::message::Message;
 use crate::output::{Conn, ConnState, Ctx};
 use crate::retained::RetainedStore;
@@ -1422,14 +1423,9 @@ impl Broker {
         let mid = p.packet_id.map_or(0, |p| p.get());
         tracing::debug!(
             target: TARGET,
-            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            "Received PUBLISH from {} {}",
             self.name_of(id),
-            u8::from(p.dup),
-            p.qos.as_u8(),
-            u8::from(p.retain),
-            mid,
-            p.topic,
-            p.payload.len()
+            PublishSummary::of(&p)
         );
         self.ctx.stats.publish_messages_received += 1;
         let window = self.ctx.config.inflight_window();
@@ -1475,14 +1471,9 @@ impl Broker {
         if limit != 0 && p.payload.len() > limit as usize {
             tracing::info!(
                 target: TARGET,
-                "Dropped too large PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                "Dropped too large PUBLISH from {} {}",
                 self.name_of(id),
-                u8::from(p.dup),
-                p.qos.as_u8(),
-                u8::from(p.retain),
-                mid,
-                p.topic,
-                p.payload.len()
+                PublishSummary::of(&p)
             );
             self.ctx.stats.publish_messages_dropped += 1;
             rc = ReasonCode::ImplementationSpecificError;
@@ -1492,14 +1483,9 @@ impl Broker {
         {
             tracing::debug!(
                 target: TARGET,
-                "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                "Denied PUBLISH from {} {}",
                 self.name_of(id),
-                u8::from(p.dup),
-                p.qos.as_u8(),
-                u8::from(p.retain),
-                mid,
-                p.topic,
-                p.payload.len()
+                PublishSummary::of(&p)
             );
             rc = ReasonCode::NotAuthorized;
         }

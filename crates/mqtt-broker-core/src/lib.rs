@@ -74,6 +74,7 @@ mod broker;
 mod broker_config;
 mod connection;
 mod event;
+mod log_line;
 mod message;
 mod output;
 mod retained;

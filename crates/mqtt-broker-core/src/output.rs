@@ -4,6 +4,7 @@
 use crate::broker_config::BrokerConfig;
 use crate::connection::ConnectionId;
 use crate::event::Event;
+use crate::log_line::PublishSummary;
 use crate::message::{Delivery, Message};
 use crate::session::{Outgoing, Session};
 use crate::stats::Statistics;
@@ -236,14 +237,16 @@ impl Ctx {
                 }
                 tracing::debug!(
                     target: "mqtt_broker",
-                    "Sending PUBLISH to {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                    "Sending PUBLISH to {} {}",
                     conn.name(),
-                    u8::from(dup),
-                    qos.as_u8(),
-                    u8::from(retain),
-                    packet_id.map_or(0, |p| p.get()),
-                    msg.topic,
-                    msg.payload.len()
+                    PublishSummary {
+                        dup,
+                        qos,
+                        retain,
+                        mid: packet_id.map_or(0, |p| p.get()),
+                        topic: msg.topic.as_str(),
+                        len: msg.payload.len(),
+                    }
                 );
                 self.stats.messages_sent += 1;
                 self.stats.publish_messages_sent += 1;
