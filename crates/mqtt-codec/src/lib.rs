@@ -37,6 +37,7 @@ mod error;
 mod packet;
 mod properties;
 mod reason;
+mod small;
 pub mod topic;
 mod types;
 mod wire;

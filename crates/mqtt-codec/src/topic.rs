@@ -2,6 +2,7 @@
 //! the rules both specifications share, plus `$share/{group}/{filter}` parsing.
 
 use crate::error::DecodeError;
+use crate::small::SmallBytes;
 use crate::wire::validate_utf8;
 use alloc::string::String;
 use bytes::Bytes;
@@ -37,20 +38,23 @@ pub enum TopicError {
     InvalidShare,
 }
 
-/// A validated topic name: non-empty UTF-8 without wildcards or U+0000,
-/// kept as shared bytes so a PUBLISH's topic is never copied.
+/// A validated topic name: non-empty UTF-8 without wildcards or U+0000.
+///
+/// Names up to 38 bytes are stored inline (decoding one is a fixed-size
+/// copy, cloning one a plain copy); longer names share the buffer of the
+/// packet they were decoded from.
 ///
 /// The empty name is allowed only through [`TopicName::empty`], for a 5.0
 /// PUBLISH that carries a Topic Alias instead.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicName(Bytes);
+pub struct TopicName(SmallBytes);
 
 impl TopicName {
     /// Validates `s` as a topic name.
     pub fn new(s: impl Into<Bytes>) -> Result<Self, TopicError> {
         let b: Bytes = s.into();
         check_name(&b)?;
-        Ok(Self(b))
+        Ok(Self(SmallBytes::from_bytes(b)))
     }
 
     /// A topic name from a `'static` string, validated.
@@ -60,34 +64,41 @@ impl TopicName {
 
     /// The empty topic name of a 5.0 PUBLISH that uses a Topic Alias.
     pub fn empty() -> Self {
-        Self(Bytes::new())
+        Self(SmallBytes::EMPTY)
     }
 
     /// Whether this is the empty name (only with a Topic Alias).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         // Validated as UTF-8 on construction; the fallback is unreachable.
-        core::str::from_utf8(&self.0).unwrap_or_default()
+        core::str::from_utf8(self.0.as_slice()).unwrap_or_default()
     }
 
-    /// The name as shared bytes.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The name's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    /// The name as `Bytes` (a copy when stored inline).
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.to_bytes()
     }
 
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.as_slice().len()
     }
 
     /// Whether the name starts with `$` (e.g. `$SYS/...`), which leading
     /// wildcards do not match [MQTT-4.7.2-1].
     pub fn is_dollar(&self) -> bool {
-        self.0.first() == Some(&b'$')
+        self.as_bytes().first() == Some(&b'$')
     }
 
     /// Decoder entry point: checks UTF-8 and wildcards, empty allowed.
@@ -97,24 +108,30 @@ impl TopicName {
     /// The errors have the precedence of checking UTF-8, then U+0000, then
     /// wildcards.
     #[inline]
-    pub(crate) fn from_wire(b: Bytes) -> Result<Self, DecodeError> {
-        let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
-        for &c in b.iter() {
-            null |= c == 0;
-            wildcard |= c == b'+' || c == b'#';
-            non_ascii |= c >= 0x80;
-        }
-        if non_ascii {
-            validate_utf8(&b)?;
-        }
-        if null {
-            return Err(DecodeError::NullCharacter);
-        }
-        if wildcard {
-            return Err(DecodeError::WildcardInTopicName);
-        }
-        Ok(Self(b))
+    pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
+        check_wire_name(&whole[start..start + len])?;
+        Ok(Self(SmallBytes::from_wire(whole, start, len)))
     }
+}
+
+#[inline]
+fn check_wire_name(b: &[u8]) -> Result<(), DecodeError> {
+    let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
+    for &c in b {
+        null |= c == 0;
+        wildcard |= c == b'+' || c == b'#';
+        non_ascii |= c >= 0x80;
+    }
+    if non_ascii {
+        validate_utf8(b)?;
+    }
+    if null {
+        return Err(DecodeError::NullCharacter);
+    }
+    if wildcard {
+        return Err(DecodeError::WildcardInTopicName);
+    }
+    Ok(())
 }
 
 fn check_name(b: &[u8]) -> Result<(), TopicError> {

@@ -2,9 +2,10 @@
 //! UTF-8 strings and binary data, read from a shared `Bytes` without copies.
 
 use crate::error::{DecodeError, EncodeError};
+use crate::topic::TopicName;
 use crate::types::PacketType;
 use alloc::string::String;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest value of a variable byte integer (and of the remaining length).
 pub const MAX_VARIABLE_INTEGER: u32 = 268_435_455;
@@ -96,12 +97,24 @@ impl Reader {
         Ok(b)
     }
 
-    /// Everything left, shared (no copy).
+    /// A topic name: two-byte length, then the name, validated
+    /// (empty allowed; the caller decides).
     #[inline]
-    pub(crate) fn rest(&mut self) -> Bytes {
-        let b = self.buf.slice(self.pos..);
-        self.pos = self.buf.len();
-        b
+    pub(crate) fn topic_name(&mut self) -> Result<TopicName, DecodeError> {
+        let n = self.u16()? as usize;
+        if self.remaining() < n {
+            return Err(self.eof());
+        }
+        let t = TopicName::from_wire(&self.buf, self.pos, n)?;
+        self.pos += n;
+        Ok(t)
+    }
+
+    /// Everything left, taking the buffer (no copy, no new reference).
+    #[inline]
+    pub(crate) fn into_rest(mut self) -> Bytes {
+        self.buf.advance(self.pos);
+        self.buf
     }
 
     /// Binary Data: two-byte length then bytes.

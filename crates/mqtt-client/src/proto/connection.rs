@@ -147,7 +147,7 @@ pub struct Connection {
     /// QoS 1 messages delivered but not acknowledged (manual acks).
     incoming_qos1_unacked: usize,
     limits: ServerLimits,
-    out_aliases: HashMap<Bytes, u16>,
+    out_aliases: HashMap<TopicName, u16>,
     in_aliases: HashMap<u16, TopicName>,
     keep_alive: Duration,
     last_transmit: Option<Instant>,
@@ -1069,7 +1069,7 @@ impl Connection {
         {
             return p;
         }
-        let key = p.topic.as_bytes().clone();
+        let key = p.topic.clone();
         if let Some(&alias) = self.out_aliases.get(&key) {
             p.properties.topic_alias = Some(alias);
             p.topic = TopicName::empty();

@@ -106,7 +106,7 @@ impl Connect {
             } else {
                 Properties::default()
             };
-            let topic = TopicName::from_wire(r.binary()?)?;
+            let topic = r.topic_name()?;
             if topic.is_empty() {
                 return Err(DecodeError::EmptyTopicName);
             }

@@ -384,7 +384,36 @@ impl Decoder {
     /// `Ok(None)`: not a whole packet yet (nothing consumed). `Ok(Some(_))`:
     /// the packet's bytes were removed from `buf`. `Err(_)`: the stream is
     /// broken and the connection must be closed.
+    #[inline]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        // PUBLISH is most of the traffic: its path is inlined into the
+        // caller; everything else goes through `decode_other`.
+        if let (Some(&first), Some(v)) = (buf.first(), self.version) {
+            if first >> 4 == PacketType::Publish as u8 {
+                if let Some(&len) = buf.get(1) {
+                    if len < 0x80 && buf.len() >= 2 + usize::from(len) {
+                        // Two-byte fixed header, whole packet buffered.
+                        let total = 2 + usize::from(len);
+                        if total > self.max_packet_size as usize {
+                            return Err(DecodeError::PacketTooLarge {
+                                size: total,
+                                max: self.max_packet_size,
+                            });
+                        }
+                        let mut body = buf.split_to(total).freeze();
+                        body.advance(2);
+                        let r = Reader::new(body, PacketType::Publish);
+                        return Publish::decode(first & 0x0F, r, v)
+                            .map(|p| Some(Packet::Publish(p)));
+                    }
+                }
+            }
+        }
+        self.decode_other(buf)
+    }
+
+    #[inline(never)]
+    fn decode_other(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         let Some(header) = FixedHeader::parse(buf)? else {
             return Ok(None);
         };

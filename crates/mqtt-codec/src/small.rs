@@ -1,0 +1,175 @@
+//! Short byte strings kept inline, longer ones shared.
+//!
+//! Most topic names and string properties are a few dozen bytes. Keeping
+//! them inline makes decoding them a fixed-size copy instead of another
+//! reference to the packet's buffer (an atomic increment now and an atomic
+//! decrement when the packet is dropped), and cloning them a plain copy.
+
+use bytes::Bytes;
+use core::cmp::Ordering;
+use core::hash::{Hash, Hasher};
+
+/// Longest value stored inline. With the length byte and the enum tag the
+/// type is 40 bytes, 8 more than a `Bytes`.
+pub(crate) const INLINE: usize = 32;
+
+/// The inline block, 8-byte aligned so moving a value is four word moves.
+#[derive(Clone, Copy)]
+#[repr(align(8))]
+pub(crate) struct Block(pub(crate) [u8; INLINE]);
+
+/// Bytes stored inline up to [`INLINE`] long, as a shared `Bytes` beyond.
+///
+/// An inline value may carry unrelated bytes after `len` (the decoder copies
+/// a fixed-size block); every method looks only at the first `len`.
+#[derive(Clone)]
+pub(crate) enum SmallBytes {
+    Inline { len: u8, buf: Block },
+    Shared(Bytes),
+}
+
+impl SmallBytes {
+    /// The empty value.
+    pub(crate) const EMPTY: Self = Self::Inline {
+        len: 0,
+        buf: Block([0; INLINE]),
+    };
+
+    /// Copies `s` (inline when short).
+    #[inline]
+    pub(crate) fn copy_from(s: &[u8]) -> Self {
+        if s.len() <= INLINE {
+            let mut buf = Block([0; INLINE]);
+            buf.0[..s.len()].copy_from_slice(s);
+            Self::Inline {
+                len: s.len() as u8,
+                buf,
+            }
+        } else {
+            Self::Shared(Bytes::copy_from_slice(s))
+        }
+    }
+
+    /// Takes `b`, copying it inline when short.
+    pub(crate) fn from_bytes(b: Bytes) -> Self {
+        if b.len() <= INLINE {
+            Self::copy_from(&b)
+        } else {
+            Self::Shared(b)
+        }
+    }
+
+    /// The value at `src[start..start + len]`, where `whole` is the `Bytes`
+    /// `src` borrows from: inline by a fixed-size copy when `src` has
+    /// [`INLINE`] bytes from `start`, otherwise inline by an exact copy, and
+    /// a shared slice of `whole` when longer than [`INLINE`].
+    #[inline]
+    pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Self {
+        if len > INLINE {
+            return Self::Shared(whole.slice(start..start + len));
+        }
+        match whole.get(start..start + INLINE) {
+            Some(block) => {
+                let mut buf = Block([0; INLINE]);
+                buf.0.copy_from_slice(block);
+                Self::Inline {
+                    len: len as u8,
+                    buf,
+                }
+            }
+            None => Self::copy_from(&whole[start..start + len]),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, buf } => &buf.0[..usize::from(*len)],
+            Self::Shared(b) => b,
+        }
+    }
+
+    /// The value as `Bytes` (a copy when inline).
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match self {
+            Self::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            Self::Shared(b) => b.clone(),
+        }
+    }
+}
+
+impl core::fmt::Debug for SmallBytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+impl PartialEq for SmallBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for SmallBytes {}
+
+impl PartialOrd for SmallBytes {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SmallBytes {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl Hash for SmallBytes {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forty_bytes() {
+        assert_eq!(core::mem::size_of::<SmallBytes>(), 40);
+    }
+
+    #[test]
+    fn equal_whatever_the_storage() {
+        let long = [b'a'; INLINE + 1];
+        let whole = Bytes::from(long.to_vec());
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1] {
+            let exact = SmallBytes::copy_from(&long[..len]);
+            let block = SmallBytes::from_wire(&whole, 0, len);
+            let shared = SmallBytes::Shared(Bytes::copy_from_slice(&long[..len]));
+            assert_eq!(exact, block);
+            assert_eq!(exact, shared);
+            assert_eq!(block.as_slice(), &long[..len]);
+            assert_eq!(exact.cmp(&shared), Ordering::Equal);
+        }
+        // Trailing bytes copied with the block do not count.
+        let a = SmallBytes::from_wire(
+            &Bytes::from_static(b"topic/a-and-then-some-payload-bytes-here"),
+            0,
+            5,
+        );
+        let b = SmallBytes::copy_from(b"topic");
+        assert_eq!(a, b);
+        assert!(matches!(a, SmallBytes::Inline { .. }));
+    }
+
+    #[test]
+    fn long_values_share_the_buffer() {
+        let whole = Bytes::from(vec![b'x'; 100]);
+        let s = SmallBytes::from_wire(&whole, 10, 50);
+        match &s {
+            SmallBytes::Shared(b) => assert_eq!(b.as_ptr(), whole[10..].as_ptr()),
+            SmallBytes::Inline { .. } => panic!("50 bytes must be shared"),
+        }
+    }
+}
