@@ -413,8 +413,8 @@ async fn open(dial: &Dial, client_id: &str) -> Result<(Box<dyn Io>, BytesMut, u1
             "{addr} refused {client_id}: {}",
             ack.properties
                 .reason_string
-                .clone()
-                .unwrap_or_else(|| ack.reason_code.description().to_string())
+                .as_deref()
+                .unwrap_or(ack.reason_code.description())
         )
         .into()),
         other => Err(format!(

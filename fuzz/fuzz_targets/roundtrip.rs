@@ -157,7 +157,7 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
         return Properties::default();
     }
     let pw = matches!(ctx, C::Publish | C::Will);
-    let s = |i: usize| p.strings[i].as_deref().map(text);
+    let s = |i: usize| p.strings[i].as_deref().map(|t| MqttString::from(text(t)));
     let connack = ctx == C::ConnAck;
     let conn_or_ack = matches!(ctx, C::Connect | C::ConnAck);
     Properties::from(PropertyValues {
@@ -165,7 +165,7 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
         message_expiry_interval: p.u32s[0].filter(|_| pw),
         content_type: s(0).filter(|_| pw),
         response_topic: s(1)
-            .map(|t| topic_name(&t).as_str().to_string())
+            .map(|t| MqttString::from(topic_name(&t).as_str()))
             .filter(|_| pw),
         correlation_data: p.binaries[0].clone().map(Bytes::from).filter(|_| pw),
         subscription_identifiers: match ctx {
@@ -210,7 +210,7 @@ fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
             .map(|b| if b { QoS::AtLeastOnce } else { QoS::AtMostOnce })
             .filter(|_| connack),
         retain_available: p.flags[3].filter(|_| connack),
-        user_properties: p.user.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        user_properties: p.user.iter().map(|(k, v)| (text(k).into(), text(v).into())).collect(),
         maximum_packet_size: p.u32s[3].map(|v| v.max(1)).filter(|_| conn_or_ack),
         wildcard_subscription_available: p.flags[4].filter(|_| connack),
         subscription_identifier_available: p.flags[5].filter(|_| connack),

@@ -806,7 +806,7 @@ impl Broker {
         // 5.0 enhanced authentication (section 4.12).
         if let Some(method) = pending.connect.properties.authentication_method.clone() {
             let mut exchange = AuthExchange {
-                method,
+                method: method.into(),
                 data: pending.connect.properties.authentication_data.clone(),
                 step: 0,
                 state: Vec::new(),
@@ -870,7 +870,7 @@ impl Broker {
                     reason_code: ReasonCode::ContinueAuthentication,
                     properties: Properties::default(),
                 };
-                auth.properties.authentication_method = method;
+                auth.properties.authentication_method = method.map(Into::into);
                 auth.properties.authentication_data = Some(data);
                 if let Some(e) = pending.exchange.as_mut() {
                     e.step += 1;
@@ -986,7 +986,7 @@ impl Broker {
                     reason_code: ReasonCode::Success,
                     properties: Properties::default(),
                 };
-                reply.properties.authentication_method = Some(conn_method);
+                reply.properties.authentication_method = Some(conn_method.into());
                 match step {
                     AuthStep::Continue(data) => {
                         exchange.step += 1;
@@ -1033,7 +1033,7 @@ impl Broker {
         // [MQTT-3.2.2-6] Session Present is 0 with an error code.
         let mut ack = ConnAck::new(false, rc);
         if v.is_v5() {
-            ack.properties.reason_string = reason;
+            ack.properties.reason_string = reason.map(Into::into);
         }
         tracing::debug!(target: TARGET, "Sending CONNACK to {} (0, {})", name, connack_code(v, rc));
         self.send_to(id, &Packet::ConnAck(ack));
@@ -1178,7 +1178,7 @@ impl Broker {
             let cfg = &self.ctx.config;
             let p = &mut ack.properties;
             if assigned {
-                p.assigned_client_identifier = Some(client_id.clone());
+                p.assigned_client_identifier = Some(client_id.as_str().into());
             }
             p.server_keep_alive = server_keep_alive;
             if cfg.inflight_window() != u16::MAX {
@@ -1201,7 +1201,7 @@ impl Broker {
                 p.session_expiry_interval = Some(granted);
             }
             if let Some((m, data)) = auth {
-                p.authentication_method = Some(m);
+                p.authentication_method = Some(m.into());
                 p.authentication_data = data;
             }
         }

@@ -181,7 +181,7 @@ impl Client {
             Some(rc) if rc.is_error() => Err(Error::SubscribeRefused {
                 filter: name,
                 reason_code: *rc,
-                reason_string: suback.properties.reason_string.clone(),
+                reason_string: suback.properties.reason_string.clone().map(String::from),
             }),
             _ => Ok(suback),
         }

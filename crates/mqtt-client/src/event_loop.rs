@@ -440,7 +440,7 @@ impl EventLoop {
             if reason_code.is_error() {
                 Err(Error::PublishRefused {
                     reason_code,
-                    reason_string: properties.reason_string.clone(),
+                    reason_string: properties.reason_string.clone().map(String::from),
                 })
             } else {
                 Ok(reason_code)

@@ -38,6 +38,7 @@ mod packet;
 mod properties;
 mod reason;
 mod small;
+mod string;
 pub mod topic;
 mod types;
 mod wire;
@@ -51,6 +52,7 @@ pub use packet::{
 };
 pub use properties::{Properties, PropertyId, PropertyValues};
 pub use reason::ReasonCode;
+pub use string::MqttString;
 pub use topic::{TopicError, TopicFilter, TopicName};
 pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 pub use wire::MAX_VARIABLE_INTEGER;

@@ -2,10 +2,13 @@
 //! rules of which packet may carry which.
 
 use crate::error::{DecodeError, EncodeError};
+use crate::string::MqttString;
 use crate::types::QoS;
-use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
+use crate::wire::{
+    check_field, put_binary, put_variable_integer, variable_integer_bytes, variable_integer_len,
+    Reader,
+};
 use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -161,9 +164,9 @@ pub struct PropertyValues {
     /// 0x02 Message Expiry Interval in seconds.
     pub message_expiry_interval: Option<u32>,
     /// 0x03 Content Type.
-    pub content_type: Option<String>,
+    pub content_type: Option<MqttString>,
     /// 0x08 Response Topic.
-    pub response_topic: Option<String>,
+    pub response_topic: Option<MqttString>,
     /// 0x09 Correlation Data.
     pub correlation_data: Option<Bytes>,
     /// 0x0B Subscription Identifier(s): several in a PUBLISH, at most one in SUBSCRIBE.
@@ -171,11 +174,11 @@ pub struct PropertyValues {
     /// 0x11 Session Expiry Interval in seconds.
     pub session_expiry_interval: Option<u32>,
     /// 0x12 Assigned Client Identifier.
-    pub assigned_client_identifier: Option<String>,
+    pub assigned_client_identifier: Option<MqttString>,
     /// 0x13 Server Keep Alive in seconds.
     pub server_keep_alive: Option<u16>,
     /// 0x15 Authentication Method.
-    pub authentication_method: Option<String>,
+    pub authentication_method: Option<MqttString>,
     /// 0x16 Authentication Data.
     pub authentication_data: Option<Bytes>,
     /// 0x17 Request Problem Information.
@@ -185,11 +188,11 @@ pub struct PropertyValues {
     /// 0x19 Request Response Information.
     pub request_response_information: Option<bool>,
     /// 0x1A Response Information.
-    pub response_information: Option<String>,
+    pub response_information: Option<MqttString>,
     /// 0x1C Server Reference.
-    pub server_reference: Option<String>,
+    pub server_reference: Option<MqttString>,
     /// 0x1F Reason String.
-    pub reason_string: Option<String>,
+    pub reason_string: Option<MqttString>,
     /// 0x21 Receive Maximum (never 0).
     pub receive_maximum: Option<u16>,
     /// 0x22 Topic Alias Maximum.
@@ -201,7 +204,7 @@ pub struct PropertyValues {
     /// 0x25 Retain Available.
     pub retain_available: Option<bool>,
     /// 0x26 User Properties, in order; a name may repeat.
-    pub user_properties: Vec<(String, String)>,
+    pub user_properties: Vec<(MqttString, MqttString)>,
     /// 0x27 Maximum Packet Size (never 0).
     pub maximum_packet_size: Option<u32>,
     /// 0x28 Wildcard Subscription Available.
@@ -295,6 +298,7 @@ impl From<PropertyValues> for Properties {
     }
 }
 
+#[inline(always)]
 fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::DuplicateProperty(id));
@@ -329,7 +333,7 @@ impl Properties {
         if len == 0 {
             return Ok(p);
         }
-        let mut r = r.sub(len)?;
+        let outer = r.limit(len)?;
         while !r.is_empty() {
             let raw = r.variable_integer()?;
             let id = u8::try_from(raw)
@@ -345,7 +349,7 @@ impl Properties {
             use PropertyId::*;
             match id {
                 PayloadFormatIndicator => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.payload_format_indicator, v, id)?
                 }
                 MessageExpiryInterval => {
@@ -353,11 +357,11 @@ impl Properties {
                     set_once(&mut p.message_expiry_interval, v, id)?
                 }
                 ContentType => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     set_once(&mut p.content_type, v, id)?
                 }
                 ResponseTopic => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     // [MQTT-3.3.2-14] the Response Topic is a Topic Name.
                     if v.is_empty() || v.contains(['+', '#']) {
                         return Err(DecodeError::InvalidPropertyValue(id));
@@ -384,7 +388,7 @@ impl Properties {
                     set_once(&mut p.session_expiry_interval, v, id)?
                 }
                 AssignedClientIdentifier => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     set_once(&mut p.assigned_client_identifier, v, id)?
                 }
                 ServerKeepAlive => {
@@ -392,7 +396,7 @@ impl Properties {
                     set_once(&mut p.server_keep_alive, v, id)?
                 }
                 AuthenticationMethod => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     set_once(&mut p.authentication_method, v, id)?
                 }
                 AuthenticationData => {
@@ -400,7 +404,7 @@ impl Properties {
                     set_once(&mut p.authentication_data, v, id)?
                 }
                 RequestProblemInformation => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.request_problem_information, v, id)?
                 }
                 WillDelayInterval => {
@@ -408,19 +412,19 @@ impl Properties {
                     set_once(&mut p.will_delay_interval, v, id)?
                 }
                 RequestResponseInformation => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.request_response_information, v, id)?
                 }
                 ResponseInformation => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     set_once(&mut p.response_information, v, id)?
                 }
                 ServerReference => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     set_once(&mut p.server_reference, v, id)?
                 }
                 ReasonString => {
-                    let v = r.string()?;
+                    let v = r.mqtt_string()?;
                     set_once(&mut p.reason_string, v, id)?
                 }
                 ReceiveMaximum => {
@@ -450,12 +454,12 @@ impl Properties {
                     set_once(&mut p.maximum_qos, v, id)?
                 }
                 RetainAvailable => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.retain_available, v, id)?
                 }
                 UserProperty => {
-                    let k = r.string()?;
-                    let v = r.string()?;
+                    let k = r.mqtt_string()?;
+                    let v = r.mqtt_string()?;
                     p.user_properties.push((k, v));
                 }
                 MaximumPacketSize => {
@@ -466,19 +470,20 @@ impl Properties {
                     set_once(&mut p.maximum_packet_size, v, id)?
                 }
                 WildcardSubscriptionAvailable => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.wildcard_subscription_available, v, id)?
                 }
                 SubscriptionIdentifierAvailable => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.subscription_identifier_available, v, id)?
                 }
                 SharedSubscriptionAvailable => {
-                    let v = flag(&mut r, id)?;
+                    let v = flag(r, id)?;
                     set_once(&mut p.shared_subscription_available, v, id)?
                 }
             }
         }
+        r.restore(outer);
         Ok(p)
     }
 
@@ -487,7 +492,7 @@ impl Properties {
         let Some(v) = self.0.as_deref() else {
             return 0;
         };
-        fn s(v: &Option<String>) -> usize {
+        fn s(v: &Option<MqttString>) -> usize {
             v.as_ref().map_or(0, |v| 3 + v.len())
         }
         fn b(v: &Option<Bytes>) -> usize {
@@ -539,111 +544,153 @@ impl Properties {
         variable_integer_len(n) + n
     }
 
+    /// Writes the length prefix and the properties.
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let Some(v) = self.0.as_deref() else {
             buf.put_u8(0);
             return Ok(());
         };
-        use PropertyId::*;
-        fn s(buf: &mut BytesMut, id: PropertyId, v: &Option<String>) -> Result<(), EncodeError> {
-            if let Some(v) = v {
-                check_field(v.len())?;
-                buf.put_u8(id as u8);
-                put_binary(buf, v.as_bytes());
-            }
-            Ok(())
+        // The length prefix is not known before the properties are written
+        // (computing it would walk every field a second time: the caller
+        // already did for the remaining length). Write a one-byte prefix,
+        // the properties, then patch it, moving the properties in the rare
+        // case that the length takes more than one byte.
+        let start = buf.len();
+        buf.put_u8(0);
+        write_values(v, buf)?;
+        let len = buf.len() - start - 1;
+        if len < 0x80 {
+            buf[start] = len as u8;
+        } else {
+            let (prefix, n) = variable_integer_bytes(len);
+            buf.put_bytes(0, n - 1);
+            buf.copy_within(start + 1..start + 1 + len, start + n);
+            buf[start..start + n].copy_from_slice(&prefix[..n]);
         }
-        fn b(buf: &mut BytesMut, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
-            if let Some(v) = v {
-                check_field(v.len())?;
-                buf.put_u8(id as u8);
-                put_binary(buf, v);
-            }
-            Ok(())
-        }
-        fn f(buf: &mut BytesMut, id: PropertyId, v: Option<bool>) {
-            if let Some(v) = v {
-                buf.put_u8(id as u8);
-                buf.put_u8(v as u8);
-            }
-        }
-        fn u2(buf: &mut BytesMut, id: PropertyId, v: Option<u16>) {
-            if let Some(v) = v {
-                buf.put_u8(id as u8);
-                buf.put_u16(v);
-            }
-        }
-        fn u4(buf: &mut BytesMut, id: PropertyId, v: Option<u32>) {
-            if let Some(v) = v {
-                buf.put_u8(id as u8);
-                buf.put_u32(v);
-            }
-        }
-        put_variable_integer(buf, self.body_len());
-        f(buf, PayloadFormatIndicator, v.payload_format_indicator);
-        u4(buf, MessageExpiryInterval, v.message_expiry_interval);
-        s(buf, ContentType, &v.content_type)?;
-        s(buf, ResponseTopic, &v.response_topic)?;
-        b(buf, CorrelationData, &v.correlation_data)?;
-        for &id in &v.subscription_identifiers {
-            // A variable byte integer holds at most 268,435,455, and 0 is a
-            // Protocol Error [MQTT-3.3.4-6]; `body_len` assumed 1 to 4 bytes.
-            if id == 0 || id > crate::wire::MAX_VARIABLE_INTEGER {
-                return Err(EncodeError::InvalidPropertyValue(SubscriptionIdentifier));
-            }
-            buf.put_u8(SubscriptionIdentifier as u8);
-            put_variable_integer(buf, id as usize);
-        }
-        u4(buf, SessionExpiryInterval, v.session_expiry_interval);
-        s(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
-        u2(buf, ServerKeepAlive, v.server_keep_alive);
-        s(buf, AuthenticationMethod, &v.authentication_method)?;
-        b(buf, AuthenticationData, &v.authentication_data)?;
-        f(
-            buf,
-            RequestProblemInformation,
-            v.request_problem_information,
-        );
-        u4(buf, WillDelayInterval, v.will_delay_interval);
-        f(
-            buf,
-            RequestResponseInformation,
-            v.request_response_information,
-        );
-        s(buf, ResponseInformation, &v.response_information)?;
-        s(buf, ServerReference, &v.server_reference)?;
-        s(buf, ReasonString, &v.reason_string)?;
-        u2(buf, ReceiveMaximum, v.receive_maximum);
-        u2(buf, TopicAliasMaximum, v.topic_alias_maximum);
-        u2(buf, TopicAlias, v.topic_alias);
-        if let Some(q) = v.maximum_qos {
-            buf.put_u8(MaximumQoS as u8);
-            buf.put_u8(q.as_u8());
-        }
-        f(buf, RetainAvailable, v.retain_available);
-        for (k, v) in &v.user_properties {
-            check_field(k.len())?;
-            check_field(v.len())?;
-            buf.put_u8(UserProperty as u8);
-            put_binary(buf, k.as_bytes());
-            put_binary(buf, v.as_bytes());
-        }
-        u4(buf, MaximumPacketSize, v.maximum_packet_size);
-        f(
-            buf,
-            WildcardSubscriptionAvailable,
-            v.wildcard_subscription_available,
-        );
-        f(
-            buf,
-            SubscriptionIdentifierAvailable,
-            v.subscription_identifier_available,
-        );
-        f(
-            buf,
-            SharedSubscriptionAvailable,
-            v.shared_subscription_available,
-        );
         Ok(())
     }
+
+    /// Writes the properties with a length prefix of `len`, which must be
+    /// [`Properties::body_len`].
+    #[inline]
+    pub(crate) fn encode_with_len(
+        &self,
+        len: usize,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        put_variable_integer(buf, len);
+        match self.0.as_deref() {
+            Some(v) => write_values(v, buf),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes every property set in `v`, without the length prefix.
+fn write_values(v: &PropertyValues, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    use PropertyId::*;
+    #[inline(always)]
+    fn s(buf: &mut BytesMut, id: PropertyId, v: &Option<MqttString>) -> Result<(), EncodeError> {
+        if let Some(v) = v {
+            check_field(v.len())?;
+            buf.put_u8(id as u8);
+            put_binary(buf, v.as_bytes());
+        }
+        Ok(())
+    }
+    #[inline(always)]
+    fn b(buf: &mut BytesMut, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
+        if let Some(v) = v {
+            check_field(v.len())?;
+            buf.put_u8(id as u8);
+            put_binary(buf, v);
+        }
+        Ok(())
+    }
+    #[inline(always)]
+    fn f(buf: &mut BytesMut, id: PropertyId, v: Option<bool>) {
+        if let Some(v) = v {
+            buf.put_u8(id as u8);
+            buf.put_u8(v as u8);
+        }
+    }
+    #[inline(always)]
+    fn u2(buf: &mut BytesMut, id: PropertyId, v: Option<u16>) {
+        if let Some(v) = v {
+            buf.put_u8(id as u8);
+            buf.put_u16(v);
+        }
+    }
+    #[inline(always)]
+    fn u4(buf: &mut BytesMut, id: PropertyId, v: Option<u32>) {
+        if let Some(v) = v {
+            buf.put_u8(id as u8);
+            buf.put_u32(v);
+        }
+    }
+    f(buf, PayloadFormatIndicator, v.payload_format_indicator);
+    u4(buf, MessageExpiryInterval, v.message_expiry_interval);
+    s(buf, ContentType, &v.content_type)?;
+    s(buf, ResponseTopic, &v.response_topic)?;
+    b(buf, CorrelationData, &v.correlation_data)?;
+    for &id in &v.subscription_identifiers {
+        // A variable byte integer holds at most 268,435,455, and 0 is a
+        // Protocol Error [MQTT-3.3.4-6]; `body_len` assumed 1 to 4 bytes.
+        if id == 0 || id > crate::wire::MAX_VARIABLE_INTEGER {
+            return Err(EncodeError::InvalidPropertyValue(SubscriptionIdentifier));
+        }
+        buf.put_u8(SubscriptionIdentifier as u8);
+        put_variable_integer(buf, id as usize);
+    }
+    u4(buf, SessionExpiryInterval, v.session_expiry_interval);
+    s(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
+    u2(buf, ServerKeepAlive, v.server_keep_alive);
+    s(buf, AuthenticationMethod, &v.authentication_method)?;
+    b(buf, AuthenticationData, &v.authentication_data)?;
+    f(
+        buf,
+        RequestProblemInformation,
+        v.request_problem_information,
+    );
+    u4(buf, WillDelayInterval, v.will_delay_interval);
+    f(
+        buf,
+        RequestResponseInformation,
+        v.request_response_information,
+    );
+    s(buf, ResponseInformation, &v.response_information)?;
+    s(buf, ServerReference, &v.server_reference)?;
+    s(buf, ReasonString, &v.reason_string)?;
+    u2(buf, ReceiveMaximum, v.receive_maximum);
+    u2(buf, TopicAliasMaximum, v.topic_alias_maximum);
+    u2(buf, TopicAlias, v.topic_alias);
+    if let Some(q) = v.maximum_qos {
+        buf.put_u8(MaximumQoS as u8);
+        buf.put_u8(q.as_u8());
+    }
+    f(buf, RetainAvailable, v.retain_available);
+    for (k, v) in &v.user_properties {
+        check_field(k.len())?;
+        check_field(v.len())?;
+        buf.put_u8(UserProperty as u8);
+        put_binary(buf, k.as_bytes());
+        put_binary(buf, v.as_bytes());
+    }
+    u4(buf, MaximumPacketSize, v.maximum_packet_size);
+    f(
+        buf,
+        WildcardSubscriptionAvailable,
+        v.wildcard_subscription_available,
+    );
+    f(
+        buf,
+        SubscriptionIdentifierAvailable,
+        v.subscription_identifier_available,
+    );
+    f(
+        buf,
+        SharedSubscriptionAvailable,
+        v.shared_subscription_available,
+    );
+    Ok(())
 }

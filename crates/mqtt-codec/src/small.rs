@@ -63,7 +63,7 @@ impl SmallBytes {
     /// `src` borrows from: inline by a fixed-size copy when `src` has
     /// [`INLINE`] bytes from `start`, otherwise inline by an exact copy, and
     /// a shared slice of `whole` when longer than [`INLINE`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Self {
         if len > INLINE {
             return Self::Shared(whole.slice(start..start + len));

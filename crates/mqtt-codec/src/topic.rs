@@ -84,6 +84,16 @@ impl TopicName {
         self.0.as_slice()
     }
 
+    /// The inline block (the name and unrelated bytes after it), when the
+    /// name is stored inline.
+    #[inline]
+    pub(crate) fn inline_block(&self) -> Option<&[u8; crate::small::INLINE]> {
+        match &self.0 {
+            SmallBytes::Inline { buf, .. } => Some(&buf.0),
+            SmallBytes::Shared(_) => None,
+        }
+    }
+
     /// The name as `Bytes` (a copy when stored inline).
     pub fn to_bytes(&self) -> Bytes {
         self.0.to_bytes()
@@ -107,14 +117,14 @@ impl TopicName {
     /// only a name with non-ASCII bytes goes through the UTF-8 validator.
     /// The errors have the precedence of checking UTF-8, then U+0000, then
     /// wildcards.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
         check_wire_name(&whole[start..start + len])?;
         Ok(Self(SmallBytes::from_wire(whole, start, len)))
     }
 }
 
-#[inline]
+#[inline(always)]
 fn check_wire_name(b: &[u8]) -> Result<(), DecodeError> {
     let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
     for &c in b {

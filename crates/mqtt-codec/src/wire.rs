@@ -2,6 +2,8 @@
 //! UTF-8 strings and binary data, read from a shared `Bytes` without copies.
 
 use crate::error::{DecodeError, EncodeError};
+use crate::small::SmallBytes;
+use crate::string::MqttString;
 use crate::topic::TopicName;
 use crate::types::PacketType;
 use alloc::string::String;
@@ -14,13 +16,16 @@ pub const MAX_VARIABLE_INTEGER: u32 = 268_435_455;
 pub(crate) struct Reader {
     buf: Bytes,
     pos: usize,
+    /// Reads stop here: `buf.len()`, or the end of a property block.
+    end: usize,
     packet: PacketType,
 }
 
 impl Reader {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
         Self {
+            end: buf.len(),
             buf,
             pos: 0,
             packet,
@@ -28,7 +33,7 @@ impl Reader {
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -49,12 +54,15 @@ impl Reader {
 
     #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.eof())?;
+        if self.pos >= self.end {
+            return Err(self.eof());
+        }
+        let b = self.buf[self.pos];
         self.pos += 1;
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         let s = self.take_slice(2)?;
         Ok(u16::from_be_bytes([s[0], s[1]]))
@@ -66,7 +74,7 @@ impl Reader {
     }
 
     pub(crate) fn variable_integer(&mut self) -> Result<u32, DecodeError> {
-        match read_variable_integer(&self.buf[self.pos..]) {
+        match read_variable_integer(&self.buf[self.pos..self.end]) {
             VarInt::Value(v, n) => {
                 self.pos += n;
                 Ok(v)
@@ -76,7 +84,7 @@ impl Reader {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take_slice(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         if self.remaining() < n {
             return Err(self.eof());
@@ -99,7 +107,7 @@ impl Reader {
 
     /// A topic name: two-byte length, then the name, validated
     /// (empty allowed; the caller decides).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn topic_name(&mut self) -> Result<TopicName, DecodeError> {
         let n = self.u16()? as usize;
         if self.remaining() < n {
@@ -111,8 +119,9 @@ impl Reader {
     }
 
     /// Everything left, taking the buffer (no copy, no new reference).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn into_rest(mut self) -> Bytes {
+        self.buf.truncate(self.end);
         self.buf.advance(self.pos);
         self.buf
     }
@@ -135,20 +144,53 @@ impl Reader {
         Ok(String::from(s))
     }
 
-    /// A sub-reader over the next `n` bytes (for properties).
-    pub(crate) fn sub(&mut self, n: usize) -> Result<Reader, DecodeError> {
-        let b = self.take_bytes(n)?;
-        Ok(Reader::new(b, self.packet))
+    /// A UTF-8 Encoded String without a copy to the heap: inline when
+    /// short, a shared slice of the packet when long.
+    #[inline(always)]
+    pub(crate) fn mqtt_string(&mut self) -> Result<MqttString, DecodeError> {
+        let n = self.u16()? as usize;
+        let s = self.take_slice(n)?;
+        validate_utf8(s)?;
+        let start = self.pos - n;
+        Ok(MqttString::from_checked(SmallBytes::from_wire(
+            &self.buf, start, n,
+        )))
+    }
+
+    /// Limits reads to the next `n` bytes (a property block) and returns
+    /// the previous limit for [`Reader::restore`].
+    pub(crate) fn limit(&mut self, n: usize) -> Result<usize, DecodeError> {
+        if self.remaining() < n {
+            return Err(self.eof());
+        }
+        let previous = self.end;
+        self.end = self.pos + n;
+        Ok(previous)
+    }
+
+    /// Lifts the limit set by [`Reader::limit`].
+    pub(crate) fn restore(&mut self, end: usize) {
+        self.end = end;
     }
 }
 
-/// Checks that `b` is UTF-8 without U+0000.
-pub(crate) fn validate_utf8(b: &[u8]) -> Result<&str, DecodeError> {
-    let s = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
-    if b.contains(&0) {
+/// Checks that `b` is UTF-8 without U+0000: one pass finds U+0000 and
+/// non-ASCII bytes; only a string with non-ASCII bytes goes through the
+/// UTF-8 validator.
+#[inline]
+pub(crate) fn validate_utf8(b: &[u8]) -> Result<(), DecodeError> {
+    let (mut null, mut non_ascii) = (false, false);
+    for &c in b {
+        null |= c == 0;
+        non_ascii |= c >= 0x80;
+    }
+    if non_ascii && core::str::from_utf8(b).is_err() {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    if null {
         return Err(DecodeError::NullCharacter);
     }
-    Ok(s)
+    Ok(())
 }
 
 pub(crate) enum VarInt {
@@ -173,6 +215,7 @@ pub(crate) fn read_variable_integer(b: &[u8]) -> VarInt {
 }
 
 /// Number of bytes the variable byte integer encoding of `v` takes.
+#[inline]
 pub(crate) fn variable_integer_len(v: usize) -> usize {
     match v {
         0..=127 => 1,
@@ -182,6 +225,25 @@ pub(crate) fn variable_integer_len(v: usize) -> usize {
     }
 }
 
+/// The variable byte integer encoding of `v` and its length.
+pub(crate) fn variable_integer_bytes(mut v: usize) -> ([u8; 4], usize) {
+    let mut out = [0; 4];
+    let mut n = 0;
+    loop {
+        let mut byte = (v % 128) as u8;
+        v /= 128;
+        if v > 0 {
+            byte |= 0x80;
+        }
+        out[n] = byte;
+        n += 1;
+        if v == 0 || n == 4 {
+            return (out, n);
+        }
+    }
+}
+
+#[inline]
 pub(crate) fn put_variable_integer(buf: &mut BytesMut, mut v: usize) {
     loop {
         let mut byte = (v % 128) as u8;
@@ -205,6 +267,7 @@ pub(crate) fn check_field(len: usize) -> Result<(), EncodeError> {
 }
 
 /// Writes a two-byte length and the bytes; the length was checked by `encoded_len`.
+#[inline]
 pub(crate) fn put_binary(buf: &mut BytesMut, b: &[u8]) {
     buf.put_u16(b.len() as u16);
     buf.put_slice(b);

@@ -333,7 +333,10 @@ fn v5_publishers_with_properties() {
     assert_eq!(p.topic.as_str(), "fixtures/v5/a");
     assert_eq!(&p.payload[..], b"hello 5.0");
     let pr = &p.properties;
-    assert_eq!(pr.user_properties, [("a".to_string(), "b".to_string())]);
+    assert_eq!(
+        pr.user_properties,
+        [(MqttString::from("a"), MqttString::from("b"))]
+    );
     assert_eq!(pr.message_expiry_interval, Some(3600));
     assert_eq!(pr.content_type.as_deref(), Some("text/plain"));
     assert_eq!(pr.response_topic.as_deref(), Some("fixtures/reply"));
@@ -355,7 +358,7 @@ fn v5_publishers_with_properties() {
     assert_eq!(p.qos, QoS::AtLeastOnce);
     assert_eq!(
         p.properties.user_properties,
-        [("k".to_string(), "v".to_string())]
+        [(MqttString::from("k"), MqttString::from("v"))]
     );
     assert_eq!(s.s2c[1], Packet::PubAck(PubAck::new(pid(1))));
 
@@ -372,7 +375,7 @@ fn v5_publishers_with_properties() {
     assert_eq!(w.properties.content_type.as_deref(), Some("text/plain"));
     assert_eq!(
         w.properties.user_properties,
-        [("w".to_string(), "x".to_string())]
+        [(MqttString::from("w"), MqttString::from("x"))]
     );
     let p = publishes(&s.c2s)[0];
     assert_eq!((p.qos, p.retain), (QoS::ExactlyOnce, true));
@@ -439,14 +442,14 @@ fn subscribers() {
     assert_eq!(c.properties.maximum_packet_size, Some(10_000));
     assert_eq!(
         c.properties.user_properties,
-        [("client".to_string(), "sub5".to_string())]
+        [(MqttString::from("client"), MqttString::from("sub5"))]
     );
     let Packet::Subscribe(sub) = &s.c2s[1] else {
         panic!()
     };
     assert_eq!(
         sub.properties.user_properties,
-        [("s".to_string(), "v".to_string())]
+        [(MqttString::from("s"), MqttString::from("v"))]
     );
     check_subscriber(s);
     // The properties of the 5.0 publisher reach the 5.0 subscriber.
@@ -463,7 +466,7 @@ fn subscribers() {
     assert_eq!(m.properties.correlation_data.as_deref(), Some(&b"1234"[..]));
     assert_eq!(
         m.properties.user_properties,
-        [("a".to_string(), "b".to_string())]
+        [(MqttString::from("a"), MqttString::from("b"))]
     );
     assert_eq!(m.properties.payload_format_indicator, Some(true));
     // The broker forwards the remaining expiry (3600 s or a second less).

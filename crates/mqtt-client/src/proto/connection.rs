@@ -252,7 +252,11 @@ impl Connection {
             if o.request_response_information {
                 p.request_response_information = Some(true);
             }
-            p.user_properties = o.user_properties.clone();
+            p.user_properties = o
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
         }
         self.sent_clean_start = connect.clean_start;
         self.transmits
@@ -678,7 +682,7 @@ impl Connection {
                 self.phase = Phase::Disconnected;
                 let reason = ConnectionError::ServerDisconnected {
                     reason: d.reason_code,
-                    reason_string: d.properties.reason_string.clone(),
+                    reason_string: d.properties.reason_string.clone().map(String::from),
                 };
                 self.events.push_back(Event::Disconnected {
                     reason: reason.clone(),
@@ -693,7 +697,7 @@ impl Connection {
         if connack.reason_code.is_error() {
             return Err(ConnectionError::Refused {
                 reason: connack.reason_code,
-                reason_string: connack.properties.reason_string.clone(),
+                reason_string: connack.properties.reason_string.clone().map(String::from),
             });
         }
         // [MQTT-3.2.2-4] (5.0) / [MQTT-3.2.2-1] (3.1.1): Session Present must
@@ -712,7 +716,7 @@ impl Connection {
             retain_available: p.retain_available.unwrap_or(true),
         };
         if let Some(id) = &p.assigned_client_identifier {
-            self.options.client_id = id.clone();
+            self.options.client_id = id.to_string();
         }
         // [MQTT-3.2.2-21] the Server Keep Alive replaces the client's.
         if let Some(k) = p.server_keep_alive {

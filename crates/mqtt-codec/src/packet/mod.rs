@@ -41,6 +41,7 @@ pub(crate) trait Body {
     fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError>;
 }
 
+#[inline]
 fn encode_body<B: Body>(
     p: &B,
     v: ProtocolVersion,
@@ -109,7 +110,6 @@ macro_rules! encode_methods {
 encode_methods!(
     Connect,
     ConnAck,
-    Publish,
     PubAck,
     PubRec,
     PubRel,
@@ -384,7 +384,7 @@ impl Decoder {
     /// `Ok(None)`: not a whole packet yet (nothing consumed). `Ok(Some(_))`:
     /// the packet's bytes were removed from `buf`. `Err(_)`: the stream is
     /// broken and the connection must be closed.
-    #[inline]
+    #[inline(always)]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         // PUBLISH is most of the traffic: its path is inlined into the
         // caller; everything else goes through `decode_other`.

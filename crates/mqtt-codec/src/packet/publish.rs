@@ -1,11 +1,13 @@
 //! PUBLISH (section 3.3).
 
-use super::Body;
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
+use crate::small::INLINE;
 use crate::topic::TopicName;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
-use crate::wire::{check_field, put_binary, Reader};
+use crate::wire::{
+    check_field, put_variable_integer, variable_integer_len, Reader, MAX_VARIABLE_INTEGER,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// PUBLISH: an application message. Topic and payload share the buffer they
@@ -46,7 +48,7 @@ impl Publish {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decode(
         flags: u8,
         mut r: Reader,
@@ -88,35 +90,117 @@ impl Publish {
     }
 }
 
-impl Body for Publish {
-    const TYPE: PacketType = PacketType::Publish;
-
-    fn flags(&self) -> u8 {
-        ((self.dup as u8) << 3) | (self.qos.as_u8() << 1) | self.retain as u8
+impl Publish {
+    /// Exact number of bytes [`Self::encode`] writes for version `v`.
+    pub fn encoded_len(&self, v: ProtocolVersion) -> usize {
+        let body = self.body_len(v, self.properties_len(v));
+        1 + variable_integer_len(body) + body
     }
 
-    fn body_len(&self, v: ProtocolVersion) -> usize {
+    /// Appends the packet to `buf` (reserving its exact size once) and
+    /// returns the number of bytes written. On error nothing is appended.
+    #[inline]
+    pub fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+        self.encode_inner(v, None, buf)
+    }
+
+    /// Like [`Self::encode`], but refuses a packet larger than the peer's
+    /// Maximum Packet Size.
+    pub fn encode_limited(
+        &self,
+        v: ProtocolVersion,
+        max_packet_size: u32,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        self.encode_inner(v, Some(max_packet_size), buf)
+    }
+
+    #[inline]
+    fn properties_len(&self, v: ProtocolVersion) -> usize {
+        if v.is_v5() {
+            self.properties.body_len()
+        } else {
+            0
+        }
+    }
+
+    #[inline]
+    fn body_len(&self, v: ProtocolVersion, properties: usize) -> usize {
         let mut n = 2 + self.topic.len() + self.payload.len();
         if self.qos != QoS::AtMostOnce {
             n += 2;
         }
         if v.is_v5() {
-            n += self.properties.encoded_len();
+            n += variable_integer_len(properties) + properties;
         }
         n
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        check_field(self.topic.len())?;
-        put_binary(buf, self.topic.as_bytes());
-        if self.qos != QoS::AtMostOnce {
-            let id = self.packet_id.ok_or(EncodeError::MissingPacketId)?;
-            buf.put_u16(id.get());
+    /// PUBLISH is most of what a broker writes: the properties are measured
+    /// once, and an inline topic is written with one fixed-size copy.
+    #[inline]
+    fn encode_inner(
+        &self,
+        v: ProtocolVersion,
+        max_packet_size: Option<u32>,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        let packet_id = match (self.qos, self.packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (_, Some(id)) => Some(id.get()),
+            (_, None) => return Err(EncodeError::MissingPacketId),
+        };
+        let properties = self.properties_len(v);
+        let body = self.body_len(v, properties);
+        if body > MAX_VARIABLE_INTEGER as usize {
+            return Err(EncodeError::RemainingLengthTooLarge(body));
+        }
+        let total = 1 + variable_integer_len(body) + body;
+        if let Some(max) = max_packet_size {
+            if total > max as usize {
+                return Err(EncodeError::PacketTooLarge { size: total, max });
+            }
+        }
+        let topic = self.topic.as_bytes();
+        // A TopicName is at most 65,535 bytes; checked for the sake of the
+        // two-byte length all the same.
+        check_field(topic.len())?;
+        let start = buf.len();
+        buf.reserve(total);
+
+        buf.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        put_variable_integer(buf, body);
+        buf.put_u16(topic.len() as u16);
+        match self.topic.inline_block() {
+            // One fixed-size copy (no call to memcpy), then drop the bytes
+            // past the name; `reserve` above made room for `total` bytes,
+            // the check makes sure the block fits as well.
+            Some(block) if buf.capacity() - buf.len() >= INLINE => {
+                let end = buf.len() + topic.len();
+                buf.put_slice(block);
+                buf.truncate(end);
+            }
+            _ => buf.put_slice(topic),
+        }
+        if let Some(id) = packet_id {
+            buf.put_u16(id);
         }
         if v.is_v5() {
-            self.properties.encode(buf)?;
+            if let Err(e) = self.properties.encode_with_len(properties, buf) {
+                buf.truncate(start);
+                return Err(e);
+            }
         }
         buf.put_slice(&self.payload);
-        Ok(())
+        debug_assert_eq!(
+            buf.len() - start,
+            total,
+            "encoded_len must match the output"
+        );
+        Ok(total)
+    }
+
+    fn flags(&self) -> u8 {
+        ((self.dup as u8) << 3) | (self.qos.as_u8() << 1) | self.retain as u8
     }
 }
