@@ -263,17 +263,31 @@ impl TopicFilter {
     }
 }
 
+/// One pass over the filter; within a level a misplaced `#` is reported
+/// before a misplaced `+`, and the first bad level wins.
 fn check_filter(f: &str) -> Result<(), TopicError> {
-    if f.is_empty() {
+    let b = f.as_bytes();
+    if b.is_empty() {
         return Err(TopicError::Empty);
     }
-    let mut levels = f.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
-            return Err(TopicError::MisplacedMultiLevel);
+    let (mut start, mut bad_hash, mut bad_plus) = (0, false, false);
+    for i in 0..=b.len() {
+        if i == b.len() || b[i] == b'/' {
+            if bad_hash {
+                return Err(TopicError::MisplacedMultiLevel);
+            }
+            if bad_plus {
+                return Err(TopicError::MisplacedSingleLevel);
+            }
+            start = i + 1;
+            continue;
         }
-        if level.contains('+') && level != "+" {
-            return Err(TopicError::MisplacedSingleLevel);
+        match b[i] {
+            // `#` alone in the last level [MQTT-4.7.1-2].
+            b'#' => bad_hash |= i != start || i + 1 != b.len(),
+            // `+` alone in its level [MQTT-4.7.1-3].
+            b'+' => bad_plus |= i != start || b.get(i + 1).is_some_and(|&c| c != b'/'),
+            _ => {}
         }
     }
     Ok(())

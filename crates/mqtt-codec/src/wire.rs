@@ -200,6 +200,7 @@ pub(crate) enum VarInt {
 }
 
 /// Reads a variable byte integer from the start of `b` [MQTT-1.5.5].
+#[inline]
 pub(crate) fn read_variable_integer(b: &[u8]) -> VarInt {
     let mut value: u32 = 0;
     for i in 0..4 {

@@ -120,7 +120,21 @@ fn shared_subscriptions() {
 #[test]
 fn filter_validation() {
     for ok in [
-        "#", "+", "+/+", "a/#", "/#", "a/+/b", "+/#", "/", "//", "a//b",
+        "#",
+        "+",
+        "+/+",
+        "a/#",
+        "/#",
+        "a/+/b",
+        "+/#",
+        "/",
+        "//",
+        "a//b",
+        "sport/tennis/#",
+        "+/tennis/#",
+        "sport/+/player1",
+        "/+",
+        "+/",
     ] {
         assert!(TopicFilter::new(ok).is_ok(), "{ok}");
     }
@@ -133,6 +147,15 @@ fn filter_validation() {
         ("a+", TopicError::MisplacedSingleLevel),
         ("+a/b", TopicError::MisplacedSingleLevel),
         ("a/b+", TopicError::MisplacedSingleLevel),
+        // Within one level a misplaced `#` is reported before a `+`; the
+        // first bad level wins.
+        ("a+#", TopicError::MisplacedMultiLevel),
+        ("+#", TopicError::MisplacedMultiLevel),
+        ("a+/b#", TopicError::MisplacedSingleLevel),
+        ("++", TopicError::MisplacedSingleLevel),
+        ("sport/tennis#", TopicError::MisplacedMultiLevel),
+        ("sport/tennis/#/ranking", TopicError::MisplacedMultiLevel),
+        ("sport+", TopicError::MisplacedSingleLevel),
         ("a\0b", TopicError::NullCharacter),
     ];
     for (bad, e) in cases {

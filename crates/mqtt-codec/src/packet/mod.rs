@@ -390,10 +390,9 @@ impl Decoder {
         // caller; everything else goes through `decode_other`.
         if let (Some(&first), Some(v)) = (buf.first(), self.version) {
             if first >> 4 == PacketType::Publish as u8 {
-                if let Some(&len) = buf.get(1) {
-                    if len < 0x80 && buf.len() >= 2 + usize::from(len) {
-                        // Two-byte fixed header, whole packet buffered.
-                        let total = 2 + usize::from(len);
+                if let VarInt::Value(len, n) = read_variable_integer(&buf[1..]) {
+                    let total = 1 + n + len as usize;
+                    if buf.len() >= total {
                         if total > self.max_packet_size as usize {
                             return Err(DecodeError::PacketTooLarge {
                                 size: total,
@@ -401,7 +400,7 @@ impl Decoder {
                             });
                         }
                         let mut body = buf.split_to(total).freeze();
-                        body.advance(2);
+                        body.advance(1 + n);
                         let r = Reader::new(body, PacketType::Publish);
                         return Publish::decode(first & 0x0F, r, v)
                             .map(|p| Some(Packet::Publish(p)));
