@@ -17,7 +17,7 @@ pub use subscribe::{SubAck, Subscribe, Subscription};
 pub use unsubscribe::{UnsubAck, Unsubscribe};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::types::{PacketType, ProtocolVersion};
+use crate::types::{PacketId, PacketType, ProtocolVersion};
 use crate::wire::{
     put_variable_integer, read_variable_integer, variable_integer_len, Reader, VarInt,
     MAX_VARIABLE_INTEGER,
@@ -386,9 +386,29 @@ impl Decoder {
     /// broken and the connection must be closed.
     #[inline(always)]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        // PUBLISH is most of the traffic: its path is inlined into the
-        // caller; everything else goes through `decode_other`.
+        // PUBLISH and the two-byte acknowledgements are most of the traffic:
+        // their paths are inlined into the caller; everything else goes
+        // through `decode_other`.
         if let (Some(&first), Some(v)) = (buf.first(), self.version) {
+            // PUBACK, PUBREC, PUBREL, PUBCOMP with only a packet identifier
+            // (in 5.0: reason Success, no properties [MQTT-3.4.2.1]). Nothing
+            // of the packet is kept, so it is parsed in place and skipped:
+            // no buffer reference at all.
+            if matches!(first, 0x40 | 0x50 | 0x62 | 0x70)
+                && buf.len() >= 4
+                && buf[1] == 2
+                && self.max_packet_size >= 4
+            {
+                let id = PacketId::new(u16::from_be_bytes([buf[2], buf[3]]))
+                    .ok_or(DecodeError::ZeroPacketId)?;
+                buf.advance(4);
+                return Ok(Some(match first {
+                    0x40 => Packet::PubAck(PubAck::new(id)),
+                    0x50 => Packet::PubRec(PubRec::new(id)),
+                    0x62 => Packet::PubRel(PubRel::new(id)),
+                    _ => Packet::PubComp(PubComp::new(id)),
+                }));
+            }
             if first >> 4 == PacketType::Publish as u8 {
                 if let VarInt::Value(len, n) = read_variable_integer(&buf[1..]) {
                     let total = 1 + n + len as usize;
