@@ -3,7 +3,9 @@
 //! - Every control packet and every 5.0 property, with reason codes as enums.
 //! - Incremental decoding from partial buffers in the style of tokio-util's
 //!   `Decoder`: too few bytes is `Ok(None)`, never an error; a whole packet is
-//!   split off the buffer and its topic and payload are shared [`bytes::Bytes`].
+//!   split off the buffer and its payload is a shared [`bytes::Bytes`] (no
+//!   copy). Topic names and 5.0 strings ([`MqttString`]) up to 32 bytes are
+//!   stored inline, longer ones share the buffer: no heap allocation either way.
 //! - The remaining length is checked against a maximum packet size as soon as
 //!   the fixed header is read, before anything is buffered.
 //! - Every malformed-packet rule is a typed [`DecodeError`] with the 5.0

@@ -308,7 +308,8 @@ impl FixedHeader {
 ///
 /// Feed it a buffer that grows as bytes arrive: [`Decoder::decode`] returns
 /// `Ok(None)` until a whole packet is there, then splits it off the buffer.
-/// Topic names and payloads point into that split-off chunk (no copy).
+/// Payloads point into that split-off chunk (no copy); topic names and 5.0
+/// strings up to 32 bytes are copied inline, longer ones point into it too.
 ///
 /// ```
 /// use bytes::BytesMut;
