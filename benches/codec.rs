@@ -20,25 +20,25 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
+#[path = "common/codec.rs"]
+mod common;
+
+use common::{ours_decode_all, peer_decode_all, publish, repeated, user_props, MAX};
+
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mqtt_codec::{
-    Connect, Decoder, LastWill, MqttString, Packet, PacketId, Properties, ProtocolVersion, PubAck,
-    Publish, QoS, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
+    Connect, LastWill, Packet, PacketId, Properties, ProtocolVersion, PubAck, QoS, Subscribe,
+    Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
 use rumqttc::mqttbytes::v4 as peer4;
 use rumqttc::v5::mqttbytes::v5 as peer5;
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
-const MAX: usize = 1 << 28;
 
 fn pid(v: u16) -> PacketId {
     PacketId::new(v).unwrap()
-}
-
-fn user_props() -> Vec<(MqttString, MqttString)> {
-    vec![("source".into(), "bench".into())]
 }
 
 fn connect(v: ProtocolVersion) -> Packet {
@@ -85,34 +85,10 @@ fn subscribe(v: ProtocolVersion) -> Packet {
     })
 }
 
-fn publish(v: ProtocolVersion, payload: usize) -> Packet {
-    let mut p = Publish::new(
-        TopicName::try_from("sensors/kitchen/temperature").unwrap(),
-        vec![0x5A; payload],
-    );
-    p.qos = QoS::AtLeastOnce;
-    p.packet_id = Some(pid(1));
-    if v.is_v5() {
-        p.properties.message_expiry_interval = Some(60);
-        p.properties.content_type = Some("application/octet-stream".into());
-        p.properties.user_properties = user_props();
-    }
-    Packet::Publish(p)
-}
-
 fn wire(p: &Packet, v: ProtocolVersion) -> Vec<u8> {
     let mut buf = BytesMut::new();
     p.encode(v, &mut buf).unwrap();
     buf.to_vec()
-}
-
-/// `copies` back-to-back copies of `one`.
-fn repeated(one: &[u8], copies: usize) -> BytesMut {
-    let mut b = BytesMut::with_capacity(one.len() * copies);
-    for _ in 0..copies {
-        b.extend_from_slice(one);
-    }
-    b
 }
 
 // Bench-only holder of the peer's decoded packets; its size is the peer's.
@@ -131,35 +107,6 @@ fn peer_decode(v: ProtocolVersion, bytes: &[u8]) -> PeerPacket {
     };
     assert!(b.is_empty());
     p
-}
-
-/// A connection's read loop with mqtt-codec: decode every packet in `buf`.
-/// Kept out of line, as in a real program, so neither codec is measured
-/// inlined into criterion's own loop.
-#[inline(never)]
-fn ours_decode_all(v: ProtocolVersion, buf: &mut BytesMut) -> usize {
-    let mut d = Decoder::with_version(v);
-    let mut n = 0;
-    while let Some(p) = d.decode(buf).unwrap() {
-        black_box(p);
-        n += 1;
-    }
-    n
-}
-
-/// The same read loop with the peer codec.
-#[inline(never)]
-fn peer_decode_all(v: ProtocolVersion, buf: &mut BytesMut) -> usize {
-    let mut n = 0;
-    while !buf.is_empty() {
-        if v.is_v5() {
-            black_box(peer5::Packet::read(buf, None).unwrap());
-        } else {
-            black_box(peer4::Packet::read(buf, MAX).unwrap());
-        }
-        n += 1;
-    }
-    n
 }
 
 fn bench_packet(c: &mut Criterion, name: &str, v: ProtocolVersion, packet: &Packet) {
@@ -210,8 +157,8 @@ fn bench_packet(c: &mut Criterion, name: &str, v: ProtocolVersion, packet: &Pack
 /// About 1 MiB of a plausible mix: mostly small PUBLISHes with their
 /// PUBACKs, some 1 KiB ones, a few SUBSCRIBEs and PINGREQs.
 fn mixed_stream(v: ProtocolVersion) -> (Vec<u8>, usize) {
-    let small = wire(&publish(v, 16), v);
-    let medium = wire(&publish(v, 1024), v);
+    let small = wire(&Packet::Publish(publish(v, 16)), v);
+    let medium = wire(&Packet::Publish(publish(v, 1024)), v);
     let ack = wire(&Packet::PubAck(PubAck::new(pid(1))), v);
     let sub = wire(&subscribe(v), v);
     let ping = wire(&Packet::PingReq, v);
@@ -266,7 +213,12 @@ fn benches(c: &mut Criterion) {
         bench_packet(c, &format!("connect_{tag}"), v, &connect(v));
         bench_packet(c, &format!("subscribe_{tag}"), v, &subscribe(v));
         for (size, label) in [(16, "16B"), (1024, "1KiB"), (64 * 1024, "64KiB")] {
-            bench_packet(c, &format!("publish_{label}_{tag}"), v, &publish(v, size));
+            bench_packet(
+                c,
+                &format!("publish_{label}_{tag}"),
+                v,
+                &Packet::Publish(publish(v, size)),
+            );
         }
     }
     bench_stream(c, V3);

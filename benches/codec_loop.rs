@@ -9,8 +9,12 @@
 //!
 //! `docs/benchmarks.md` (section "Codec") has figures.
 
+#[path = "common/codec.rs"]
+mod common;
+
 use bytes::BytesMut;
-use mqtt_codec::{Decoder, Packet, PacketId, ProtocolVersion, Publish, QoS, TopicName};
+use common::{ours_decode_all, peer_decode_all, publish, repeated, MAX};
+use mqtt_codec::{Packet, ProtocolVersion};
 use rumqttc::mqttbytes::v4 as peer4;
 use rumqttc::v5::mqttbytes::v5 as peer5;
 use std::hint::black_box;
@@ -19,46 +23,6 @@ use std::time::{Duration, Instant};
 const COPIES: usize = 4096;
 const ROUNDS: usize = 200;
 const ENCODES: u32 = 2_000_000;
-
-fn publish(v: ProtocolVersion) -> Publish {
-    let mut p = Publish::new(
-        TopicName::try_from("sensors/kitchen/temperature").unwrap(),
-        vec![0x5A; 16],
-    );
-    p.qos = QoS::AtLeastOnce;
-    p.packet_id = PacketId::new(1);
-    if v.is_v5() {
-        p.properties.message_expiry_interval = Some(60);
-        p.properties.content_type = Some("application/octet-stream".into());
-        p.properties.user_properties = vec![("source".into(), "bench".into())];
-    }
-    p
-}
-
-#[inline(never)]
-fn ours_decode_all(v: ProtocolVersion, buf: &mut BytesMut) -> usize {
-    let mut d = Decoder::with_version(v);
-    let mut n = 0;
-    while let Some(p) = d.decode(buf).unwrap() {
-        black_box(p);
-        n += 1;
-    }
-    n
-}
-
-#[inline(never)]
-fn peer_decode_all(v: ProtocolVersion, buf: &mut BytesMut) -> usize {
-    let mut n = 0;
-    while !buf.is_empty() {
-        if v.is_v5() {
-            black_box(peer5::Packet::read(buf, None).unwrap());
-        } else {
-            black_box(peer4::Packet::read(buf, 1 << 28).unwrap());
-        }
-        n += 1;
-    }
-    n
-}
 
 /// Nanoseconds per packet decoding `src` `ROUNDS` times.
 fn decode_ns(src: &BytesMut, f: impl Fn(&mut BytesMut) -> usize) -> f64 {
@@ -87,14 +51,11 @@ fn encode_ns(f: impl Fn(&mut BytesMut)) -> f64 {
 fn main() {
     println!("small PUBLISH, ns per packet (best of 5), mqtt-codec vs rumqttc");
     for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
-        let ours = Packet::Publish(publish(v));
+        let ours = Packet::Publish(publish(v, 16));
         let mut one = BytesMut::new();
         ours.encode(v, &mut one).unwrap();
-        let mut src = BytesMut::with_capacity(one.len() * COPIES);
-        for _ in 0..COPIES {
-            src.extend_from_slice(&one);
-        }
-        let peer4 = peer4::Packet::read(&mut one.clone(), 1 << 28);
+        let src = repeated(&one, COPIES);
+        let peer4 = peer4::Packet::read(&mut one.clone(), MAX);
         let peer5 = peer5::Packet::read(&mut one.clone(), None);
         let mut best = [f64::MAX; 4];
         for _ in 0..5 {

@@ -41,6 +41,20 @@ pub(crate) trait Body {
     fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError>;
 }
 
+/// The size of a packet with a `body`-byte remaining length, checked
+/// against the largest remaining length and the peer's Maximum Packet Size.
+#[inline]
+pub(crate) fn packet_size(body: usize, max_packet_size: Option<u32>) -> Result<usize, EncodeError> {
+    if body > MAX_VARIABLE_INTEGER as usize {
+        return Err(EncodeError::RemainingLengthTooLarge(body));
+    }
+    let total = 1 + variable_integer_len(body) + body;
+    match max_packet_size {
+        Some(max) if total > max as usize => Err(EncodeError::PacketTooLarge { size: total, max }),
+        _ => Ok(total),
+    }
+}
+
 #[inline]
 fn encode_body<B: Body>(
     p: &B,
@@ -49,15 +63,7 @@ fn encode_body<B: Body>(
     buf: &mut BytesMut,
 ) -> Result<usize, EncodeError> {
     let body = p.body_len(v);
-    if body > MAX_VARIABLE_INTEGER as usize {
-        return Err(EncodeError::RemainingLengthTooLarge(body));
-    }
-    let total = 1 + variable_integer_len(body) + body;
-    if let Some(max) = max_packet_size {
-        if total > max as usize {
-            return Err(EncodeError::PacketTooLarge { size: total, max });
-        }
-    }
+    let total = packet_size(body, max_packet_size)?;
     let start = buf.len();
     buf.reserve(total);
     buf.put_u8(((B::TYPE as u8) << 4) | p.flags());

@@ -5,9 +5,7 @@ use crate::properties::{Properties, PropertyContext};
 use crate::small::INLINE;
 use crate::topic::TopicName;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
-use crate::wire::{
-    check_field, put_variable_integer, variable_integer_len, Reader, MAX_VARIABLE_INTEGER,
-};
+use crate::wire::{check_field, put_variable_integer, variable_integer_len, Reader};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// PUBLISH: an application message. Topic and payload share the buffer they
@@ -152,15 +150,7 @@ impl Publish {
         };
         let properties = self.properties_len(v);
         let body = self.body_len(v, properties);
-        if body > MAX_VARIABLE_INTEGER as usize {
-            return Err(EncodeError::RemainingLengthTooLarge(body));
-        }
-        let total = 1 + variable_integer_len(body) + body;
-        if let Some(max) = max_packet_size {
-            if total > max as usize {
-                return Err(EncodeError::PacketTooLarge { size: total, max });
-            }
-        }
+        let total = super::packet_size(body, max_packet_size)?;
         let topic = self.topic.as_bytes();
         // A TopicName is at most 65,535 bytes; checked for the sake of the
         // two-byte length all the same.
