@@ -594,7 +594,7 @@ fn write_values(v: &PropertyValues, buf: &mut BytesMut) -> Result<(), EncodeErro
         if let Some(v) = v {
             check_field(v.len())?;
             buf.put_u8(id as u8);
-            put_binary(buf, v.as_bytes());
+            v.put_binary(buf);
         }
         Ok(())
     }
@@ -673,8 +673,8 @@ fn write_values(v: &PropertyValues, buf: &mut BytesMut) -> Result<(), EncodeErro
         check_field(k.len())?;
         check_field(v.len())?;
         buf.put_u8(UserProperty as u8);
-        put_binary(buf, k.as_bytes());
-        put_binary(buf, v.as_bytes());
+        k.put_binary(buf);
+        v.put_binary(buf);
     }
     u4(buf, MaximumPacketSize, v.maximum_packet_size);
     f(

@@ -5,7 +5,7 @@
 //! reference to the packet's buffer (an atomic increment now and an atomic
 //! decrement when the packet is dropped), and cloning them a plain copy.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use core::cmp::Ordering;
 use core::hash::{Hash, Hasher};
 
@@ -86,6 +86,23 @@ impl SmallBytes {
         match self {
             Self::Inline { len, buf } => &buf.0[..usize::from(*len)],
             Self::Shared(b) => b,
+        }
+    }
+
+    /// Appends the two-byte length and the bytes (the length must fit: the
+    /// caller checked it). An inline value is one fixed-size copy when the
+    /// buffer has room for the whole block (no call to `memcpy`), then the
+    /// bytes past the value are dropped again.
+    #[inline(always)]
+    pub(crate) fn put_binary(&self, out: &mut BytesMut) {
+        out.put_u16(self.as_slice().len() as u16);
+        match self {
+            Self::Inline { len, buf } if out.capacity() - out.len() >= INLINE => {
+                let end = out.len() + usize::from(*len);
+                out.put_slice(&buf.0);
+                out.truncate(end);
+            }
+            _ => out.put_slice(self.as_slice()),
         }
     }
 

@@ -67,6 +67,12 @@ impl MqttString {
         self.len() == 0
     }
 
+    /// Appends the two-byte length and the string (length checked by the caller).
+    #[inline(always)]
+    pub(crate) fn put_binary(&self, buf: &mut bytes::BytesMut) {
+        self.0.put_binary(buf)
+    }
+
     /// The string as `Bytes` (a copy when stored inline).
     pub fn to_bytes(&self) -> Bytes {
         self.0.to_bytes()

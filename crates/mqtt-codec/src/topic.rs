@@ -84,14 +84,11 @@ impl TopicName {
         self.0.as_slice()
     }
 
-    /// The inline block (the name and unrelated bytes after it), when the
-    /// name is stored inline.
-    #[inline]
-    pub(crate) fn inline_block(&self) -> Option<&[u8; crate::small::INLINE]> {
-        match &self.0 {
-            SmallBytes::Inline { buf, .. } => Some(&buf.0),
-            SmallBytes::Shared(_) => None,
-        }
+    /// Appends the two-byte length and the name (at most 65,535 bytes by
+    /// construction).
+    #[inline(always)]
+    pub(crate) fn put_binary(&self, buf: &mut bytes::BytesMut) {
+        self.0.put_binary(buf)
     }
 
     /// The name as `Bytes` (a copy when stored inline).

@@ -32,6 +32,18 @@ impl Reader {
         }
     }
 
+    /// A reader over `buf` from `pos` (past a fixed header that stays in
+    /// the buffer: one `advance` fewer than splitting it off first).
+    #[inline(always)]
+    pub(crate) fn starting_at(buf: Bytes, pos: usize, packet: PacketType) -> Self {
+        Self {
+            end: buf.len(),
+            buf,
+            pos,
+            packet,
+        }
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.end - self.pos
     }
@@ -121,7 +133,9 @@ impl Reader {
     /// Everything left, taking the buffer (no copy, no new reference).
     #[inline(always)]
     pub(crate) fn into_rest(mut self) -> Bytes {
-        self.buf.truncate(self.end);
+        if self.end < self.buf.len() {
+            self.buf.truncate(self.end);
+        }
         self.buf.advance(self.pos);
         self.buf
     }

@@ -199,7 +199,7 @@ impl Body for Connect {
                 w.properties.encode(buf)?;
             }
             check_field(w.topic.len())?;
-            put_binary(buf, w.topic.as_bytes());
+            w.topic.put_binary(buf);
             check_field(w.payload.len())?;
             put_binary(buf, &w.payload);
         }

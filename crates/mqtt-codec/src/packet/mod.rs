@@ -426,9 +426,8 @@ impl Decoder {
                                 max: self.max_packet_size,
                             });
                         }
-                        let mut body = buf.split_to(total).freeze();
-                        body.advance(1 + n);
-                        let r = Reader::new(body, PacketType::Publish);
+                        let packet = buf.split_to(total).freeze();
+                        let r = Reader::starting_at(packet, 1 + n, PacketType::Publish);
                         return Publish::decode(first & 0x0F, r, v)
                             .map(|p| Some(Packet::Publish(p)));
                     }

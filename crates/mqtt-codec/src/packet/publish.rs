@@ -2,7 +2,6 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
-use crate::small::INLINE;
 use crate::topic::TopicName;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{check_field, put_variable_integer, variable_integer_len, Reader};
@@ -160,18 +159,7 @@ impl Publish {
 
         buf.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
         put_variable_integer(buf, body);
-        buf.put_u16(topic.len() as u16);
-        match self.topic.inline_block() {
-            // One fixed-size copy (no call to memcpy), then drop the bytes
-            // past the name; `reserve` above made room for `total` bytes,
-            // the check makes sure the block fits as well.
-            Some(block) if buf.capacity() - buf.len() >= INLINE => {
-                let end = buf.len() + topic.len();
-                buf.put_slice(block);
-                buf.truncate(end);
-            }
-            _ => buf.put_slice(topic),
-        }
+        self.topic.put_binary(buf);
         if let Some(id) = packet_id {
             buf.put_u16(id);
         }
