@@ -41,6 +41,12 @@ fn non_numeric_port_names_file_line_and_expectation() {
         "{e}"
     );
     assert_eq!(e.key(), Some("port"));
+    let e = err("listener 8883\nmax_connections abc\n");
+    assert_eq!(
+        e.to_string(),
+        "/etc/mosquitto/conf.d/ssl.conf:2: invalid value 'abc' for 'max_connections': expected \
+         a number of connections up to 4294967295, or -1 for no limit"
+    );
     assert!(matches!(
         err("listener\n"),
         ConfigError::InvalidValue { .. }

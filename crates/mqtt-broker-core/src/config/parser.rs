@@ -123,7 +123,11 @@ impl Line<'_> {
     }
 
     fn int(&self, min: i64, max: i64) -> Result<i64, ConfigError> {
-        let what = format!("a whole number from {min} to {max}");
+        self.int_described(min, max, format!("a whole number from {min} to {max}"))
+    }
+
+    /// Like [`Line::int`], with `what` as the expectation in the error.
+    fn int_described(&self, min: i64, max: i64, what: String) -> Result<i64, ConfigError> {
         let w = self.word(&what)?;
         match i64::from_str(w) {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -364,7 +368,15 @@ impl Parser {
                 }
             }
             "max_connections" => {
-                let n = line.int(i64::MIN, u32::MAX as i64)?;
+                // Mosquitto: any negative number means no limit.
+                let n = line.int_described(
+                    i64::MIN,
+                    u32::MAX as i64,
+                    format!(
+                        "a number of connections up to {}, or -1 for no limit",
+                        u32::MAX
+                    ),
+                )?;
                 self.listener(line, true).max_connections = u32::try_from(n).ok();
             }
             "max_topic_alias" => {
