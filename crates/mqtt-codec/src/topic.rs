@@ -201,14 +201,20 @@ impl TopicFilter {
     /// Validates `s` as a topic filter [MQTT-4.7.1], [MQTT-4.8.2].
     pub fn new(s: impl Into<String>) -> Result<Self, TopicError> {
         let text: String = s.into();
+        if !text.is_empty() && text.len() <= u16::MAX as usize && text.contains('\0') {
+            return Err(TopicError::NullCharacter);
+        }
+        Self::without_null(text)
+    }
+
+    /// [`TopicFilter::new`] for a string already known to have no U+0000
+    /// (the decoder checked it with the UTF-8).
+    pub(crate) fn without_null(text: String) -> Result<Self, TopicError> {
         if text.is_empty() {
             return Err(TopicError::Empty);
         }
         if text.len() > u16::MAX as usize {
             return Err(TopicError::TooLong);
-        }
-        if text.contains('\0') {
-            return Err(TopicError::NullCharacter);
         }
         let filter_start = match text.strip_prefix("$share/") {
             Some(rest) => {

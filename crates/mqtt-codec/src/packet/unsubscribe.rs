@@ -31,7 +31,9 @@ impl Unsubscribe {
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
-            filters.push(TopicFilter::new(r.string()?).map_err(DecodeError::InvalidTopicFilter)?);
+            filters.push(
+                TopicFilter::without_null(r.string()?).map_err(DecodeError::InvalidTopicFilter)?,
+            );
         }
         if filters.is_empty() {
             return Err(DecodeError::EmptyUnsubscribe);
