@@ -198,14 +198,14 @@ pub enum TlsError {
     },
 
     /// Client certificate or key given without a trust source.
-    #[error("a client certificate ({certfile}) was given, but nothing to verify the broker against; add --cafile ca.crt (the CA that signed the broker's certificate), or enable the public CAs (webpki roots) for a public broker. Without a trust source the connection would not be TLS at all")]
+    #[error("a client certificate ({certfile}) was given, but nothing to verify the broker against; add --cafile ca.crt (the CA that signed the broker's certificate), or, for a public broker, set ClientTlsOptions::use_webpki_roots in code to trust the public CAs. Without a trust source the connection would not be TLS at all")]
     NoTrustSource {
         /// The client certificate that was given.
         certfile: PathBuf,
     },
 
     /// No trust source at all for a client.
-    #[error("no trust source for the broker's certificate; add --cafile ca.crt (the CA that signed the broker's certificate) or --capath DIR, or enable the public CAs (webpki roots) for a public broker")]
+    #[error("no trust source for the broker's certificate; add --cafile ca.crt (the CA that signed the broker's certificate) or --capath DIR, or, for a public broker, set ClientTlsOptions::use_webpki_roots in code to trust the public CAs")]
     NoTrustAnchors,
 
     /// `require_certificate` without a CA to verify clients against.

@@ -147,6 +147,25 @@ fn client_certificate_without_a_trust_source_says_what_to_add() {
         "{msg}"
     );
     assert!(msg.contains("add --cafile ca.crt"), "{msg}");
+    // The public-CA alternative names the option that exists (the examples
+    // have no flag for it).
+    assert!(msg.contains("ClientTlsOptions::use_webpki_roots"), "{msg}");
+
+    let err = ClientTlsOptions {
+        cafile: None,
+        certfile: None,
+        keyfile: None,
+        ..set.client_options(true)
+    }
+    .build()
+    .unwrap_err();
+    assert!(matches!(err, TlsError::NoTrustAnchors), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--cafile ca.crt") && msg.contains("--capath DIR"),
+        "{msg}"
+    );
+    assert!(msg.contains("ClientTlsOptions::use_webpki_roots"), "{msg}");
 }
 
 #[test]
