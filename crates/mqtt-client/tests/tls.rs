@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{set_mode, shared_tempdir, within, Mosquitto};
+use common::{client_tls, set_mode, shared_tempdir, within, Mosquitto};
 use mqtt_client::{Client, ClientOptions, ClientTlsOptions, Error, ProtocolVersion, QoS};
 use mqtt_tls::gen::{write_set, CertificateAuthority};
 
@@ -26,15 +26,6 @@ fn tls_listener(dir: &Path, require_certificate: bool) -> String {
         "cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate {require_certificate}\n",
         d = dir.display()
     )
-}
-
-fn client_tls(dir: &Path, with_cert: bool) -> ClientTlsOptions {
-    ClientTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        certfile: with_cert.then(|| dir.join("client.crt")),
-        keyfile: with_cert.then(|| dir.join("client.key")),
-        ..ClientTlsOptions::default()
-    }
 }
 
 async fn round_trip(m: &Mosquitto, tls: &ClientTlsOptions, version: ProtocolVersion) {

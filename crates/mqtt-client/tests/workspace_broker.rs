@@ -15,12 +15,12 @@ use std::time::Duration;
 use common::cut_proxy::{
     CutProxy, CUT_DOWNSTREAM, CUT_DOWNSTREAM_PUBREL, CUT_UPSTREAM, CUT_UPSTREAM_PUBREL,
 };
-use common::{wait_connected, wait_reconnected, within};
+use common::{client_tls, wait_connected, wait_reconnected, within};
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
 use mqtt_broker_core::BrokerConfig;
 use mqtt_client::{
-    Client, ClientOptions, ClientTlsOptions, ConnectionState, Messages, ProtocolVersion, Publish,
-    QoS, ReasonCode, ReconnectOptions, TopicName,
+    Client, ClientOptions, ConnectionState, Messages, ProtocolVersion, Publish, QoS, ReasonCode,
+    ReconnectOptions, TopicName,
 };
 use mqtt_tls::gen::{write_set, CertificateAuthority};
 
@@ -446,15 +446,6 @@ fn certificates(dir: &Path) {
     let server = ca.issue_server(&["127.0.0.1".to_string()]).unwrap();
     let client = ca.issue_client("pi").unwrap();
     write_set(dir, &ca, &server, &[("pi".to_string(), client)]).unwrap();
-}
-
-fn client_tls(dir: &Path, with_cert: bool) -> ClientTlsOptions {
-    ClientTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        certfile: with_cert.then(|| dir.join("client.crt")),
-        keyfile: with_cert.then(|| dir.join("client.key")),
-        ..ClientTlsOptions::default()
-    }
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 pub mod cut_proxy;
 
-use mqtt_client::{Client, ConnectionState};
+use mqtt_client::{Client, ClientTlsOptions, ConnectionState};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,6 +165,17 @@ impl Drop for Mosquitto {
 }
 
 /// Awaits `f` for at most `secs` seconds.
+/// TLS options for the certificate set `write_set` wrote in `dir`: its CA,
+/// and the client certificate `client.crt` / `client.key` when `with_cert`.
+pub fn client_tls(dir: &Path, with_cert: bool) -> ClientTlsOptions {
+    ClientTlsOptions {
+        cafile: Some(dir.join("ca.crt")),
+        certfile: with_cert.then(|| dir.join("client.crt")),
+        keyfile: with_cert.then(|| dir.join("client.key")),
+        ..ClientTlsOptions::default()
+    }
+}
+
 pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), f).await {
         Ok(v) => v,
