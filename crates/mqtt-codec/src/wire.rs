@@ -151,10 +151,10 @@ impl Reader {
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let n = self.u16()? as usize;
         let s = self.take_slice(n)?;
-        validate_utf8(s)?;
-        // Checked just above; `from_utf8` again only because the crate
-        // forbids `unsafe` (fast for the ASCII of typical identifiers).
         let s = core::str::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8)?;
+        if s.contains('\0') {
+            return Err(DecodeError::NullCharacter);
+        }
         Ok(String::from(s))
     }
 
