@@ -105,11 +105,15 @@ impl Mosquitto {
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
-        // Bounded poll until the port accepts connections.
+        // Bounded poll until the port accepts connections. A probe whose
+        // kernel-chosen source port equals the (still unbound) target port
+        // connects to itself on Linux: that is not Mosquitto listening.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    return;
+                }
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
