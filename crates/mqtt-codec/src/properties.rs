@@ -2,15 +2,13 @@
 //! rules of which packet may carry which.
 
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::string::MqttString;
 use crate::types::QoS;
-use crate::wire::{
-    check_field, put_binary, put_variable_integer, variable_integer_bytes, variable_integer_len,
-    Reader,
-};
+use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Identifier of a 5.0 property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,6 +213,81 @@ pub struct PropertyValues {
     pub shared_subscription_available: Option<bool>,
 }
 
+impl PropertyValues {
+    /// The first property set that a PUBLISH cannot carry, if any. The
+    /// common answer (none) is one pass of presence tests without branches.
+    #[inline]
+    fn not_in_publish(&self) -> Option<PropertyId> {
+        use PropertyId::*;
+        let any = self.session_expiry_interval.is_some()
+            | self.assigned_client_identifier.is_some()
+            | self.server_keep_alive.is_some()
+            | self.authentication_method.is_some()
+            | self.authentication_data.is_some()
+            | self.request_problem_information.is_some()
+            | self.will_delay_interval.is_some()
+            | self.request_response_information.is_some()
+            | self.response_information.is_some()
+            | self.server_reference.is_some()
+            | self.reason_string.is_some()
+            | self.receive_maximum.is_some()
+            | self.topic_alias_maximum.is_some()
+            | self.maximum_qos.is_some()
+            | self.retain_available.is_some()
+            | self.maximum_packet_size.is_some()
+            | self.wildcard_subscription_available.is_some()
+            | self.subscription_identifier_available.is_some()
+            | self.shared_subscription_available.is_some();
+        if !any {
+            return None;
+        }
+        [
+            (
+                SessionExpiryInterval,
+                self.session_expiry_interval.is_some(),
+            ),
+            (
+                AssignedClientIdentifier,
+                self.assigned_client_identifier.is_some(),
+            ),
+            (ServerKeepAlive, self.server_keep_alive.is_some()),
+            (AuthenticationMethod, self.authentication_method.is_some()),
+            (AuthenticationData, self.authentication_data.is_some()),
+            (
+                RequestProblemInformation,
+                self.request_problem_information.is_some(),
+            ),
+            (WillDelayInterval, self.will_delay_interval.is_some()),
+            (
+                RequestResponseInformation,
+                self.request_response_information.is_some(),
+            ),
+            (ResponseInformation, self.response_information.is_some()),
+            (ServerReference, self.server_reference.is_some()),
+            (ReasonString, self.reason_string.is_some()),
+            (ReceiveMaximum, self.receive_maximum.is_some()),
+            (TopicAliasMaximum, self.topic_alias_maximum.is_some()),
+            (MaximumQoS, self.maximum_qos.is_some()),
+            (RetainAvailable, self.retain_available.is_some()),
+            (MaximumPacketSize, self.maximum_packet_size.is_some()),
+            (
+                WildcardSubscriptionAvailable,
+                self.wildcard_subscription_available.is_some(),
+            ),
+            (
+                SubscriptionIdentifierAvailable,
+                self.subscription_identifier_available.is_some(),
+            ),
+            (
+                SharedSubscriptionAvailable,
+                self.shared_subscription_available.is_some(),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(id, set)| set.then_some(id))
+    }
+}
+
 /// The empty property set every packet without properties reads through.
 static NO_PROPERTIES: PropertyValues = PropertyValues {
     payload_format_indicator: None,
@@ -247,8 +320,10 @@ static NO_PROPERTIES: PropertyValues = PropertyValues {
 };
 
 /// The 5.0 properties of a packet. A packet uses the ones the specification
-/// allows for it; the decoder rejects the others, and the encoder writes
-/// whatever is set (so set only what the packet allows). Empty for 3.1.1.
+/// allows for it; the decoder rejects the others. A PUBLISH with a property
+/// it cannot carry fails to encode ([`crate::EncodeError::PropertyNotAllowed`]);
+/// other packets write whatever is set (so set only what the packet
+/// allows). Empty for 3.1.1.
 ///
 /// The values live out of line: a packet without properties carries one
 /// pointer (so packets stay small and cheap to move), reading any property
@@ -545,149 +620,200 @@ impl Properties {
     }
 
     /// Writes the length prefix and the properties.
-    pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn encode(&self, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         let Some(v) = self.0.as_deref() else {
             buf.put_u8(0);
             return Ok(());
         };
-        // The length prefix is not known before the properties are written
-        // (computing it would walk every field a second time: the caller
-        // already did for the remaining length). Write a one-byte prefix,
-        // the properties, then patch it, moving the properties in the rare
-        // case that the length takes more than one byte.
-        let start = buf.len();
-        buf.put_u8(0);
-        write_values(v, buf)?;
-        let len = buf.len() - start - 1;
-        if len < 0x80 {
-            buf[start] = len as u8;
-        } else {
-            let (prefix, n) = variable_integer_bytes(len);
-            buf.put_bytes(0, n - 1);
-            buf.copy_within(start + 1..start + 1 + len, start + n);
-            buf[start..start + n].copy_from_slice(&prefix[..n]);
-        }
-        Ok(())
+        put_variable_integer(buf, self.body_len());
+        write_values(v, buf)
     }
 
-    /// Writes the properties with a length prefix of `len`, which must be
-    /// [`Properties::body_len`].
+    /// Length of the properties of a PUBLISH, without the length prefix:
+    /// only the eight a PUBLISH can carry are visited. A property a PUBLISH
+    /// cannot carry (a Reason String, a Session Expiry Interval, ...) is an
+    /// error rather than a packet the peer would reject as malformed.
     #[inline]
-    pub(crate) fn encode_with_len(
-        &self,
-        len: usize,
-        buf: &mut BytesMut,
-    ) -> Result<(), EncodeError> {
+    pub(crate) fn publish_len(&self) -> Result<usize, EncodeError> {
+        let Some(v) = self.0.as_deref() else {
+            return Ok(0);
+        };
+        if let Some(property) = v.not_in_publish() {
+            return Err(EncodeError::PropertyNotAllowed {
+                property,
+                packet: crate::types::PacketType::Publish,
+            });
+        }
+        let string = |v: &Option<MqttString>| v.as_ref().map_or(0, |v| 3 + v.len());
+        Ok(v.payload_format_indicator.map_or(0, |_| 2)
+            + v.message_expiry_interval.map_or(0, |_| 5)
+            + string(&v.content_type)
+            + string(&v.response_topic)
+            + v.correlation_data.as_ref().map_or(0, |v| 3 + v.len())
+            + v.subscription_identifiers
+                .iter()
+                .map(|&v| 1 + variable_integer_len(v as usize))
+                .sum::<usize>()
+            + v.topic_alias.map_or(0, |_| 3)
+            + v.user_properties
+                .iter()
+                .map(|(k, v)| 5 + k.len() + v.len())
+                .sum::<usize>())
+    }
+
+    /// Writes a PUBLISH's properties with a length prefix of `len`, which
+    /// must be [`Properties::publish_len`].
+    #[inline]
+    pub(crate) fn encode_publish(&self, len: usize, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         put_variable_integer(buf, len);
         match self.0.as_deref() {
-            Some(v) => write_values(v, buf),
+            Some(v) => write_publish_values(v, buf),
             None => Ok(()),
         }
     }
 }
 
-/// Writes every property set in `v`, without the length prefix.
-fn write_values(v: &PropertyValues, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    use PropertyId::*;
-    #[inline(always)]
-    fn s(buf: &mut BytesMut, id: PropertyId, v: &Option<MqttString>) -> Result<(), EncodeError> {
-        if let Some(v) = v {
-            check_field(v.len())?;
-            buf.put_u8(id as u8);
-            v.put_binary(buf);
-        }
-        Ok(())
+// One property each, when set: identifier then value.
+
+#[inline(always)]
+fn put_string(
+    buf: &mut Out<'_>,
+    id: PropertyId,
+    v: &Option<MqttString>,
+) -> Result<(), EncodeError> {
+    if let Some(v) = v {
+        check_field(v.len())?;
+        buf.put_u8(id as u8);
+        v.put_binary(buf);
     }
-    #[inline(always)]
-    fn b(buf: &mut BytesMut, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
-        if let Some(v) = v {
-            check_field(v.len())?;
-            buf.put_u8(id as u8);
-            put_binary(buf, v);
-        }
-        Ok(())
+    Ok(())
+}
+#[inline(always)]
+fn put_bin(buf: &mut Out<'_>, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
+    if let Some(v) = v {
+        check_field(v.len())?;
+        buf.put_u8(id as u8);
+        put_binary(buf, v);
     }
-    #[inline(always)]
-    fn f(buf: &mut BytesMut, id: PropertyId, v: Option<bool>) {
-        if let Some(v) = v {
-            buf.put_u8(id as u8);
-            buf.put_u8(v as u8);
-        }
+    Ok(())
+}
+#[inline(always)]
+fn put_flag(buf: &mut Out<'_>, id: PropertyId, v: Option<bool>) {
+    if let Some(v) = v {
+        buf.put_u8(id as u8);
+        buf.put_u8(v as u8);
     }
-    #[inline(always)]
-    fn u2(buf: &mut BytesMut, id: PropertyId, v: Option<u16>) {
-        if let Some(v) = v {
-            buf.put_u8(id as u8);
-            buf.put_u16(v);
-        }
+}
+#[inline(always)]
+fn put_two(buf: &mut Out<'_>, id: PropertyId, v: Option<u16>) {
+    if let Some(v) = v {
+        buf.put_u8(id as u8);
+        buf.put_u16(v);
     }
-    #[inline(always)]
-    fn u4(buf: &mut BytesMut, id: PropertyId, v: Option<u32>) {
-        if let Some(v) = v {
-            buf.put_u8(id as u8);
-            buf.put_u32(v);
-        }
+}
+#[inline(always)]
+fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
+    if let Some(v) = v {
+        buf.put_u8(id as u8);
+        buf.put_u32(v);
     }
-    f(buf, PayloadFormatIndicator, v.payload_format_indicator);
-    u4(buf, MessageExpiryInterval, v.message_expiry_interval);
-    s(buf, ContentType, &v.content_type)?;
-    s(buf, ResponseTopic, &v.response_topic)?;
-    b(buf, CorrelationData, &v.correlation_data)?;
-    for &id in &v.subscription_identifiers {
+}
+
+#[inline(always)]
+fn put_subscription_identifiers(buf: &mut Out<'_>, ids: &[u32]) -> Result<(), EncodeError> {
+    for &id in ids {
         // A variable byte integer holds at most 268,435,455, and 0 is a
-        // Protocol Error [MQTT-3.3.4-6]; `body_len` assumed 1 to 4 bytes.
+        // Protocol Error [MQTT-3.3.4-6]; the lengths assumed 1 to 4 bytes.
         if id == 0 || id > crate::wire::MAX_VARIABLE_INTEGER {
-            return Err(EncodeError::InvalidPropertyValue(SubscriptionIdentifier));
+            return Err(EncodeError::InvalidPropertyValue(
+                PropertyId::SubscriptionIdentifier,
+            ));
         }
-        buf.put_u8(SubscriptionIdentifier as u8);
+        buf.put_u8(PropertyId::SubscriptionIdentifier as u8);
         put_variable_integer(buf, id as usize);
     }
-    u4(buf, SessionExpiryInterval, v.session_expiry_interval);
-    s(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
-    u2(buf, ServerKeepAlive, v.server_keep_alive);
-    s(buf, AuthenticationMethod, &v.authentication_method)?;
-    b(buf, AuthenticationData, &v.authentication_data)?;
-    f(
+    Ok(())
+}
+#[inline(always)]
+fn put_user_properties(
+    buf: &mut Out<'_>,
+    pairs: &[(MqttString, MqttString)],
+) -> Result<(), EncodeError> {
+    for (k, v) in pairs {
+        check_field(k.len())?;
+        check_field(v.len())?;
+        buf.put_u8(PropertyId::UserProperty as u8);
+        k.put_binary(buf);
+        v.put_binary(buf);
+    }
+    Ok(())
+}
+
+/// Writes the properties a PUBLISH carries (3.3.2.3), in the order
+/// [`write_values`] uses; [`Properties::publish_len`] has checked that no
+/// other property is set.
+#[inline(always)]
+fn write_publish_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+    use PropertyId::*;
+    put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
+    put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
+    put_string(buf, ContentType, &v.content_type)?;
+    put_string(buf, ResponseTopic, &v.response_topic)?;
+    put_bin(buf, CorrelationData, &v.correlation_data)?;
+    put_subscription_identifiers(buf, &v.subscription_identifiers)?;
+    put_two(buf, TopicAlias, v.topic_alias);
+    put_user_properties(buf, &v.user_properties)
+}
+
+/// Writes every property set in `v`, without the length prefix.
+fn write_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+    use PropertyId::*;
+    put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
+    put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
+    put_string(buf, ContentType, &v.content_type)?;
+    put_string(buf, ResponseTopic, &v.response_topic)?;
+    put_bin(buf, CorrelationData, &v.correlation_data)?;
+    put_subscription_identifiers(buf, &v.subscription_identifiers)?;
+    put_four(buf, SessionExpiryInterval, v.session_expiry_interval);
+    put_string(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
+    put_two(buf, ServerKeepAlive, v.server_keep_alive);
+    put_string(buf, AuthenticationMethod, &v.authentication_method)?;
+    put_bin(buf, AuthenticationData, &v.authentication_data)?;
+    put_flag(
         buf,
         RequestProblemInformation,
         v.request_problem_information,
     );
-    u4(buf, WillDelayInterval, v.will_delay_interval);
-    f(
+    put_four(buf, WillDelayInterval, v.will_delay_interval);
+    put_flag(
         buf,
         RequestResponseInformation,
         v.request_response_information,
     );
-    s(buf, ResponseInformation, &v.response_information)?;
-    s(buf, ServerReference, &v.server_reference)?;
-    s(buf, ReasonString, &v.reason_string)?;
-    u2(buf, ReceiveMaximum, v.receive_maximum);
-    u2(buf, TopicAliasMaximum, v.topic_alias_maximum);
-    u2(buf, TopicAlias, v.topic_alias);
+    put_string(buf, ResponseInformation, &v.response_information)?;
+    put_string(buf, ServerReference, &v.server_reference)?;
+    put_string(buf, ReasonString, &v.reason_string)?;
+    put_two(buf, ReceiveMaximum, v.receive_maximum);
+    put_two(buf, TopicAliasMaximum, v.topic_alias_maximum);
+    put_two(buf, TopicAlias, v.topic_alias);
     if let Some(q) = v.maximum_qos {
         buf.put_u8(MaximumQoS as u8);
         buf.put_u8(q.as_u8());
     }
-    f(buf, RetainAvailable, v.retain_available);
-    for (k, v) in &v.user_properties {
-        check_field(k.len())?;
-        check_field(v.len())?;
-        buf.put_u8(UserProperty as u8);
-        k.put_binary(buf);
-        v.put_binary(buf);
-    }
-    u4(buf, MaximumPacketSize, v.maximum_packet_size);
-    f(
+    put_flag(buf, RetainAvailable, v.retain_available);
+    put_user_properties(buf, &v.user_properties)?;
+    put_four(buf, MaximumPacketSize, v.maximum_packet_size);
+    put_flag(
         buf,
         WildcardSubscriptionAvailable,
         v.wildcard_subscription_available,
     );
-    f(
+    put_flag(
         buf,
         SubscriptionIdentifierAvailable,
         v.subscription_identifier_available,
     );
-    f(
+    put_flag(
         buf,
         SharedSubscriptionAvailable,
         v.shared_subscription_available,

@@ -5,7 +5,8 @@
 //! reference to the packet's buffer (an atomic increment now and an atomic
 //! decrement when the packet is dropped), and cloning them a plain copy.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::out::Out;
+use bytes::Bytes;
 use core::cmp::Ordering;
 use core::hash::{Hash, Hasher};
 
@@ -89,20 +90,22 @@ impl SmallBytes {
         }
     }
 
-    /// Appends the two-byte length and the bytes (the length must fit: the
-    /// caller checked it). An inline value is one fixed-size copy when the
-    /// buffer has room for the whole block (no call to `memcpy`), then the
-    /// bytes past the value are dropped again.
+    /// Writes the two-byte length and the bytes (the length must fit: the
+    /// caller checked it). An inline value is written as its whole block
+    /// (one fixed-size copy) and the cursor moves by its length.
     #[inline(always)]
-    pub(crate) fn put_binary(&self, out: &mut BytesMut) {
+    pub(crate) fn put_binary(&self, out: &mut Out<'_>) {
         out.put_u16(self.as_slice().len() as u16);
+        self.put_bytes(out);
+    }
+
+    /// Writes the bytes without their length; an inline value as its whole
+    /// block.
+    #[inline(always)]
+    pub(crate) fn put_bytes(&self, out: &mut Out<'_>) {
         match self {
-            Self::Inline { len, buf } if out.capacity() - out.len() >= INLINE => {
-                let end = out.len() + usize::from(*len);
-                out.put_slice(&buf.0);
-                out.truncate(end);
-            }
-            _ => out.put_slice(self.as_slice()),
+            Self::Inline { len, buf } => out.put_block(&buf.0, usize::from(*len)),
+            Self::Shared(b) => out.put_slice(b),
         }
     }
 

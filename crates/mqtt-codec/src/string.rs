@@ -69,7 +69,7 @@ impl MqttString {
 
     /// Appends the two-byte length and the string (length checked by the caller).
     #[inline(always)]
-    pub(crate) fn put_binary(&self, buf: &mut bytes::BytesMut) {
+    pub(crate) fn put_binary(&self, buf: &mut crate::out::Out<'_>) {
         self.0.put_binary(buf)
     }
 

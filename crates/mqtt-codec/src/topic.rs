@@ -87,7 +87,7 @@ impl TopicName {
     /// Appends the two-byte length and the name (at most 65,535 bytes by
     /// construction).
     #[inline(always)]
-    pub(crate) fn put_binary(&self, buf: &mut bytes::BytesMut) {
+    pub(crate) fn put_binary(&self, buf: &mut crate::out::Out<'_>) {
         self.0.put_binary(buf)
     }
 

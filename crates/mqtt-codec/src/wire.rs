@@ -2,12 +2,13 @@
 //! UTF-8 strings and binary data, read from a shared `Bytes` without copies.
 
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::small::SmallBytes;
 use crate::string::MqttString;
 use crate::topic::TopicName;
 use crate::types::PacketType;
 use alloc::string::String;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 
 /// Largest value of a variable byte integer (and of the remaining length).
 pub const MAX_VARIABLE_INTEGER: u32 = 268_435_455;
@@ -240,26 +241,8 @@ pub(crate) fn variable_integer_len(v: usize) -> usize {
     }
 }
 
-/// The variable byte integer encoding of `v` and its length.
-pub(crate) fn variable_integer_bytes(mut v: usize) -> ([u8; 4], usize) {
-    let mut out = [0; 4];
-    let mut n = 0;
-    loop {
-        let mut byte = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        out[n] = byte;
-        n += 1;
-        if v == 0 || n == 4 {
-            return (out, n);
-        }
-    }
-}
-
 #[inline]
-pub(crate) fn put_variable_integer(buf: &mut BytesMut, mut v: usize) {
+pub(crate) fn put_variable_integer(buf: &mut Out<'_>, mut v: usize) {
     loop {
         let mut byte = (v % 128) as u8;
         v /= 128;
@@ -283,7 +266,7 @@ pub(crate) fn check_field(len: usize) -> Result<(), EncodeError> {
 
 /// Writes a two-byte length and the bytes; the length was checked by `encoded_len`.
 #[inline]
-pub(crate) fn put_binary(buf: &mut BytesMut, b: &[u8]) {
+pub(crate) fn put_binary(buf: &mut Out<'_>, b: &[u8]) {
     buf.put_u16(b.len() as u16);
     buf.put_slice(b);
 }

@@ -3,11 +3,11 @@
 
 use super::Body;
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::types::{PacketId, PacketType, ProtocolVersion};
 use crate::wire::Reader;
-use bytes::{BufMut, BytesMut};
 
 fn decode_parts(
     packet: PacketType,
@@ -50,7 +50,7 @@ fn write_parts(
     reason: ReasonCode,
     properties: &Properties,
     v: ProtocolVersion,
-    buf: &mut BytesMut,
+    buf: &mut Out<'_>,
 ) -> Result<(), EncodeError> {
     buf.put_u16(id.get());
     let n = parts_len(reason, properties, v);
@@ -116,7 +116,7 @@ macro_rules! ack_packet {
                 parts_len(self.reason_code, &self.properties, v)
             }
 
-            fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+            fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
                 write_parts(self.packet_id, self.reason_code, &self.properties, v, buf)
             }
         }

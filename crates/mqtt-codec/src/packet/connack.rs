@@ -2,11 +2,11 @@
 
 use super::Body;
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::types::{PacketType, ProtocolVersion};
 use crate::wire::Reader;
-use bytes::{BufMut, BytesMut};
 
 /// CONNACK: the server's answer to CONNECT.
 ///
@@ -72,7 +72,7 @@ impl Body for ConnAck {
         }
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         buf.put_u8(self.session_present as u8);
         if v.is_v5() {
             buf.put_u8(self.reason_code.as_u8());

@@ -2,12 +2,13 @@
 
 use super::Body;
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::properties::{Properties, PropertyContext};
 use crate::topic::TopicName;
 use crate::types::{PacketType, ProtocolVersion, QoS};
 use crate::wire::{check_field, put_binary, Reader};
 use alloc::string::String;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// The will message of a CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +167,7 @@ impl Body for Connect {
         n
     }
 
-    fn write_body(&self, _: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, _: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         // CONNECT always carries its own version; the connection's is ignored.
         let v5 = self.protocol.is_v5();
         put_binary(buf, self.protocol.protocol_name().as_bytes());

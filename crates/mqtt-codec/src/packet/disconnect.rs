@@ -3,11 +3,11 @@
 
 use super::Body;
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::types::{PacketType, ProtocolVersion};
 use crate::wire::Reader;
-use bytes::{BufMut, BytesMut};
 
 fn decode_parts(
     packet: PacketType,
@@ -44,7 +44,7 @@ fn parts_len(reason: ReasonCode, properties: &Properties) -> usize {
 fn write_parts(
     reason: ReasonCode,
     properties: &Properties,
-    buf: &mut BytesMut,
+    buf: &mut Out<'_>,
 ) -> Result<(), EncodeError> {
     let n = parts_len(reason, properties);
     if n >= 1 {
@@ -99,7 +99,7 @@ impl Body for Disconnect {
         }
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if v.is_v5() {
             write_parts(self.reason_code, &self.properties, buf)?;
         }
@@ -133,7 +133,7 @@ impl Body for Auth {
         parts_len(self.reason_code, &self.properties)
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if !v.is_v5() {
             return Err(EncodeError::NotInVersion(PacketType::Auth));
         }

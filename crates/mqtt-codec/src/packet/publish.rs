@@ -1,11 +1,12 @@
 //! PUBLISH (section 3.3).
 
 use crate::error::{DecodeError, EncodeError};
+use crate::out::write_packet;
 use crate::properties::{Properties, PropertyContext};
 use crate::topic::TopicName;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{check_field, put_variable_integer, variable_integer_len, Reader};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// PUBLISH: an application message. Topic and payload share the buffer they
 /// were decoded from.
@@ -90,7 +91,12 @@ impl Publish {
 impl Publish {
     /// Exact number of bytes [`Self::encode`] writes for version `v`.
     pub fn encoded_len(&self, v: ProtocolVersion) -> usize {
-        let body = self.body_len(v, self.properties_len(v));
+        let properties = if v.is_v5() {
+            self.properties.body_len()
+        } else {
+            0
+        };
+        let body = self.body_len(v, properties);
         1 + variable_integer_len(body) + body
     }
 
@@ -110,15 +116,6 @@ impl Publish {
         buf: &mut BytesMut,
     ) -> Result<usize, EncodeError> {
         self.encode_inner(v, Some(max_packet_size), buf)
-    }
-
-    #[inline]
-    fn properties_len(&self, v: ProtocolVersion) -> usize {
-        if v.is_v5() {
-            self.properties.body_len()
-        } else {
-            0
-        }
     }
 
     #[inline]
@@ -147,34 +144,29 @@ impl Publish {
             (_, Some(id)) => Some(id.get()),
             (_, None) => return Err(EncodeError::MissingPacketId),
         };
-        let properties = self.properties_len(v);
+        let properties = if v.is_v5() {
+            self.properties.publish_len()?
+        } else {
+            0
+        };
         let body = self.body_len(v, properties);
         let total = super::packet_size(body, max_packet_size)?;
-        let topic = self.topic.as_bytes();
         // A TopicName is at most 65,535 bytes; checked for the sake of the
         // two-byte length all the same.
-        check_field(topic.len())?;
-        let start = buf.len();
-        buf.reserve(total);
-
-        buf.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
-        put_variable_integer(buf, body);
-        self.topic.put_binary(buf);
-        if let Some(id) = packet_id {
-            buf.put_u16(id);
-        }
-        if v.is_v5() {
-            if let Err(e) = self.properties.encode_with_len(properties, buf) {
-                buf.truncate(start);
-                return Err(e);
+        check_field(self.topic.len())?;
+        write_packet(buf, total, |out| {
+            out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+            put_variable_integer(out, body);
+            self.topic.put_binary(out);
+            if let Some(id) = packet_id {
+                out.put_u16(id);
             }
-        }
-        buf.put_slice(&self.payload);
-        debug_assert_eq!(
-            buf.len() - start,
-            total,
-            "encoded_len must match the output"
-        );
+            if v.is_v5() {
+                self.properties.encode_publish(properties, out)?;
+            }
+            out.put_slice(&self.payload);
+            Ok(())
+        })?;
         Ok(total)
     }
 

@@ -2,6 +2,7 @@
 
 use super::Body;
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::TopicFilter;
@@ -10,7 +11,6 @@ use crate::types::{
 };
 use crate::wire::{check_field, put_binary, Reader};
 use alloc::vec::Vec;
-use bytes::{BufMut, BytesMut};
 
 /// One entry of a SUBSCRIBE: a filter and its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl Body for Subscribe {
             .sum::<usize>()
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if self.subscriptions.is_empty() {
             return Err(EncodeError::NoTopicFilters);
         }
@@ -183,7 +183,7 @@ impl Body for SubAck {
         n
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if v.is_v5() {
             self.properties.encode(buf)?;

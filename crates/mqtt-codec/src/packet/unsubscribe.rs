@@ -2,13 +2,13 @@
 
 use super::Body;
 use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::TopicFilter;
 use crate::types::{PacketId, PacketType, ProtocolVersion};
 use crate::wire::{check_field, put_binary, Reader};
 use alloc::vec::Vec;
-use bytes::{BufMut, BytesMut};
 
 /// UNSUBSCRIBE: one or more topic filters to remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl Body for Unsubscribe {
             .sum::<usize>()
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if self.filters.is_empty() {
             return Err(EncodeError::NoTopicFilters);
         }
@@ -131,7 +131,7 @@ impl Body for UnsubAck {
         }
     }
 
-    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if v.is_v5() {
             self.properties.encode(buf)?;
