@@ -382,7 +382,7 @@ fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeE
     Ok(())
 }
 
-fn flag(r: &mut Reader, id: PropertyId) -> Result<bool, DecodeError> {
+fn flag(r: &mut Reader<'_>, id: PropertyId) -> Result<bool, DecodeError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -402,7 +402,7 @@ impl Properties {
     }
 
     /// Reads a property length and the properties that follow.
-    pub(crate) fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, ctx: PropertyContext) -> Result<Self, DecodeError> {
         let len = r.variable_integer()? as usize;
         let mut p = Properties::default();
         if len == 0 {

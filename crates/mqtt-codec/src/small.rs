@@ -69,15 +69,22 @@ impl SmallBytes {
         if len > INLINE {
             return Self::Shared(whole.slice(start..start + len));
         }
-        match whole.get(start..start + INLINE) {
-            Some(block) => {
-                let mut buf = Block([0; INLINE]);
-                buf.0.copy_from_slice(block);
-                Self::Inline {
-                    len: len as u8,
-                    buf,
-                }
-            }
+        if let Some(block) = whole.get(start..start + INLINE) {
+            let mut buf = Block([0; INLINE]);
+            buf.0.copy_from_slice(block);
+            return Self::Inline {
+                len: len as u8,
+                buf,
+            };
+        }
+        // Near the end of the packet: the block that ends with the value,
+        // shifted down in registers (an exact `memcpy` into a block, read
+        // back right away, stalls on store-to-load forwarding).
+        match (start + len).checked_sub(INLINE) {
+            Some(from) => Self::Inline {
+                len: len as u8,
+                buf: shifted(&whole[from..start + len], INLINE - len),
+            },
             None => Self::copy_from(&whole[start..start + len]),
         }
     }
@@ -116,6 +123,29 @@ impl SmallBytes {
             Self::Shared(b) => b.clone(),
         }
     }
+}
+
+/// The 32 bytes of `block` moved down by `by` bytes (the top `by` bytes of
+/// the result are zero), computed as two 128-bit integers.
+#[inline(always)]
+fn shifted(block: &[u8], by: usize) -> Block {
+    let word = |i: usize| {
+        let mut w = [0; 16];
+        w.copy_from_slice(&block[i..i + 16]);
+        u128::from_le_bytes(w)
+    };
+    let (lo, hi) = (word(0), word(16));
+    let bits = (by * 8) as u32;
+    let (lo, hi) = match bits {
+        0 => (lo, hi),
+        1..=127 => ((lo >> bits) | (hi << (128 - bits)), hi >> bits),
+        128..=255 => (hi >> (bits - 128), 0),
+        _ => (0, 0),
+    };
+    let mut buf = Block([0; INLINE]);
+    buf.0[..16].copy_from_slice(&lo.to_le_bytes());
+    buf.0[16..].copy_from_slice(&hi.to_le_bytes());
+    buf
 }
 
 impl core::fmt::Debug for SmallBytes {
@@ -181,6 +211,17 @@ mod tests {
         let b = SmallBytes::copy_from(b"topic");
         assert_eq!(a, b);
         assert!(matches!(a, SmallBytes::Inline { .. }));
+    }
+
+    #[test]
+    fn values_near_the_end_are_shifted_into_place() {
+        let whole = Bytes::from((0..40u8).collect::<alloc::vec::Vec<_>>());
+        for start in 0..=40 {
+            for len in 0..=(40 - start).min(INLINE) {
+                let v = SmallBytes::from_wire(&whole, start, len);
+                assert_eq!(v.as_slice(), &whole[start..start + len], "{start}+{len}");
+            }
+        }
     }
 
     #[test]

@@ -8,23 +8,23 @@ use crate::string::MqttString;
 use crate::topic::TopicName;
 use crate::types::PacketType;
 use alloc::string::String;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 /// Largest value of a variable byte integer (and of the remaining length).
 pub const MAX_VARIABLE_INTEGER: u32 = 268_435_455;
 
 /// A cursor over the body of one packet.
-pub(crate) struct Reader {
-    buf: Bytes,
+pub(crate) struct Reader<'a> {
+    buf: &'a Bytes,
     pos: usize,
     /// Reads stop here: `buf.len()`, or the end of a property block.
     end: usize,
     packet: PacketType,
 }
 
-impl Reader {
+impl<'a> Reader<'a> {
     #[inline(always)]
-    pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
+    pub(crate) fn new(buf: &'a Bytes, packet: PacketType) -> Self {
         Self {
             end: buf.len(),
             buf,
@@ -36,7 +36,7 @@ impl Reader {
     /// A reader over `buf` from `pos` (past a fixed header that stays in
     /// the buffer: one `advance` fewer than splitting it off first).
     #[inline(always)]
-    pub(crate) fn starting_at(buf: Bytes, pos: usize, packet: PacketType) -> Self {
+    pub(crate) fn starting_at(buf: &'a Bytes, pos: usize, packet: PacketType) -> Self {
         Self {
             end: buf.len(),
             buf,
@@ -126,19 +126,15 @@ impl Reader {
         if self.remaining() < n {
             return Err(self.eof());
         }
-        let t = TopicName::from_wire(&self.buf, self.pos, n)?;
+        let t = TopicName::from_wire(self.buf, self.pos, n)?;
         self.pos += n;
         Ok(t)
     }
 
-    /// Everything left, taking the buffer (no copy, no new reference).
+    /// How far reading has come (an offset into the buffer).
     #[inline(always)]
-    pub(crate) fn into_rest(mut self) -> Bytes {
-        if self.end < self.buf.len() {
-            self.buf.truncate(self.end);
-        }
-        self.buf.advance(self.pos);
-        self.buf
+    pub(crate) fn position(&self) -> usize {
+        self.pos
     }
 
     /// Binary Data: two-byte length then bytes.
@@ -168,7 +164,7 @@ impl Reader {
         validate_utf8(s)?;
         let start = self.pos - n;
         Ok(MqttString::from_checked(SmallBytes::from_wire(
-            &self.buf, start, n,
+            self.buf, start, n,
         )))
     }
 

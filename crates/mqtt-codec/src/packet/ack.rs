@@ -11,7 +11,7 @@ use crate::wire::Reader;
 
 fn decode_parts(
     packet: PacketType,
-    mut r: Reader,
+    mut r: Reader<'_>,
     v: ProtocolVersion,
 ) -> Result<(PacketId, ReasonCode, Properties), DecodeError> {
     let id = PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?;
@@ -95,7 +95,7 @@ macro_rules! ack_packet {
                 }
             }
 
-            pub(crate) fn decode(r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+            pub(crate) fn decode(r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
                 let (packet_id, reason_code, properties) = decode_parts($ty, r, v)?;
                 Ok(Self {
                     packet_id,

@@ -32,7 +32,7 @@ impl ConnAck {
         }
     }
 
-    pub(crate) fn decode(mut r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let flags = r.u8()?;
         if flags & 0xFE != 0 {
             return Err(DecodeError::ReservedConnAckFlags);

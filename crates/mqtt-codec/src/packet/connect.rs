@@ -62,7 +62,7 @@ impl Connect {
         }
     }
 
-    pub(crate) fn decode(mut r: Reader) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
         let protocol = match (&name[..], level) {

@@ -12,7 +12,7 @@ use crate::wire::Reader;
 fn decode_parts(
     packet: PacketType,
     ctx: PropertyContext,
-    mut r: Reader,
+    mut r: Reader<'_>,
 ) -> Result<(ReasonCode, Properties), DecodeError> {
     let mut reason = ReasonCode::Success;
     let mut properties = Properties::default();
@@ -74,7 +74,7 @@ impl Disconnect {
         }
     }
 
-    pub(crate) fn decode(r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         if !v.is_v5() {
             r.finish()?;
             return Ok(Self::default());
@@ -117,7 +117,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub(crate) fn decode(r: Reader) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(r: Reader<'_>) -> Result<Self, DecodeError> {
         let (reason_code, properties) = decode_parts(PacketType::Auth, PropertyContext::Auth, r)?;
         Ok(Self {
             reason_code,

@@ -24,7 +24,7 @@ use crate::wire::{
     MAX_VARIABLE_INTEGER,
 };
 use alloc::boxed::Box;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// The largest packet MQTT can frame: 1 type byte, 4 length bytes, 268,435,455 body bytes.
 pub const MAX_PACKET_SIZE: u32 = 1 + 4 + MAX_VARIABLE_INTEGER;
@@ -430,8 +430,7 @@ impl Decoder {
                             });
                         }
                         let packet = buf.split_to(total).freeze();
-                        let r = Reader::starting_at(packet, 1 + n, PacketType::Publish);
-                        return Publish::decode(first & 0x0F, r, v)
+                        return Publish::decode(first & 0x0F, packet, 1 + n, v)
                             .map(|p| Some(Packet::Publish(p)));
                     }
                 }
@@ -467,27 +466,27 @@ impl Decoder {
         }
         buf.advance(header.header_len);
         let body = buf.split_to(header.remaining_length).freeze();
-        let r = Reader::new(body, header.packet_type);
         let packet = match version {
             None => {
-                let c = Connect::decode(r)?;
+                let c = Connect::decode(Reader::new(&body, header.packet_type))?;
                 if self.version.is_none() {
                     self.version = Some(c.protocol);
                 }
                 Packet::Connect(Box::new(c))
             }
-            Some(v) => decode_body(header, r, v)?,
+            Some(v) => decode_body(header, body, v)?,
         };
         Ok(Some(packet))
     }
 }
 
 #[inline]
-fn decode_body(h: FixedHeader, r: Reader, v: ProtocolVersion) -> Result<Packet, DecodeError> {
+fn decode_body(h: FixedHeader, body: Bytes, v: ProtocolVersion) -> Result<Packet, DecodeError> {
+    let r = Reader::new(&body, h.packet_type);
     Ok(match h.packet_type {
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),
         PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, v)?),
-        PacketType::Publish => Packet::Publish(Publish::decode(h.flags, r, v)?),
+        PacketType::Publish => Packet::Publish(Publish::decode(h.flags, body, 0, v)?),
         PacketType::PubAck => Packet::PubAck(PubAck::decode(r, v)?),
         PacketType::PubRec => Packet::PubRec(PubRec::decode(r, v)?),
         PacketType::PubRel => Packet::PubRel(PubRel::decode(r, v)?),

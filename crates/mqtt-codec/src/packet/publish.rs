@@ -6,7 +6,7 @@ use crate::properties::{Properties, PropertyContext};
 use crate::topic::TopicName;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{check_field, put_variable_integer, variable_integer_len, Reader};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// PUBLISH: an application message. Topic and payload share the buffer they
 /// were decoded from.
@@ -16,12 +16,12 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(C)]
 pub struct Publish {
+    /// 5.0 PUBLISH properties.
+    pub properties: Properties,
     /// Application payload.
     pub payload: Bytes,
     /// Topic Name; empty only in 5.0 with a Topic Alias.
     pub topic: TopicName,
-    /// 5.0 PUBLISH properties.
-    pub properties: Properties,
     /// Packet Identifier, present exactly for QoS 1 and 2.
     pub packet_id: Option<PacketId>,
     /// QoS level.
@@ -46,12 +46,17 @@ impl Publish {
         }
     }
 
+    /// Decodes a PUBLISH whose variable header starts at `start` in
+    /// `packet`; the payload is the rest of `packet` (the same buffer, no
+    /// new reference).
     #[inline(always)]
     pub(crate) fn decode(
         flags: u8,
-        mut r: Reader,
+        packet: Bytes,
+        start: usize,
         v: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
+        let mut r = Reader::starting_at(&packet, start, PacketType::Publish);
         let dup = flags & 0b1000 != 0;
         let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
         let retain = flags & 0b0001 != 0;
@@ -75,7 +80,9 @@ impl Publish {
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);
         }
-        let payload = r.into_rest();
+        let payload_start = r.position();
+        let mut payload = packet;
+        payload.advance(payload_start);
         Ok(Self {
             dup,
             qos,

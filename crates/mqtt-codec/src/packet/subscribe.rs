@@ -63,7 +63,7 @@ impl Subscribe {
         }
     }
 
-    pub(crate) fn decode(mut r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?;
         let properties = if v.is_v5() {
             Properties::decode(&mut r, PropertyContext::Subscribe)?
@@ -140,7 +140,7 @@ pub struct SubAck {
 }
 
 impl SubAck {
-    pub(crate) fn decode(mut r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?;
         let properties = if v.is_v5() {
             Properties::decode(&mut r, PropertyContext::SubAck)?

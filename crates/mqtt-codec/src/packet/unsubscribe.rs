@@ -22,7 +22,7 @@ pub struct Unsubscribe {
 }
 
 impl Unsubscribe {
-    pub(crate) fn decode(mut r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?;
         let properties = if v.is_v5() {
             Properties::decode(&mut r, PropertyContext::Unsubscribe)?
@@ -93,7 +93,7 @@ pub struct UnsubAck {
 }
 
 impl UnsubAck {
-    pub(crate) fn decode(mut r: Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?;
         let mut properties = Properties::default();
         let mut reason_codes = Vec::new();
