@@ -12,7 +12,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// were decoded from.
 // `repr(C)` with the word-sized fields first: a decoded PUBLISH is moved
 // by value through `Result<Option<Packet>>`, and word-aligned fields keep
-// those moves free of partial-word loads (store-forwarding stalls).
+// those moves free of partial-word loads (store-forwarding stalls). The
+// properties pointer comes first because a `DecodeError` and the small
+// packets occupy the first bytes of that `Result` with byte-sized fields:
+// the compiler then moves the first word in pieces, which costs little for
+// a pointer written once and much for the payload's `Bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(C)]
 pub struct Publish {
