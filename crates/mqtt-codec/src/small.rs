@@ -102,17 +102,15 @@ impl SmallBytes {
     /// (one fixed-size copy) and the cursor moves by its length.
     #[inline(always)]
     pub(crate) fn put_binary(&self, out: &mut Out<'_>) {
-        out.put_u16(self.as_slice().len() as u16);
-        self.put_bytes(out);
-    }
-
-    /// Writes the bytes without their length; an inline value as its whole
-    /// block.
-    #[inline(always)]
-    pub(crate) fn put_bytes(&self, out: &mut Out<'_>) {
         match self {
-            Self::Inline { len, buf } => out.put_block(&buf.0, usize::from(*len)),
-            Self::Shared(b) => out.put_slice(b),
+            Self::Inline { len, buf } => {
+                out.put_u16(u16::from(*len));
+                out.put_block(&buf.0, usize::from(*len));
+            }
+            Self::Shared(b) => {
+                out.put_u16(b.len() as u16);
+                out.put_slice(b);
+            }
         }
     }
 

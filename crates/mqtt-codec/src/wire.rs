@@ -239,6 +239,10 @@ pub(crate) fn variable_integer_len(v: usize) -> usize {
 
 #[inline]
 pub(crate) fn put_variable_integer(buf: &mut Out<'_>, mut v: usize) {
+    if v < 0x80 {
+        buf.put_u8(v as u8);
+        return;
+    }
     loop {
         let mut byte = (v % 128) as u8;
         v /= 128;

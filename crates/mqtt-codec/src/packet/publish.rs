@@ -162,9 +162,8 @@ impl Publish {
         };
         let body = self.body_len(v, properties);
         let total = super::packet_size(body, max_packet_size)?;
-        // A TopicName is at most 65,535 bytes; checked for the sake of the
-        // two-byte length all the same.
-        check_field(self.topic.len())?;
+        // A TopicName is at most 65,535 bytes (its constructors check).
+        debug_assert!(check_field(self.topic.len()).is_ok());
         write_packet(buf, total, |out| {
             out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
             put_variable_integer(out, body);
