@@ -404,11 +404,14 @@ impl Properties {
     /// Reads a property length and the properties that follow.
     pub(crate) fn decode(r: &mut Reader<'_>, ctx: PropertyContext) -> Result<Self, DecodeError> {
         let len = r.variable_integer()? as usize;
-        let mut p = Properties::default();
         if len == 0 {
-            return Ok(p);
+            return Ok(Properties::default());
         }
         let outer = r.limit(len)?;
+        // One allocation, filled in place (not through `DerefMut`, which
+        // would test for it at every field).
+        let mut values = Box::<PropertyValues>::default();
+        let p = &mut *values;
         while !r.is_empty() {
             let raw = r.variable_integer()?;
             let id = u8::try_from(raw)
@@ -559,7 +562,7 @@ impl Properties {
             }
         }
         r.restore(outer);
-        Ok(p)
+        Ok(Properties(Some(values)))
     }
 
     /// Length of the properties themselves, without the length prefix.
