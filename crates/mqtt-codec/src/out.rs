@@ -18,9 +18,9 @@
 //! for rumqttc; docs/benchmarks.md has the figures with `Out`.
 //!
 //! The one `unsafe` block of the crate is the commit in [`write_packet`].
-//! It is sound because an `Out` only ever writes at its position and then
-//! moves the position forward by at most what it wrote, so every byte
-//! before the position has been written.
+//! It is sound because an `Out` moves its position forward only over bytes
+//! it has just written (and otherwise only back, or not at all when it
+//! overwrites a byte), so every byte before the position has been written.
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, BytesMut};
@@ -53,10 +53,10 @@ pub(crate) fn write_packet<E>(
     write(&mut out)?;
     let written = out.at;
     debug_assert_eq!(written, len, "encoded_len must match the output");
-    // SAFETY: `Out` writes every byte from 0 up to its position (see the
-    // module documentation), so the first `written` bytes of the spare
-    // capacity are initialised; `written <= len + SLACK`, which `reserve`
-    // made available.
+    // SAFETY: every byte of the spare capacity before an `Out`'s position
+    // has been written (see the module documentation), so the first
+    // `written` bytes are initialised; `written <= len + SLACK`, which
+    // `reserve` made available (every write is bounds-checked against it).
     #[allow(unsafe_code)]
     unsafe {
         buf.advance_mut(written)
@@ -81,6 +81,27 @@ impl Out<'_> {
     pub(crate) fn put_u32(&mut self, v: u32) {
         self.chunk[self.at..self.at + 4].copy_from_slice(&v.to_be_bytes());
         self.at += 4;
+    }
+
+    /// How many bytes have been written.
+    #[inline(always)]
+    pub(crate) fn position(&self) -> usize {
+        self.at
+    }
+
+    /// Overwrites the byte written at `pos` (`pos < position()`).
+    #[inline(always)]
+    pub(crate) fn patch_u8(&mut self, pos: usize, v: u8) {
+        debug_assert!(pos < self.at);
+        self.chunk.write_byte(pos.min(self.at), v);
+    }
+
+    /// Moves back to `pos` (at most the current position), so what follows
+    /// is written again from there.
+    #[inline(always)]
+    pub(crate) fn rewind(&mut self, pos: usize) {
+        debug_assert!(pos <= self.at);
+        self.at = pos.min(self.at);
     }
 
     /// Copies `s`. Up to 32 bytes this is two overlapping fixed-size copies
@@ -142,6 +163,23 @@ mod tests {
             want.extend_from_slice(&[0xBB, 0xCC]);
             assert_eq!(&buf[..], &want[..], "length {n}");
         }
+    }
+
+    #[test]
+    fn patched_and_rewritten_bytes_are_what_is_committed() {
+        let mut buf = BytesMut::new();
+        write_packet::<()>(&mut buf, 4, |o| {
+            o.put_u8(0);
+            o.put_u16(0xAAAA);
+            o.patch_u8(0, 7);
+            let at = o.position();
+            o.put_u16(0xBBBB);
+            o.rewind(at);
+            o.put_u8(9);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(&buf[..], &[7, 0xAA, 0xAA, 9]);
     }
 
     #[test]

@@ -628,8 +628,23 @@ impl Properties {
             buf.put_u8(0);
             return Ok(());
         };
-        put_variable_integer(buf, self.body_len());
-        write_values(v, buf)
+        // The length prefix is not known before the properties are written
+        // (measuring them would walk every field a second time: the caller
+        // already did for the remaining length). Write a one-byte prefix and
+        // the properties, then patch the prefix; in the rare case that the
+        // length takes more than one byte, write them again after it.
+        let at = buf.position();
+        buf.put_u8(0);
+        write_values(v, buf)?;
+        let len = buf.position() - at - 1;
+        if len < 0x80 {
+            buf.patch_u8(at, len as u8);
+        } else {
+            buf.rewind(at);
+            put_variable_integer(buf, len);
+            write_values(v, buf)?;
+        }
+        Ok(())
     }
 
     /// Length of the properties of a PUBLISH, without the length prefix:

@@ -180,3 +180,27 @@ fn server_decoder_v31_connect_sets_version() {
     assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::Connect(_)))));
     assert_eq!(d.version(), Some(ProtocolVersion::V3_1));
 }
+
+/// Property blocks whose length prefix takes one, two and three bytes
+/// (the encoder writes a one-byte prefix, then rewrites the block after a
+/// longer one).
+#[test]
+fn property_blocks_of_every_prefix_length_round_trip() {
+    use mqtt_codec::{Disconnect, ReasonCode};
+    let v = ProtocolVersion::V5;
+    for len in [0, 1, 120, 127, 128, 129, 300, 16_383, 16_384, 40_000] {
+        let mut d = Disconnect::new(ReasonCode::Success);
+        d.properties.reason_string = Some("r".repeat(len).into());
+        d.properties.user_properties = vec![("k".into(), "v".into())];
+        let p = Packet::Disconnect(d);
+        let mut buf = BytesMut::new();
+        let n = p.encode(v, &mut buf).unwrap();
+        assert_eq!((n, buf.len()), (p.encoded_len(v), p.encoded_len(v)), "{len}");
+        assert_eq!(
+            Decoder::with_version(v).decode(&mut buf).unwrap(),
+            Some(p),
+            "{len}"
+        );
+        assert!(buf.is_empty());
+    }
+}
