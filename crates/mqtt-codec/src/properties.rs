@@ -767,31 +767,33 @@ fn put_user_properties(
     Ok(())
 }
 
-/// Writes the properties a PUBLISH carries (3.3.2.3), in the order
-/// [`write_values`] uses; [`Properties::publish_len`] has checked that no
-/// other property is set.
+/// The properties with identifiers 0x01 to 0x0B, in that order: all of
+/// them ones a PUBLISH can carry.
 #[inline(always)]
-fn write_publish_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+fn put_message_properties(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
     use PropertyId::*;
     put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
     put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
     put_string(buf, ContentType, &v.content_type)?;
     put_string(buf, ResponseTopic, &v.response_topic)?;
     put_bin(buf, CorrelationData, &v.correlation_data)?;
-    put_subscription_identifiers(buf, &v.subscription_identifiers)?;
-    put_two(buf, TopicAlias, v.topic_alias);
+    put_subscription_identifiers(buf, &v.subscription_identifiers)
+}
+
+/// Writes the properties a PUBLISH carries (3.3.2.3), in the order
+/// [`write_values`] uses; [`Properties::publish_len`] has checked that no
+/// other property is set.
+#[inline(always)]
+fn write_publish_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+    put_message_properties(v, buf)?;
+    put_two(buf, PropertyId::TopicAlias, v.topic_alias);
     put_user_properties(buf, &v.user_properties)
 }
 
 /// Writes every property set in `v`, without the length prefix.
 fn write_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
     use PropertyId::*;
-    put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
-    put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
-    put_string(buf, ContentType, &v.content_type)?;
-    put_string(buf, ResponseTopic, &v.response_topic)?;
-    put_bin(buf, CorrelationData, &v.correlation_data)?;
-    put_subscription_identifiers(buf, &v.subscription_identifiers)?;
+    put_message_properties(v, buf)?;
     put_four(buf, SessionExpiryInterval, v.session_expiry_interval);
     put_string(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
     put_two(buf, ServerKeepAlive, v.server_keep_alive);

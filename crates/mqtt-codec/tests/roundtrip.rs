@@ -195,7 +195,11 @@ fn property_blocks_of_every_prefix_length_round_trip() {
         let p = Packet::Disconnect(d);
         let mut buf = BytesMut::new();
         let n = p.encode(v, &mut buf).unwrap();
-        assert_eq!((n, buf.len()), (p.encoded_len(v), p.encoded_len(v)), "{len}");
+        assert_eq!(
+            (n, buf.len()),
+            (p.encoded_len(v), p.encoded_len(v)),
+            "{len}"
+        );
         assert_eq!(
             Decoder::with_version(v).decode(&mut buf).unwrap(),
             Some(p),
