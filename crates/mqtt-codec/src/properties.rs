@@ -840,3 +840,75 @@ fn write_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values with exactly the property `id` set.
+    fn only(id: PropertyId) -> PropertyValues {
+        use PropertyId::*;
+        let mut v = PropertyValues::default();
+        let s = || Some(MqttString::from("x"));
+        match id {
+            PayloadFormatIndicator => v.payload_format_indicator = Some(true),
+            MessageExpiryInterval => v.message_expiry_interval = Some(1),
+            ContentType => v.content_type = s(),
+            ResponseTopic => v.response_topic = s(),
+            CorrelationData => v.correlation_data = Some(Bytes::from_static(b"x")),
+            SubscriptionIdentifier => v.subscription_identifiers = alloc::vec![1],
+            SessionExpiryInterval => v.session_expiry_interval = Some(1),
+            AssignedClientIdentifier => v.assigned_client_identifier = s(),
+            ServerKeepAlive => v.server_keep_alive = Some(1),
+            AuthenticationMethod => v.authentication_method = s(),
+            AuthenticationData => v.authentication_data = Some(Bytes::from_static(b"x")),
+            RequestProblemInformation => v.request_problem_information = Some(true),
+            WillDelayInterval => v.will_delay_interval = Some(1),
+            RequestResponseInformation => v.request_response_information = Some(true),
+            ResponseInformation => v.response_information = s(),
+            ServerReference => v.server_reference = s(),
+            ReasonString => v.reason_string = s(),
+            ReceiveMaximum => v.receive_maximum = Some(1),
+            TopicAliasMaximum => v.topic_alias_maximum = Some(1),
+            TopicAlias => v.topic_alias = Some(1),
+            MaximumQoS => v.maximum_qos = Some(QoS::AtMostOnce),
+            RetainAvailable => v.retain_available = Some(true),
+            UserProperty => v.user_properties = alloc::vec![(s().unwrap(), s().unwrap())],
+            MaximumPacketSize => v.maximum_packet_size = Some(1),
+            WildcardSubscriptionAvailable => v.wildcard_subscription_available = Some(true),
+            SubscriptionIdentifierAvailable => v.subscription_identifier_available = Some(true),
+            SharedSubscriptionAvailable => v.shared_subscription_available = Some(true),
+        }
+        v
+    }
+
+    /// The encoder's list of properties a PUBLISH cannot carry is the
+    /// decoder's (`PropertyContext::allows`), and the PUBLISH length counts
+    /// every property it can carry, as the generic length does.
+    #[test]
+    fn the_publish_encoder_agrees_with_the_decoder_on_publish_properties() {
+        let mut seen = 0;
+        for id in (0..=u8::MAX).filter_map(PropertyId::from_u8) {
+            seen += 1;
+            let p = Properties::from(only(id));
+            let allowed = PropertyContext::Publish.allows(id);
+            match p.publish_len() {
+                Ok(n) => {
+                    assert!(allowed, "{id:?} must be refused on a PUBLISH");
+                    assert_eq!(n, p.body_len(), "{id:?}");
+                }
+                Err(e) => {
+                    assert!(!allowed, "{id:?} must be written on a PUBLISH");
+                    assert_eq!(
+                        e,
+                        EncodeError::PropertyNotAllowed {
+                            property: id,
+                            packet: crate::types::PacketType::Publish
+                        }
+                    );
+                }
+            }
+        }
+        assert_eq!(seen, 27, "every 5.0 property");
+    }
+}
