@@ -570,50 +570,28 @@ impl Properties {
         let Some(v) = self.0.as_deref() else {
             return 0;
         };
-        fn s(v: &Option<MqttString>) -> usize {
-            v.as_ref().map_or(0, |v| 3 + v.len())
-        }
-        fn b(v: &Option<Bytes>) -> usize {
-            v.as_ref().map_or(0, |v| 3 + v.len())
-        }
-        fn n<T>(v: &Option<T>, size: usize) -> usize {
-            v.as_ref().map_or(0, |_| 1 + size)
-        }
-        n(&v.payload_format_indicator, 1)
-            + n(&v.message_expiry_interval, 4)
-            + s(&v.content_type)
-            + s(&v.response_topic)
-            + b(&v.correlation_data)
-            + self
-                .subscription_identifiers
-                .iter()
-                .map(|&v| 1 + variable_integer_len(v as usize))
-                .sum::<usize>()
-            + n(&v.session_expiry_interval, 4)
-            + s(&v.assigned_client_identifier)
-            + n(&v.server_keep_alive, 2)
-            + s(&v.authentication_method)
-            + b(&v.authentication_data)
-            + n(&v.request_problem_information, 1)
-            + n(&v.will_delay_interval, 4)
-            + n(&v.request_response_information, 1)
-            + s(&v.response_information)
-            + s(&v.server_reference)
-            + s(&v.reason_string)
-            + n(&v.receive_maximum, 2)
-            + n(&v.topic_alias_maximum, 2)
-            + n(&v.topic_alias, 2)
-            + n(&v.maximum_qos, 1)
-            + n(&v.retain_available, 1)
-            + self
-                .user_properties
-                .iter()
-                .map(|(k, v)| 5 + k.len() + v.len())
-                .sum::<usize>()
-            + n(&v.maximum_packet_size, 4)
-            + n(&v.wildcard_subscription_available, 1)
-            + n(&v.subscription_identifier_available, 1)
-            + n(&v.shared_subscription_available, 1)
+        message_len(v)
+            + fixed_len(&v.session_expiry_interval, 4)
+            + string_len(&v.assigned_client_identifier)
+            + fixed_len(&v.server_keep_alive, 2)
+            + string_len(&v.authentication_method)
+            + binary_len(&v.authentication_data)
+            + fixed_len(&v.request_problem_information, 1)
+            + fixed_len(&v.will_delay_interval, 4)
+            + fixed_len(&v.request_response_information, 1)
+            + string_len(&v.response_information)
+            + string_len(&v.server_reference)
+            + string_len(&v.reason_string)
+            + fixed_len(&v.receive_maximum, 2)
+            + fixed_len(&v.topic_alias_maximum, 2)
+            + fixed_len(&v.topic_alias, 2)
+            + fixed_len(&v.maximum_qos, 1)
+            + fixed_len(&v.retain_available, 1)
+            + user_properties_len(&v.user_properties)
+            + fixed_len(&v.maximum_packet_size, 4)
+            + fixed_len(&v.wildcard_subscription_available, 1)
+            + fixed_len(&v.subscription_identifier_available, 1)
+            + fixed_len(&v.shared_subscription_available, 1)
     }
 
     /// Length with the variable byte integer prefix.
@@ -662,21 +640,7 @@ impl Properties {
                 packet: crate::types::PacketType::Publish,
             });
         }
-        let string = |v: &Option<MqttString>| v.as_ref().map_or(0, |v| 3 + v.len());
-        Ok(v.payload_format_indicator.map_or(0, |_| 2)
-            + v.message_expiry_interval.map_or(0, |_| 5)
-            + string(&v.content_type)
-            + string(&v.response_topic)
-            + v.correlation_data.as_ref().map_or(0, |v| 3 + v.len())
-            + v.subscription_identifiers
-                .iter()
-                .map(|&v| 1 + variable_integer_len(v as usize))
-                .sum::<usize>()
-            + v.topic_alias.map_or(0, |_| 3)
-            + v.user_properties
-                .iter()
-                .map(|(k, v)| 5 + k.len() + v.len())
-                .sum::<usize>())
+        Ok(message_len(v) + fixed_len(&v.topic_alias, 2) + user_properties_len(&v.user_properties))
     }
 
     /// Writes a PUBLISH's properties with a length prefix of `len`, which
@@ -689,6 +653,38 @@ impl Properties {
             None => Ok(()),
         }
     }
+}
+
+// Lengths of the properties, when set: identifier and value.
+
+#[inline(always)]
+fn string_len(v: &Option<MqttString>) -> usize {
+    v.as_ref().map_or(0, |v| 3 + v.len())
+}
+#[inline(always)]
+fn binary_len(v: &Option<Bytes>) -> usize {
+    v.as_ref().map_or(0, |v| 3 + v.len())
+}
+#[inline(always)]
+fn fixed_len<T>(v: &Option<T>, size: usize) -> usize {
+    v.as_ref().map_or(0, |_| 1 + size)
+}
+#[inline(always)]
+fn user_properties_len(pairs: &[(MqttString, MqttString)]) -> usize {
+    pairs.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
+}
+/// Length of what [`put_message_properties`] writes.
+#[inline(always)]
+fn message_len(v: &PropertyValues) -> usize {
+    fixed_len(&v.payload_format_indicator, 1)
+        + fixed_len(&v.message_expiry_interval, 4)
+        + string_len(&v.content_type)
+        + string_len(&v.response_topic)
+        + binary_len(&v.correlation_data)
+        + v.subscription_identifiers
+            .iter()
+            .map(|&v| 1 + variable_integer_len(v as usize))
+            .sum::<usize>()
 }
 
 // One property each, when set: identifier then value.

@@ -25,12 +25,7 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     #[inline(always)]
     pub(crate) fn new(buf: &'a Bytes, packet: PacketType) -> Self {
-        Self {
-            end: buf.len(),
-            buf,
-            pos: 0,
-            packet,
-        }
+        Self::starting_at(buf, 0, packet)
     }
 
     /// A reader over `buf` from `pos` (past a fixed header that stays in

@@ -100,10 +100,15 @@ impl Publish {
 }
 
 impl Publish {
-    /// Exact number of bytes [`Self::encode`] writes for version `v`.
+    /// Exact number of bytes [`Self::encode`] writes for version `v` (for
+    /// a PUBLISH that fails with [`EncodeError::PropertyNotAllowed`], the
+    /// size it would have with every property written).
     pub fn encoded_len(&self, v: ProtocolVersion) -> usize {
         let properties = if v.is_v5() {
-            self.properties.body_len()
+            // The eight PUBLISH properties, as `encode` measures them.
+            self.properties
+                .publish_len()
+                .unwrap_or_else(|_| self.properties.body_len())
         } else {
             0
         };
