@@ -2,7 +2,7 @@
 //! and each codec's read loop.
 
 use bytes::BytesMut;
-use mqtt_codec::{Decoder, MqttString, PacketId, ProtocolVersion, Publish, QoS, TopicName};
+use mqtt_codec::{Decoder, PacketId, ProtocolVersion, Publish, QoS, TopicName, UserProperties};
 use rumqttc::mqttbytes::v4 as peer4;
 use rumqttc::v5::mqttbytes::v5 as peer5;
 use std::hint::black_box;
@@ -11,8 +11,8 @@ use std::hint::black_box;
 pub const MAX: usize = 1 << 28;
 
 /// One user property.
-pub fn user_props() -> Vec<(MqttString, MqttString)> {
-    vec![("source".into(), "bench".into())]
+pub fn user_props() -> UserProperties {
+    [("source".into(), "bench".into())].into()
 }
 
 /// The PUBLISH of every benchmark: QoS 1 to `sensors/kitchen/temperature`,

@@ -167,7 +167,7 @@ fn request_response_and_user_properties_pass_through_unchanged() {
     m.properties.correlation_data = Some(Bytes::from_static(b"42"));
     m.properties.content_type = Some("text/plain".into());
     m.properties.payload_format_indicator = Some(true);
-    m.properties.user_properties = vec![("a".into(), "1".into()), ("a".into(), "2".into())];
+    m.properties.user_properties = vec![("a".into(), "1".into()), ("a".into(), "2".into())].into();
     h.send(p, Packet::Publish(m.clone()));
     let got = h.recv_publishes(s);
     let g = &got[0].properties;

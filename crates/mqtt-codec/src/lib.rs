@@ -47,6 +47,7 @@ mod small;
 mod string;
 pub mod topic;
 mod types;
+pub mod user_properties;
 mod wire;
 
 pub use bytes;
@@ -61,4 +62,5 @@ pub use reason::ReasonCode;
 pub use string::MqttString;
 pub use topic::{TopicError, TopicFilter, TopicName};
 pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+pub use user_properties::{UserProperties, UserProperty};
 pub use wire::MAX_VARIABLE_INTEGER;

@@ -5,6 +5,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::string::MqttString;
 use crate::types::QoS;
+use crate::user_properties::UserProperties;
 use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -202,7 +203,7 @@ pub struct PropertyValues {
     /// 0x25 Retain Available.
     pub retain_available: Option<bool>,
     /// 0x26 User Properties, in order; a name may repeat.
-    pub user_properties: Vec<(MqttString, MqttString)>,
+    pub user_properties: UserProperties,
     /// 0x27 Maximum Packet Size (never 0).
     pub maximum_packet_size: Option<u32>,
     /// 0x28 Wildcard Subscription Available.
@@ -312,7 +313,7 @@ static NO_PROPERTIES: PropertyValues = PropertyValues {
     topic_alias: None,
     maximum_qos: None,
     retain_available: None,
-    user_properties: Vec::new(),
+    user_properties: UserProperties::new(),
     maximum_packet_size: None,
     wildcard_subscription_available: None,
     subscription_identifier_available: None,
@@ -869,7 +870,7 @@ mod tests {
             TopicAlias => v.topic_alias = Some(1),
             MaximumQoS => v.maximum_qos = Some(QoS::AtMostOnce),
             RetainAvailable => v.retain_available = Some(true),
-            UserProperty => v.user_properties = alloc::vec![(s().unwrap(), s().unwrap())],
+            UserProperty => v.user_properties = [(s().unwrap(), s().unwrap())].into(),
             MaximumPacketSize => v.maximum_packet_size = Some(1),
             WildcardSubscriptionAvailable => v.wildcard_subscription_available = Some(true),
             SubscriptionIdentifierAvailable => v.subscription_identifier_available = Some(true),

@@ -113,3 +113,42 @@ fn publish_encode_into_reserved_buffer_allocates_nothing() {
         assert_eq!(info.count_total, 0, "{v}");
     }
 }
+
+/// A 5.0 PUBLISH with properties allocates their block once: short strings
+/// are inline and a single User Property is kept in the block, so message
+/// expiry, content type and one user property cost one allocation; a second
+/// user property adds the list's own.
+#[test]
+fn v5_publish_properties_allocate_one_block() {
+    let v = ProtocolVersion::V5;
+    for (pairs, expected) in [(0, 1), (1, 1), (2, 2), (3, 2)] {
+        let mut p = Publish::new(
+            TopicName::try_from("sensors/kitchen").unwrap(),
+            vec![7u8; 16],
+        );
+        p.properties.message_expiry_interval = Some(60);
+        p.properties.content_type = Some("application/octet-stream".into());
+        for i in 0..pairs {
+            p.properties
+                .user_properties
+                .push(("source".into(), format!("bench-{i}").into()));
+        }
+        let mut one = BytesMut::new();
+        p.encode(v, &mut one).unwrap();
+        let mut buf = BytesMut::new();
+        for _ in 0..3 {
+            buf.extend_from_slice(&one);
+        }
+        let mut decoder = Decoder::with_version(v);
+        // The first split makes the buffer shared (one allocation).
+        let _first = decoder.decode(&mut buf).unwrap().unwrap();
+        let info = allocation_counter::measure(|| {
+            let Some(Packet::Publish(got)) = decoder.decode(&mut buf).unwrap() else {
+                panic!("not a PUBLISH")
+            };
+            assert_eq!(got.properties.user_properties.len(), pairs);
+            drop(std::hint::black_box(got));
+        });
+        assert_eq!(info.count_total, expected, "{pairs} user properties");
+    }
+}

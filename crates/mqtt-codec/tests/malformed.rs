@@ -1028,7 +1028,7 @@ fn encode_errors() {
     // A property a PUBLISH cannot carry: refused, nothing written, and
     // named (the first one in property order).
     let mut p = Publish::new(TopicName::try_from("t").unwrap(), "x");
-    p.properties.user_properties = vec![("k".into(), "v".into())];
+    p.properties.user_properties = vec![("k".into(), "v".into())].into();
     p.properties.reason_string = Some("why".into());
     p.properties.session_expiry_interval = Some(1);
     assert_eq!(

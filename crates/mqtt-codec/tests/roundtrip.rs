@@ -191,7 +191,7 @@ fn property_blocks_of_every_prefix_length_round_trip() {
     for len in [0, 1, 120, 127, 128, 129, 300, 16_383, 16_384, 40_000] {
         let mut d = Disconnect::new(ReasonCode::Success);
         d.properties.reason_string = Some("r".repeat(len).into());
-        d.properties.user_properties = vec![("k".into(), "v".into())];
+        d.properties.user_properties = vec![("k".into(), "v".into())].into();
         let p = Packet::Disconnect(d);
         let mut buf = BytesMut::new();
         let n = p.encode(v, &mut buf).unwrap();
