@@ -15,8 +15,9 @@ pub enum DecodeError {
     /// The remaining length used more than four bytes [MQTT-1.5.5].
     #[error("malformed remaining length: more than four bytes")]
     MalformedRemainingLength,
-    /// A variable byte integer used more than four bytes.
-    #[error("malformed variable byte integer: more than four bytes")]
+    /// A variable byte integer inside a packet used more than four bytes,
+    /// or more bytes than its value needs [MQTT-1.5.5-1].
+    #[error("malformed variable byte integer: more than four bytes, or more than its value needs")]
     MalformedVariableInteger,
     /// The packet is larger than the configured maximum packet size.
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]

@@ -81,8 +81,16 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
 
+    /// A variable byte integer inside a packet (a property length or
+    /// identifier, a Subscription Identifier). It must use the fewest bytes
+    /// its value needs [MQTT-1.5.5-1]: a last byte of 0 after a continuation
+    /// byte (`80 00`) is malformed, as Mosquitto also treats it.
     pub(crate) fn variable_integer(&mut self) -> Result<u32, DecodeError> {
-        match read_variable_integer(&self.buf[self.pos..self.end]) {
+        let b = &self.buf[self.pos..self.end];
+        match read_variable_integer(b) {
+            VarInt::Value(_, n) if n > 1 && b[n - 1] == 0 => {
+                Err(DecodeError::MalformedVariableInteger)
+            }
             VarInt::Value(v, n) => {
                 self.pos += n;
                 Ok(v)

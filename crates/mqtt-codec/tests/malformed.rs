@@ -680,6 +680,22 @@ fn property_length_malformed_or_too_long() {
         DecodeError::MalformedVariableInteger,
         MALFORMED,
     );
+    // [MQTT-1.5.5-1] Variable byte integers in the fewest bytes: a
+    // property length of 1 written as `81 00`, a property identifier 0x01
+    // as `81 00`, and a Subscription Identifier of 1 as `81 80 00`.
+    for wire in [
+        pkt(0x30, "00 01 74 81 00 01 01"),
+        pkt(0x30, "00 01 74 03 81 00 01"),
+        pkt(0x30, "00 01 74 04 0B 81 80 00"),
+    ] {
+        check(&wire, V5, DecodeError::MalformedVariableInteger, MALFORMED);
+    }
+    // The same values in their shortest form decode.
+    let mut ok = BytesMut::from(&pkt(0x30, "00 01 74 02 0B 01")[..]);
+    let Some(Packet::Publish(p)) = Decoder::with_version(V5).decode(&mut ok).unwrap() else {
+        panic!("not a PUBLISH")
+    };
+    assert_eq!(p.properties.subscription_identifiers, [1]);
     // Property length beyond the end of the packet.
     check(
         &pkt(0x30, "00 01 74 05 01 01"),
