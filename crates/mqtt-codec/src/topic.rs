@@ -207,28 +207,35 @@ impl TopicFilter {
         Self::without_null(text)
     }
 
-    /// [`TopicFilter::new`] for a string already known to have no U+0000
-    /// (the decoder checked it with the UTF-8).
-    pub(crate) fn without_null(text: String) -> Result<Self, TopicError> {
-        if text.is_empty() {
-            return Err(TopicError::Empty);
-        }
-        if text.len() > u16::MAX as usize {
-            return Err(TopicError::TooLong);
-        }
-        let filter_start = match text.strip_prefix("$share/") {
-            Some(rest) => {
-                let slash = rest.find('/').ok_or(TopicError::InvalidShare)?;
-                let group = &rest[..slash];
-                if group.is_empty() || group.contains(['+', '#']) || slash + 1 == rest.len() {
-                    return Err(TopicError::InvalidShare);
-                }
-                "$share/".len() + slash + 1
-            }
-            None => 0,
-        };
+    /// [`TopicFilter::new`] for a string already known to have no U+0000.
+    fn without_null(text: String) -> Result<Self, TopicError> {
+        let filter_start = share_prefix_len(&text)?;
         check_filter(&text[filter_start..])?;
         Ok(Self { text, filter_start })
+    }
+
+    /// A filter from a packet: UTF-8 [MQTT-1.5.4-1], no U+0000
+    /// [MQTT-1.5.4-2], then the rules of [`TopicFilter::new`]. One pass
+    /// over the bytes finds U+0000 and wildcards; only a filter with
+    /// wildcards has their places checked.
+    pub(crate) fn from_wire(b: &[u8]) -> Result<Self, DecodeError> {
+        let text = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
+        let (mut null, mut wildcard) = (false, false);
+        for &c in b {
+            null |= c == 0;
+            wildcard |= c == b'+' || c == b'#';
+        }
+        if null {
+            return Err(DecodeError::NullCharacter);
+        }
+        let filter_start = share_prefix_len(text).map_err(DecodeError::InvalidTopicFilter)?;
+        if wildcard {
+            check_filter(&text[filter_start..]).map_err(DecodeError::InvalidTopicFilter)?;
+        }
+        Ok(Self {
+            text: String::from(text),
+            filter_start,
+        })
     }
 
     /// The filter as the client sent it (with any `$share/{group}/` prefix).
@@ -266,31 +273,58 @@ impl TopicFilter {
     }
 }
 
-/// One pass over the filter; within a level a misplaced `#` is reported
-/// before a misplaced `+`, and the first bad level wins.
+/// Checks the length and any `$share/{group}/` prefix of a filter and
+/// returns the prefix's length (0 when not shared).
+fn share_prefix_len(text: &str) -> Result<usize, TopicError> {
+    if text.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if text.len() > u16::MAX as usize {
+        return Err(TopicError::TooLong);
+    }
+    match text.strip_prefix("$share/") {
+        Some(rest) => {
+            let slash = rest.find('/').ok_or(TopicError::InvalidShare)?;
+            let group = &rest[..slash];
+            if group.is_empty() || group.contains(['+', '#']) || slash + 1 == rest.len() {
+                return Err(TopicError::InvalidShare);
+            }
+            Ok("$share/".len() + slash + 1)
+        }
+        None => Ok(0),
+    }
+}
+
+/// Checks the wildcards of a filter: `#` alone in the last level
+/// [MQTT-4.7.1-2], `+` alone in its level [MQTT-4.7.1-3]. The level of the
+/// first misplaced wildcard decides the error: a misplaced `#` if the level
+/// has a `#`, a misplaced `+` otherwise.
 fn check_filter(f: &str) -> Result<(), TopicError> {
     let b = f.as_bytes();
     if b.is_empty() {
         return Err(TopicError::Empty);
     }
-    let (mut start, mut bad_hash, mut bad_plus) = (0, false, false);
-    for i in 0..=b.len() {
-        if i == b.len() || b[i] == b'/' {
-            if bad_hash {
-                return Err(TopicError::MisplacedMultiLevel);
-            }
-            if bad_plus {
-                return Err(TopicError::MisplacedSingleLevel);
-            }
-            start = i + 1;
+    for (i, &c) in b.iter().enumerate() {
+        if c != b'+' && c != b'#' {
             continue;
         }
-        match b[i] {
-            // `#` alone in the last level [MQTT-4.7.1-2].
-            b'#' => bad_hash |= i != start || i + 1 != b.len(),
-            // `+` alone in its level [MQTT-4.7.1-3].
-            b'+' => bad_plus |= i != start || b.get(i + 1).is_some_and(|&c| c != b'/'),
-            _ => {}
+        let level_start = i == 0 || b[i - 1] == b'/';
+        let in_place = level_start
+            && match c {
+                b'#' => i + 1 == b.len(),
+                _ => b.get(i + 1).is_none_or(|&n| n == b'/'),
+            };
+        if !in_place {
+            let start = b[..i].iter().rposition(|&c| c == b'/').map_or(0, |p| p + 1);
+            let end = b[i..]
+                .iter()
+                .position(|&c| c == b'/')
+                .map_or(b.len(), |p| i + p);
+            return Err(if b[start..end].contains(&b'#') {
+                TopicError::MisplacedMultiLevel
+            } else {
+                TopicError::MisplacedSingleLevel
+            });
         }
     }
     Ok(())

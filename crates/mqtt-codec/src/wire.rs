@@ -147,6 +147,19 @@ impl<'a> Reader<'a> {
         self.take_bytes(n)
     }
 
+    /// The bytes of a length-prefixed field (two-byte length, then the
+    /// bytes), not checked.
+    pub(crate) fn length_prefixed(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u16()? as usize;
+        if self.remaining() < n {
+            return Err(self.eof());
+        }
+        let buf: &'a Bytes = self.buf;
+        let s = &buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
     /// A UTF-8 Encoded String copied into a `String`.
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let n = self.u16()? as usize;

@@ -248,3 +248,57 @@ fn matching_agrees_with_a_reference_implementation() {
         }
     }
 }
+
+#[test]
+fn filter_validation_agrees_with_the_rules_level_by_level() {
+    // The rules written per level, as an oracle: `#` only as the whole last
+    // level, `+` only as a whole level; the first bad level decides, and
+    // within it a `#` is reported before a `+`.
+    fn reference(f: &str) -> Result<(), TopicError> {
+        if f.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        let levels: Vec<&str> = f.split('/').collect();
+        for (i, level) in levels.iter().enumerate() {
+            let last = i + 1 == levels.len();
+            if level.contains('#') && !(*level == "#" && last) {
+                return Err(TopicError::MisplacedMultiLevel);
+            }
+            if level.contains('+') && *level != "+" {
+                return Err(TopicError::MisplacedSingleLevel);
+            }
+        }
+        Ok(())
+    }
+    // Every string of up to six characters over `a / + #` (5,461 filters),
+    // through the constructor and through a SUBSCRIBE on the wire.
+    let mut filters = vec![String::new()];
+    let mut last = vec![String::new()];
+    for _ in 0..6 {
+        last = last
+            .iter()
+            .flat_map(|s| ['a', '/', '+', '#'].map(|c| format!("{s}{c}")))
+            .collect();
+        filters.extend(last.iter().cloned());
+    }
+    for f in &filters {
+        let expected = reference(f);
+        assert_eq!(TopicFilter::new(f.as_str()).map(|_| ()), expected, "{f:?}");
+        if f.is_empty() {
+            continue;
+        }
+        // SUBSCRIBE, packet id 1, the filter, options QoS 0.
+        let mut wire = vec![0x82, (2 + 2 + f.len() + 1) as u8, 0, 1, 0, f.len() as u8];
+        wire.extend_from_slice(f.as_bytes());
+        wire.push(0);
+        let mut buf = bytes::BytesMut::from(&wire[..]);
+        let got = mqtt_codec::Decoder::with_version(mqtt_codec::ProtocolVersion::V3_1_1)
+            .decode(&mut buf)
+            .map(|_| ());
+        assert_eq!(
+            got,
+            expected.map_err(mqtt_codec::DecodeError::InvalidTopicFilter),
+            "{f:?}"
+        );
+    }
+}

@@ -72,8 +72,7 @@ impl Subscribe {
         };
         let mut subscriptions = Vec::new();
         while !r.is_empty() {
-            let filter =
-                TopicFilter::without_null(r.string()?).map_err(DecodeError::InvalidTopicFilter)?;
+            let filter = TopicFilter::from_wire(r.length_prefixed()?)?;
             let options = decode_options(r.u8()?, v)?;
             // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
             if options.no_local && filter.is_shared() {

@@ -31,9 +31,7 @@ impl Unsubscribe {
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
-            filters.push(
-                TopicFilter::without_null(r.string()?).map_err(DecodeError::InvalidTopicFilter)?,
-            );
+            filters.push(TopicFilter::from_wire(r.length_prefixed()?)?);
         }
         if filters.is_empty() {
             return Err(DecodeError::EmptyUnsubscribe);
