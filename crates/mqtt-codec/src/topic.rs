@@ -190,11 +190,14 @@ impl TryFrom<String> for TopicName {
 
 /// A validated topic filter, possibly a shared subscription
 /// (`$share/{ShareName}/{filter}`).
+///
+/// Stored like a [`TopicName`]: inline up to 32 bytes (decoding one from a
+/// SUBSCRIBE allocates nothing), longer ones as shared `Bytes`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicFilter {
-    text: String,
+    text: SmallBytes,
     /// Byte offset of the filter proper inside `text` (after `$share/{group}/`).
-    filter_start: usize,
+    filter_start: u16,
 }
 
 impl TopicFilter {
@@ -204,56 +207,81 @@ impl TopicFilter {
         if !text.is_empty() && text.len() <= u16::MAX as usize && text.contains('\0') {
             return Err(TopicError::NullCharacter);
         }
-        Self::without_null(text)
+        let filter_start = share_prefix_len(text.as_bytes())?;
+        check_filter(&text.as_bytes()[filter_start..])?;
+        Ok(Self {
+            text: SmallBytes::from_bytes(Bytes::from(text)),
+            filter_start: filter_start as u16,
+        })
     }
 
-    /// [`TopicFilter::new`] for a string already known to have no U+0000.
-    fn without_null(text: String) -> Result<Self, TopicError> {
-        let filter_start = share_prefix_len(&text)?;
-        check_filter(&text[filter_start..])?;
-        Ok(Self { text, filter_start })
-    }
-
-    /// A filter from a packet: UTF-8 [MQTT-1.5.4-1], no U+0000
-    /// [MQTT-1.5.4-2], then the rules of [`TopicFilter::new`]. One pass
-    /// over the bytes finds U+0000 and wildcards; only a filter with
-    /// wildcards has their places checked.
-    pub(crate) fn from_wire(b: &[u8]) -> Result<Self, DecodeError> {
-        let text = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
-        let (mut null, mut wildcard) = (false, false);
+    /// The filter at `whole[start..start + len]` of a packet: UTF-8
+    /// [MQTT-1.5.4-1], no U+0000 [MQTT-1.5.4-2], then the rules of
+    /// [`TopicFilter::new`]. One pass over the bytes finds U+0000 and
+    /// wildcards; only a filter with wildcards has their places checked.
+    pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
+        let b = &whole[start..start + len];
+        let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
         for &c in b {
             null |= c == 0;
             wildcard |= c == b'+' || c == b'#';
+            non_ascii |= c >= 0x80;
+        }
+        if non_ascii && core::str::from_utf8(b).is_err() {
+            return Err(DecodeError::InvalidUtf8);
         }
         if null {
             return Err(DecodeError::NullCharacter);
         }
-        let filter_start = share_prefix_len(text).map_err(DecodeError::InvalidTopicFilter)?;
+        let filter_start = share_prefix_len(b).map_err(DecodeError::InvalidTopicFilter)?;
         if wildcard {
-            check_filter(&text[filter_start..]).map_err(DecodeError::InvalidTopicFilter)?;
+            check_filter(&b[filter_start..]).map_err(DecodeError::InvalidTopicFilter)?;
         }
         Ok(Self {
-            text: String::from(text),
-            filter_start,
+            text: SmallBytes::from_wire(whole, start, len),
+            filter_start: filter_start as u16,
         })
     }
 
     /// The filter as the client sent it (with any `$share/{group}/` prefix).
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.text
+        // Only UTF-8 ever gets in (`new` takes a `String`, the decoder
+        // validates); the fallback is unreachable.
+        core::str::from_utf8(self.text.as_slice()).unwrap_or_default()
+    }
+
+    /// Length in bytes (with any `$share/{group}/` prefix).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.text.as_slice().len()
+    }
+
+    /// Always `false`: a filter is never empty [MQTT-4.7.3-1].
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the two-byte length and the filter (at most 65,535 bytes:
+    /// the constructors check).
+    #[inline]
+    pub(crate) fn put_binary(&self, out: &mut crate::out::Out<'_>) {
+        self.text.put_binary(out)
     }
 
     /// The filter proper: without the `$share/{group}/` prefix.
     pub fn filter(&self) -> &str {
-        &self.text[self.filter_start..]
+        self.as_str()
+            .get(usize::from(self.filter_start)..)
+            .unwrap_or_default()
     }
 
     /// The share name of a shared subscription.
     pub fn share_group(&self) -> Option<&str> {
-        if self.filter_start == 0 {
-            None
-        } else {
-            Some(&self.text["$share/".len()..self.filter_start - 1])
+        match usize::from(self.filter_start) {
+            0 => None,
+            start => self.as_str().get("$share/".len()..start - 1),
         }
     }
 
@@ -275,18 +303,25 @@ impl TopicFilter {
 
 /// Checks the length and any `$share/{group}/` prefix of a filter and
 /// returns the prefix's length (0 when not shared).
-fn share_prefix_len(text: &str) -> Result<usize, TopicError> {
+fn share_prefix_len(text: &[u8]) -> Result<usize, TopicError> {
     if text.is_empty() {
         return Err(TopicError::Empty);
     }
     if text.len() > u16::MAX as usize {
         return Err(TopicError::TooLong);
     }
-    match text.strip_prefix("$share/") {
+    match text.strip_prefix(b"$share/") {
         Some(rest) => {
-            let slash = rest.find('/').ok_or(TopicError::InvalidShare)?;
+            let slash = rest
+                .iter()
+                .position(|&c| c == b'/')
+                .ok_or(TopicError::InvalidShare)?;
             let group = &rest[..slash];
-            if group.is_empty() || group.contains(['+', '#']) || slash + 1 == rest.len() {
+            if group.is_empty()
+                || group.contains(&b'+')
+                || group.contains(&b'#')
+                || slash + 1 == rest.len()
+            {
                 return Err(TopicError::InvalidShare);
             }
             Ok("$share/".len() + slash + 1)
@@ -299,8 +334,7 @@ fn share_prefix_len(text: &str) -> Result<usize, TopicError> {
 /// [MQTT-4.7.1-2], `+` alone in its level [MQTT-4.7.1-3]. The level of the
 /// first misplaced wildcard decides the error: a misplaced `#` if the level
 /// has a `#`, a misplaced `+` otherwise.
-fn check_filter(f: &str) -> Result<(), TopicError> {
-    let b = f.as_bytes();
+fn check_filter(b: &[u8]) -> Result<(), TopicError> {
     if b.is_empty() {
         return Err(TopicError::Empty);
     }
@@ -332,13 +366,13 @@ fn check_filter(f: &str) -> Result<(), TopicError> {
 
 impl fmt::Debug for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.text, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 

@@ -5,7 +5,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::small::SmallBytes;
 use crate::string::MqttString;
-use crate::topic::TopicName;
+use crate::topic::{TopicFilter, TopicName};
 use crate::types::PacketType;
 use alloc::string::String;
 use bytes::Bytes;
@@ -147,17 +147,15 @@ impl<'a> Reader<'a> {
         self.take_bytes(n)
     }
 
-    /// The bytes of a length-prefixed field (two-byte length, then the
-    /// bytes), not checked.
-    pub(crate) fn length_prefixed(&mut self) -> Result<&'a [u8], DecodeError> {
+    /// A topic filter: two-byte length, then the filter, validated.
+    pub(crate) fn topic_filter(&mut self) -> Result<TopicFilter, DecodeError> {
         let n = self.u16()? as usize;
         if self.remaining() < n {
             return Err(self.eof());
         }
-        let buf: &'a Bytes = self.buf;
-        let s = &buf[self.pos..self.pos + n];
+        let f = TopicFilter::from_wire(self.buf, self.pos, n)?;
         self.pos += n;
-        Ok(s)
+        Ok(f)
     }
 
     /// A UTF-8 Encoded String copied into a `String`.

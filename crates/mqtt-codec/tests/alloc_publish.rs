@@ -152,3 +152,54 @@ fn v5_publish_properties_allocate_one_block() {
         assert_eq!(info.count_total, expected, "{pairs} user properties");
     }
 }
+
+/// A SUBSCRIBE's filters up to 32 bytes are stored inline: decoding one
+/// with three such filters allocates only its list of subscriptions; a
+/// longer filter shares the packet's buffer (no allocation either).
+#[test]
+fn subscribe_filters_allocate_nothing_but_the_list() {
+    use mqtt_codec::{Subscribe, Subscription, SubscriptionOptions, TopicFilter};
+    let long = "building/7/floor/3/room/12/sensors/+/temperature";
+    let filters = [
+        "sensors/+/temperature",
+        "alerts/#",
+        "$share/g/home/kitchen",
+        long,
+    ];
+    let mut s = Subscribe::new(
+        mqtt_codec::PacketId::new(1).unwrap(),
+        TopicFilter::new(filters[0]).unwrap(),
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+    );
+    for f in &filters[1..] {
+        s.subscriptions.push(Subscription {
+            filter: TopicFilter::new(*f).unwrap(),
+            options: SubscriptionOptions::qos(QoS::AtMostOnce),
+        });
+    }
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let mut one = BytesMut::new();
+        Packet::Subscribe(s.clone()).encode(v, &mut one).unwrap();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&one);
+        buf.extend_from_slice(&one);
+        let mut decoder = Decoder::with_version(v);
+        let _first = decoder.decode(&mut buf).unwrap().unwrap();
+        let info = allocation_counter::measure(|| {
+            let Some(Packet::Subscribe(got)) = decoder.decode(&mut buf).unwrap() else {
+                panic!("not a SUBSCRIBE")
+            };
+            let texts: Vec<&str> = got
+                .subscriptions
+                .iter()
+                .map(|s| s.filter.as_str())
+                .collect();
+            assert_eq!(texts, filters);
+            assert_eq!(got.subscriptions[2].filter.share_group(), Some("g"));
+            assert_eq!(got.subscriptions[2].filter.filter(), "home/kitchen");
+            drop(std::hint::black_box(got));
+        });
+        // The Vec of subscriptions, and the `texts` Vec of this test.
+        assert_eq!(info.count_total, 2, "{v}");
+    }
+}

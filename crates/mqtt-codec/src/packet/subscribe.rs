@@ -9,7 +9,7 @@ use crate::topic::TopicFilter;
 use crate::types::{
     PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
 };
-use crate::wire::{check_field, put_binary, Reader};
+use crate::wire::{check_field, Reader};
 use alloc::vec::Vec;
 
 /// One entry of a SUBSCRIBE: a filter and its options.
@@ -72,7 +72,7 @@ impl Subscribe {
         };
         let mut subscriptions = Vec::new();
         while !r.is_empty() {
-            let filter = TopicFilter::from_wire(r.length_prefixed()?)?;
+            let filter = r.topic_filter()?;
             let options = decode_options(r.u8()?, v)?;
             // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
             if options.no_local && filter.is_shared() {
@@ -106,7 +106,7 @@ impl Body for Subscribe {
         n + self
             .subscriptions
             .iter()
-            .map(|s| 3 + s.filter.as_str().len())
+            .map(|s| 3 + s.filter.len())
             .sum::<usize>()
     }
 
@@ -119,8 +119,9 @@ impl Body for Subscribe {
             self.properties.encode(buf)?;
         }
         for s in &self.subscriptions {
-            check_field(s.filter.as_str().len())?;
-            put_binary(buf, s.filter.as_str().as_bytes());
+            // At most 65,535 bytes: the constructors check.
+            debug_assert!(check_field(s.filter.len()).is_ok());
+            s.filter.put_binary(buf);
             buf.put_u8(s.options.to_byte(v));
         }
         Ok(())

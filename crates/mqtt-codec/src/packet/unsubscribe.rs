@@ -7,7 +7,7 @@ use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::TopicFilter;
 use crate::types::{PacketId, PacketType, ProtocolVersion};
-use crate::wire::{check_field, put_binary, Reader};
+use crate::wire::{check_field, Reader};
 use alloc::vec::Vec;
 
 /// UNSUBSCRIBE: one or more topic filters to remove.
@@ -31,7 +31,7 @@ impl Unsubscribe {
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
-            filters.push(TopicFilter::from_wire(r.length_prefixed()?)?);
+            filters.push(r.topic_filter()?);
         }
         if filters.is_empty() {
             return Err(DecodeError::EmptyUnsubscribe);
@@ -56,11 +56,7 @@ impl Body for Unsubscribe {
         if v.is_v5() {
             n += self.properties.encoded_len();
         }
-        n + self
-            .filters
-            .iter()
-            .map(|f| 2 + f.as_str().len())
-            .sum::<usize>()
+        n + self.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
     }
 
     fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
@@ -72,8 +68,9 @@ impl Body for Unsubscribe {
             self.properties.encode(buf)?;
         }
         for f in &self.filters {
-            check_field(f.as_str().len())?;
-            put_binary(buf, f.as_str().as_bytes());
+            // At most 65,535 bytes: the constructors check.
+            debug_assert!(check_field(f.len()).is_ok());
+            f.put_binary(buf);
         }
         Ok(())
     }
