@@ -85,7 +85,19 @@ impl<'a> Reader<'a> {
     /// identifier, a Subscription Identifier). It must use the fewest bytes
     /// its value needs [MQTT-1.5.5-1]: a last byte of 0 after a continuation
     /// byte (`80 00`) is malformed, as Mosquitto also treats it.
+    #[inline]
     pub(crate) fn variable_integer(&mut self) -> Result<u32, DecodeError> {
+        // Almost always one byte (every property identifier, most lengths).
+        match self.peek_u8() {
+            Some(b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u32::from(b))
+            }
+            _ => self.long_variable_integer(),
+        }
+    }
+
+    fn long_variable_integer(&mut self) -> Result<u32, DecodeError> {
         let b = &self.buf[self.pos..self.end];
         match read_variable_integer(b) {
             VarInt::Value(_, n) if n > 1 && b[n - 1] == 0 => {
@@ -97,6 +109,16 @@ impl<'a> Reader<'a> {
             }
             VarInt::Incomplete => Err(self.eof()),
             VarInt::Malformed => Err(DecodeError::MalformedVariableInteger),
+        }
+    }
+
+    /// The next byte, not consumed.
+    #[inline(always)]
+    fn peek_u8(&self) -> Option<u8> {
+        if self.pos < self.end {
+            self.buf.get(self.pos).copied()
+        } else {
+            None
         }
     }
 
