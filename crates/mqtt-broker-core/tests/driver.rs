@@ -4,10 +4,13 @@
 
 mod driver_support;
 
+use bytes::BytesMut;
 use driver_support::*;
 use mqtt_broker_core::config::Config;
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
-use mqtt_broker_core::mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
+use mqtt_broker_core::mqtt_codec::{
+    Packet, PacketId, ProtocolVersion, PubRel, Publish, QoS, ReasonCode, TopicName,
+};
 use mqtt_broker_core::BrokerConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -440,5 +443,59 @@ async fn malformed_bytes_close_only_that_connection_with_the_reason() {
         .publish("still/here", b"yes", QoS::AtMostOnce, false)
         .await;
     assert_eq!(&other.expect_publish().await.payload[..], b"yes");
+    server.shutdown().await;
+}
+
+/// A client that overruns the broker's Receive Maximum with QoS 2 gets
+/// DISCONNECT 0x93, and the packets it still has in flight (PUBRELs for
+/// the PUBRECs it reads) are read and dropped by the closing broker
+/// instead of being answered with a TCP reset: the client's writes keep
+/// succeeding until it closes, as with the Paho interoperability suite's
+/// flow-control test.
+#[tokio::test]
+async fn a_closing_connection_is_drained_not_reset() {
+    let server = plain_server(BrokerConfig::default()).await;
+    let addr = server.local_addrs()[0];
+    let (mut c, ack) =
+        RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "flood", |_| {}).await;
+    let receive_maximum = ack.properties.receive_maximum.unwrap_or(u16::MAX);
+    assert!(receive_maximum < 1000, "a small Receive Maximum to overrun");
+    // Receive Maximum + 1 QoS 2 PUBLISHes in one write.
+    let mut burst = BytesMut::new();
+    for i in 1..=receive_maximum + 1 {
+        let mut p = Publish::new(TopicName::try_from("flood").unwrap(), &b"x"[..]);
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = PacketId::new(i);
+        Packet::Publish(p)
+            .encode(ProtocolVersion::V5, &mut burst)
+            .unwrap();
+    }
+    c.send_raw(&burst).await;
+    let mut pubrel = BytesMut::new();
+    loop {
+        match c.recv().await {
+            Some(Packet::PubRec(r)) => {
+                pubrel.clear();
+                Packet::PubRel(PubRel::new(r.packet_id))
+                    .encode(ProtocolVersion::V5, &mut pubrel)
+                    .unwrap();
+                c.try_send_raw(&pubrel).await.expect("PUBREL written");
+            }
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason_code, ReasonCode::ReceiveMaximumExceeded);
+                break;
+            }
+            other => panic!("expected PUBREC or DISCONNECT, got {other:?}"),
+        }
+    }
+    // Bytes sent after the DISCONNECT, with time for a reset to come back
+    // between them: a reset would fail the second write.
+    for _ in 0..2 {
+        c.try_send_raw(&pubrel)
+            .await
+            .expect("the closing broker still reads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c.recv().await.is_none(), "and then it closes");
     server.shutdown().await;
 }

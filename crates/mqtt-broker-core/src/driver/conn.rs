@@ -9,7 +9,7 @@ use mqtt_codec::{Decoder, Packet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -113,15 +113,48 @@ async fn serve<S>(
         .tls
         .is_none()
         .then_some((peer, listener.settings.port));
-    pump(&shared, &signal, id, stream, decoder, plain).await;
+    let unread = pump(&shared, &signal, id, stream, decoder, plain).await;
     listener.open.fetch_sub(1, Ordering::AcqRel);
-    let mut g = shared.lock();
-    g.broker().connection_closed(Instant::now(), id);
-    g.unregister(id);
+    {
+        let mut g = shared.lock();
+        g.broker().connection_closed(Instant::now(), id);
+        g.unregister(id);
+    }
+    if let Some(rd) = unread {
+        linger(rd).await;
+    }
+}
+
+/// How long a connection the broker closed is still read (and what arrives
+/// thrown away) for the client to see the close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After the broker closed a connection (DISCONNECT with a reason code,
+/// refused CONNACK) and shut down its sending side: reads and discards what
+/// the client still sends until it closes too, for at most [`LINGER`].
+/// Closing a socket with unread bytes makes the kernel answer with a reset,
+/// which can destroy the DISCONNECT in the client's receive buffer before
+/// the client reads it: the client would see "connection reset" instead of
+/// the reason. (A client that keeps publishing into a closing connection,
+/// e.g. one that exceeded Receive Maximum, always has bytes in flight.)
+async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
+    let mut sink = BytesMut::with_capacity(READ_CHUNK);
+    let drain = async {
+        loop {
+            sink.clear();
+            match rd.read_buf(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Moves bytes both ways until either side closes. `plain` (peer, port) is
 /// set on plain listeners, where a TLS ClientHello gets its own message.
+/// Returns the reading side when the broker closed the connection (for
+/// [`linger`]), `None` when the client did.
 async fn pump<S>(
     shared: &Shared,
     signal: &ConnSignal,
@@ -129,7 +162,8 @@ async fn pump<S>(
     stream: S,
     mut decoder: Decoder,
     mut plain: Option<(SocketAddr, u16)>,
-) where
+) -> Option<tokio::io::ReadHalf<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -144,7 +178,7 @@ async fn pump<S>(
         }
         let out = tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {
                     if let Some((peer, port)) = plain.take() {
                         // A TLS record starts with 0x16 (handshake); MQTT's first
@@ -158,7 +192,7 @@ async fn pump<S>(
                                 peer.port(),
                                 port
                             );
-                            return;
+                            return None;
                         }
                     }
                     let error = loop {
@@ -192,7 +226,7 @@ async fn pump<S>(
         };
         if let Some(out) = out {
             if wr.write_all(&out).await.is_err() {
-                return;
+                return None;
             }
         }
         if signal.close.load(Ordering::Acquire) {
@@ -203,7 +237,7 @@ async fn pump<S>(
             }
             let _ = wr.flush().await;
             let _ = wr.shutdown().await;
-            return;
+            return Some(rd);
         }
     }
 }

@@ -69,6 +69,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
             .expect("write failed");
     }
 
+    /// Writes raw bytes and reports whether the write succeeded.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(WAIT, self.stream.write_all(bytes))
+            .await
+            .expect("write timed out")
+    }
+
     /// The next packet, or `None` when the broker closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         tokio::time::timeout(WAIT, self.recv_unbounded())
