@@ -106,7 +106,14 @@ fn main() -> ExitCode {
                 .extend(args.port.iter().map(|&p| ListenerConfig::new(p, None)));
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread, like Mosquitto's event loop: packets from different
+    // clients are handled in the order their sockets became readable. On a
+    // multi-threaded tokio runtime the connection woken last runs first, so
+    // a PUBLISH could overtake a SUBSCRIBE another client sent just before
+    // it (the Paho interoperability suite's test_subscribe_options and
+    // test_request_response rely on that order). One thread also spent less
+    // CPU per message than two in bench/compare.sh (docs/benchmarks.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -9,7 +9,8 @@ use driver_support::*;
 use mqtt_broker_core::config::Config;
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
 use mqtt_broker_core::mqtt_codec::{
-    Packet, PacketId, ProtocolVersion, PubRel, Publish, QoS, ReasonCode, TopicName,
+    Packet, PacketId, ProtocolVersion, PubAck, PubRel, Publish, QoS, ReasonCode, Subscribe,
+    SubscriptionOptions, TopicFilter, TopicName,
 };
 use mqtt_broker_core::BrokerConfig;
 use std::net::SocketAddr;
@@ -497,5 +498,61 @@ async fn a_closing_connection_is_drained_not_reset() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(c.recv().await.is_none(), "and then it closes");
+    server.shutdown().await;
+}
+
+/// On a current-thread runtime (as `laptop-broker` runs it) packets from
+/// different clients are handled in the order they arrived: a SUBSCRIBE
+/// one client sent just before another client's PUBLISH is in place when
+/// the PUBLISH is routed, as in Mosquitto's single-threaded loop (the Paho
+/// interoperability suite's subscribe-options and request-response tests
+/// send exactly this sequence without waiting for the SUBACK).
+#[tokio::test(flavor = "current_thread")]
+async fn current_thread_broker_handles_clients_in_arrival_order() {
+    let server = plain_server(BrokerConfig::default()).await;
+    let addr = server.local_addrs()[0];
+    // Without TCP_NODELAY the kernel would hold a client's second small
+    // write until the first is acknowledged, and the order on the wire
+    // would not be the order of the writes.
+    let nodelay = || async {
+        let s = tcp(addr).await;
+        s.set_nodelay(true).unwrap();
+        s
+    };
+    let (mut a, _) =
+        RawClient::connect(nodelay().await, ProtocolVersion::V5, "requester", |_| {}).await;
+    let (mut b, _) =
+        RawClient::connect(nodelay().await, ProtocolVersion::V5, "responder", |_| {}).await;
+    for round in 0..20u16 {
+        let topic = format!("order/{round}");
+        // Both written before the broker's tasks run again.
+        let sub = Subscribe::new(
+            PacketId::new(round + 1).unwrap(),
+            TopicFilter::new(topic.as_str()).unwrap(),
+            SubscriptionOptions::qos(QoS::AtLeastOnce),
+        );
+        b.send(Packet::Subscribe(sub)).await;
+        let mut p = Publish::new(TopicName::try_from(topic.as_str()).unwrap(), &b"x"[..]);
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(round + 1);
+        a.send(Packet::Publish(p)).await;
+        // 5.0 PUBACK says 0x10 No matching subscribers if the PUBLISH
+        // was routed before the SUBSCRIBE.
+        match a.recv().await {
+            Some(Packet::PubAck(ack)) => {
+                assert_eq!(ack.reason_code, ReasonCode::Success, "round {round}")
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        assert!(matches!(b.recv().await, Some(Packet::SubAck(_))));
+        match b.recv().await {
+            Some(Packet::Publish(got)) => {
+                assert_eq!(got.topic.as_str(), topic, "round {round}");
+                let id = got.packet_id.expect("QoS 1");
+                b.send(Packet::PubAck(PubAck::new(id))).await;
+            }
+            other => panic!("round {round}: expected the PUBLISH, got {other:?}"),
+        }
+    }
     server.shutdown().await;
 }
