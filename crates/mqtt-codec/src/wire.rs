@@ -147,13 +147,28 @@ impl<'a> Reader<'a> {
     /// (empty allowed; the caller decides).
     #[inline(always)]
     pub(crate) fn topic_name(&mut self) -> Result<TopicName, DecodeError> {
+        self.length_prefixed(TopicName::from_wire)
+    }
+
+    /// A topic filter: two-byte length, then the filter, validated.
+    pub(crate) fn topic_filter(&mut self) -> Result<TopicFilter, DecodeError> {
+        self.length_prefixed(TopicFilter::from_wire)
+    }
+
+    /// A two-byte length, then a value `read` from the packet's bytes, the
+    /// value's start and its length (checked to be in the packet).
+    #[inline(always)]
+    fn length_prefixed<T>(
+        &mut self,
+        read: impl FnOnce(&Bytes, usize, usize) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
         let n = self.u16()? as usize;
         if self.remaining() < n {
             return Err(self.eof());
         }
-        let t = TopicName::from_wire(self.buf, self.pos, n)?;
+        let v = read(self.buf, self.pos, n)?;
         self.pos += n;
-        Ok(t)
+        Ok(v)
     }
 
     /// How far reading has come (an offset into the buffer).
@@ -167,17 +182,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u16()? as usize;
         self.take_bytes(n)
-    }
-
-    /// A topic filter: two-byte length, then the filter, validated.
-    pub(crate) fn topic_filter(&mut self) -> Result<TopicFilter, DecodeError> {
-        let n = self.u16()? as usize;
-        if self.remaining() < n {
-            return Err(self.eof());
-        }
-        let f = TopicFilter::from_wire(self.buf, self.pos, n)?;
-        self.pos += n;
-        Ok(f)
     }
 
     /// A UTF-8 Encoded String copied into a `String`.
