@@ -41,6 +41,22 @@ fn count(v: ProtocolVersion, qos: QoS, payload: usize, copies: usize) -> u64 {
     info.count_total
 }
 
+/// `copies` of the packet `one` in a buffer, and a decoder for `v` that has
+/// already decoded the first of them: the buffer is shared from then on,
+/// so what the later decodes allocate is their own.
+fn after_first_decode(v: ProtocolVersion, one: &[u8], copies: usize) -> (Decoder, BytesMut) {
+    let mut buf = BytesMut::new();
+    for _ in 0..copies {
+        buf.extend_from_slice(one);
+    }
+    let mut decoder = Decoder::with_version(v);
+    decoder
+        .decode(&mut buf)
+        .unwrap()
+        .expect("a whole first packet");
+    (decoder, buf)
+}
+
 /// The one allocation: `BytesMut::split_to(..).freeze()` on a buffer still in
 /// its original "vec" representation promotes it to the shared
 /// representation, which allocates the small reference-counted header
@@ -65,13 +81,7 @@ fn publish_decode_allocates_only_the_shared_header() {
 fn publish_decode_after_the_first_allocates_nothing() {
     for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-            let one = wire(v, qos, 16);
-            let mut buf = BytesMut::new();
-            for _ in 0..100 {
-                buf.extend_from_slice(&one);
-            }
-            let mut decoder = Decoder::with_version(v);
-            let _first = decoder.decode(&mut buf).unwrap().unwrap();
+            let (mut decoder, mut buf) = after_first_decode(v, &wire(v, qos, 16), 100);
             let info = allocation_counter::measure(|| {
                 for _ in 0..99 {
                     let p = decoder.decode(&mut buf).unwrap().unwrap();
@@ -135,13 +145,7 @@ fn v5_publish_properties_allocate_one_block() {
         }
         let mut one = BytesMut::new();
         p.encode(v, &mut one).unwrap();
-        let mut buf = BytesMut::new();
-        for _ in 0..3 {
-            buf.extend_from_slice(&one);
-        }
-        let mut decoder = Decoder::with_version(v);
-        // The first split makes the buffer shared (one allocation).
-        let _first = decoder.decode(&mut buf).unwrap().unwrap();
+        let (mut decoder, mut buf) = after_first_decode(v, &one, 3);
         let info = allocation_counter::measure(|| {
             let Some(Packet::Publish(got)) = decoder.decode(&mut buf).unwrap() else {
                 panic!("not a PUBLISH")
@@ -180,11 +184,7 @@ fn subscribe_filters_allocate_nothing_but_the_list() {
     for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
         let mut one = BytesMut::new();
         Packet::Subscribe(s.clone()).encode(v, &mut one).unwrap();
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&one);
-        buf.extend_from_slice(&one);
-        let mut decoder = Decoder::with_version(v);
-        let _first = decoder.decode(&mut buf).unwrap().unwrap();
+        let (mut decoder, mut buf) = after_first_decode(v, &one, 2);
         let info = allocation_counter::measure(|| {
             let Some(Packet::Subscribe(got)) = decoder.decode(&mut buf).unwrap() else {
                 panic!("not a SUBSCRIBE")
