@@ -151,6 +151,24 @@ fn reason(code: u8, packet: PacketType) -> ReasonCode {
     }
 }
 
+/// The PUBLISH properties of `p` (those `props` keeps for a PUBLISH).
+fn publish_props(p: &Props, v5: bool) -> PublishProperties {
+    let generic = props(p, Ctx::Publish, v5);
+    let Some(g) = generic.values() else {
+        return PublishProperties::default();
+    };
+    PublishProperties::from(PublishPropertyValues {
+        payload_format_indicator: g.payload_format_indicator,
+        message_expiry_interval: g.message_expiry_interval,
+        content_type: g.content_type.clone(),
+        response_topic: g.response_topic.clone(),
+        correlation_data: g.correlation_data.clone(),
+        subscription_identifiers: g.subscription_identifiers.clone(),
+        topic_alias: g.topic_alias,
+        user_properties: g.user_properties.clone(),
+    })
+}
+
 fn props(p: &Props, ctx: Ctx, v5: bool) -> Properties {
     use Ctx as C;
     if !v5 {
@@ -274,7 +292,7 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
             payload,
         } => {
             let q = qos(*q);
-            let properties = props(p, Ctx::Publish, v5);
+            let properties = publish_props(p, v5);
             let topic = if v5 && properties.topic_alias.is_some() && topic.is_empty() {
                 TopicName::empty()
             } else {

@@ -21,8 +21,8 @@ use crate::topic_tree::{Match, SubEntry, SubscriptionTree};
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion,
-    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
-    TopicName, UnsubAck, Unsubscribe,
+    PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
+    SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1106,8 +1106,8 @@ impl Broker {
         };
         let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
         let will = connect.will.as_ref().map(|w| {
-            let mut properties = w.properties.clone();
-            let delay = properties.will_delay_interval.take().unwrap_or(0);
+            let delay = w.properties.will_delay_interval.unwrap_or(0);
+            let mut properties = PublishProperties::from_will(&w.properties);
             let expiry_secs = properties.message_expiry_interval.take();
             Will {
                 message: Message {
@@ -2015,7 +2015,7 @@ impl Broker {
                 payload: Bytes::from(value),
                 qos: QoS::AtMostOnce,
                 retain: true,
-                properties: Properties::default(),
+                properties: PublishProperties::default(),
                 expires_at: None,
             };
             self.publish_message(now, msg, None);

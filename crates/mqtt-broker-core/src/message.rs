@@ -2,7 +2,7 @@
 //! is queued for.
 
 use bytes::Bytes;
-use mqtt_codec::{Properties, QoS, TopicName};
+use mqtt_codec::{PublishProperties, QoS, TopicName};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ pub(crate) struct Message {
     /// 5.0 properties forwarded unchanged [MQTT-3.3.2-17..20]: no Topic
     /// Alias, no Subscription Identifiers, no Message Expiry Interval (that
     /// is recomputed from `expires_at` on every send [MQTT-3.3.2-6]).
-    pub properties: Properties,
+    pub properties: PublishProperties,
     pub expires_at: Option<Instant>,
 }
 

@@ -9,7 +9,9 @@ use crate::message::{Delivery, Message};
 use crate::session::{Outgoing, Session};
 use crate::stats::Statistics;
 use bytes::BytesMut;
-use mqtt_codec::{Decoder, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, TopicName};
+use mqtt_codec::{
+    Decoder, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS, TopicName,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -206,7 +208,7 @@ impl Ctx {
             properties: if v5 {
                 msg.properties.clone()
             } else {
-                Properties::default()
+                PublishProperties::default()
             },
             payload: msg.payload.clone(),
         };

@@ -121,7 +121,7 @@ fn collect_in(node: &Node, rest: Option<&str>, root: bool, out: &mut Vec<Arc<Mes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mqtt_codec::{Properties, QoS, TopicFilter, TopicName};
+    use mqtt_codec::{PublishProperties, QoS, TopicFilter, TopicName};
 
     fn msg(topic: &str) -> Arc<Message> {
         Arc::new(Message {
@@ -129,7 +129,7 @@ mod tests {
             payload: bytes::Bytes::from_static(b"x"),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: PublishProperties::default(),
             expires_at: None,
         })
     }

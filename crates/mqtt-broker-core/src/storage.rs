@@ -13,7 +13,7 @@
 use crate::message::{Delivery, Message};
 use bytes::Bytes;
 use mqtt_codec::{
-    PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName,
+    PacketId, ProtocolVersion, PublishProperties, QoS, SubscriptionOptions, TopicFilter, TopicName,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub struct StoredMessage {
     /// RETAIN flag it was published with.
     pub retain: bool,
     /// 5.0 properties forwarded with it.
-    pub properties: Properties,
+    pub properties: PublishProperties,
     /// Time left before it expires, when it was stored.
     pub expires_in: Option<Duration>,
 }

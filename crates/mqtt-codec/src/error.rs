@@ -197,13 +197,4 @@ pub enum EncodeError {
     /// (a Subscription Identifier of 0 or above 268,435,455).
     #[error("invalid value for property {0:?}")]
     InvalidPropertyValue(PropertyId),
-    /// A property the packet cannot carry (a Reason String on a PUBLISH,
-    /// ...): the peer would reject the packet as malformed.
-    #[error("property {property:?} cannot be sent in {packet}")]
-    PropertyNotAllowed {
-        /// The property.
-        property: PropertyId,
-        /// The packet it was set on.
-        packet: PacketType,
-    },
 }

@@ -42,6 +42,7 @@ mod error;
 mod out;
 mod packet;
 mod properties;
+mod publish_properties;
 mod reason;
 mod small;
 mod string;
@@ -58,6 +59,7 @@ pub use packet::{
     UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
 pub use properties::{Properties, PropertyId, PropertyValues};
+pub use publish_properties::{PublishProperties, PublishPropertyValues};
 pub use reason::ReasonCode;
 pub use string::MqttString;
 pub use topic::{TopicError, TopicFilter, TopicName};

@@ -99,7 +99,7 @@ pub(crate) enum PropertyContext {
 }
 
 impl PropertyContext {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Connect => "CONNECT",
             Self::ConnAck => "CONNACK",
@@ -116,7 +116,7 @@ impl PropertyContext {
     }
 
     /// Table of section 2.2.2.2.
-    fn allows(self, id: PropertyId) -> bool {
+    pub(crate) fn allows(self, id: PropertyId) -> bool {
         use PropertyContext as C;
         use PropertyId::*;
         match id {
@@ -214,81 +214,6 @@ pub struct PropertyValues {
     pub shared_subscription_available: Option<bool>,
 }
 
-impl PropertyValues {
-    /// The first property set that a PUBLISH cannot carry, if any. The
-    /// common answer (none) is one pass of presence tests without branches.
-    #[inline]
-    fn not_in_publish(&self) -> Option<PropertyId> {
-        use PropertyId::*;
-        let any = self.session_expiry_interval.is_some()
-            | self.assigned_client_identifier.is_some()
-            | self.server_keep_alive.is_some()
-            | self.authentication_method.is_some()
-            | self.authentication_data.is_some()
-            | self.request_problem_information.is_some()
-            | self.will_delay_interval.is_some()
-            | self.request_response_information.is_some()
-            | self.response_information.is_some()
-            | self.server_reference.is_some()
-            | self.reason_string.is_some()
-            | self.receive_maximum.is_some()
-            | self.topic_alias_maximum.is_some()
-            | self.maximum_qos.is_some()
-            | self.retain_available.is_some()
-            | self.maximum_packet_size.is_some()
-            | self.wildcard_subscription_available.is_some()
-            | self.subscription_identifier_available.is_some()
-            | self.shared_subscription_available.is_some();
-        if !any {
-            return None;
-        }
-        [
-            (
-                SessionExpiryInterval,
-                self.session_expiry_interval.is_some(),
-            ),
-            (
-                AssignedClientIdentifier,
-                self.assigned_client_identifier.is_some(),
-            ),
-            (ServerKeepAlive, self.server_keep_alive.is_some()),
-            (AuthenticationMethod, self.authentication_method.is_some()),
-            (AuthenticationData, self.authentication_data.is_some()),
-            (
-                RequestProblemInformation,
-                self.request_problem_information.is_some(),
-            ),
-            (WillDelayInterval, self.will_delay_interval.is_some()),
-            (
-                RequestResponseInformation,
-                self.request_response_information.is_some(),
-            ),
-            (ResponseInformation, self.response_information.is_some()),
-            (ServerReference, self.server_reference.is_some()),
-            (ReasonString, self.reason_string.is_some()),
-            (ReceiveMaximum, self.receive_maximum.is_some()),
-            (TopicAliasMaximum, self.topic_alias_maximum.is_some()),
-            (MaximumQoS, self.maximum_qos.is_some()),
-            (RetainAvailable, self.retain_available.is_some()),
-            (MaximumPacketSize, self.maximum_packet_size.is_some()),
-            (
-                WildcardSubscriptionAvailable,
-                self.wildcard_subscription_available.is_some(),
-            ),
-            (
-                SubscriptionIdentifierAvailable,
-                self.subscription_identifier_available.is_some(),
-            ),
-            (
-                SharedSubscriptionAvailable,
-                self.shared_subscription_available.is_some(),
-            ),
-        ]
-        .into_iter()
-        .find_map(|(id, set)| set.then_some(id))
-    }
-}
-
 /// The empty property set every packet without properties reads through.
 static NO_PROPERTIES: PropertyValues = PropertyValues {
     payload_format_indicator: None,
@@ -320,11 +245,10 @@ static NO_PROPERTIES: PropertyValues = PropertyValues {
     shared_subscription_available: None,
 };
 
-/// The 5.0 properties of a packet. A packet uses the ones the specification
-/// allows for it; the decoder rejects the others. A PUBLISH with a property
-/// it cannot carry fails to encode ([`crate::EncodeError::PropertyNotAllowed`]);
-/// other packets write whatever is set (so set only what the packet
-/// allows). Empty for 3.1.1.
+/// The 5.0 properties of every packet but PUBLISH (which has its own type,
+/// [`crate::PublishProperties`]). A packet uses the ones the specification
+/// allows for it; the decoder rejects the others, the encoder writes
+/// whatever is set (so set only what the packet allows). Empty for 3.1.1.
 ///
 /// The values live out of line: a packet without properties carries one
 /// pointer (so packets stay small and cheap to move), reading any property
@@ -375,7 +299,7 @@ impl From<PropertyValues> for Properties {
 }
 
 #[inline(always)]
-fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeError> {
+pub(crate) fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::DuplicateProperty(id));
     }
@@ -383,11 +307,32 @@ fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeE
     Ok(())
 }
 
-fn flag(r: &mut Reader<'_>, id: PropertyId) -> Result<bool, DecodeError> {
+pub(crate) fn flag(r: &mut Reader<'_>, id: PropertyId) -> Result<bool, DecodeError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(DecodeError::InvalidPropertyValue(id)),
+    }
+}
+
+/// A Response Topic: a string that is a Topic Name [MQTT-3.3.2-14].
+pub(crate) fn response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
+    let v = r.mqtt_string()?;
+    if v.is_empty() || v.contains(['+', '#']) {
+        return Err(DecodeError::InvalidPropertyValue(PropertyId::ResponseTopic));
+    }
+    Ok(v)
+}
+
+/// A Subscription Identifier: 0 is a Protocol Error ([MQTT-3.3.4-6],
+/// 3.8.2.1.2).
+#[inline(always)]
+pub(crate) fn subscription_identifier(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+    match r.variable_integer()? {
+        0 => Err(DecodeError::InvalidPropertyValue(
+            PropertyId::SubscriptionIdentifier,
+        )),
+        v => Ok(v),
     }
 }
 
@@ -440,11 +385,7 @@ impl Properties {
                     set_once(&mut p.content_type, v, id)?
                 }
                 ResponseTopic => {
-                    let v = r.mqtt_string()?;
-                    // [MQTT-3.3.2-14] the Response Topic is a Topic Name.
-                    if v.is_empty() || v.contains(['+', '#']) {
-                        return Err(DecodeError::InvalidPropertyValue(id));
-                    }
+                    let v = response_topic(r)?;
                     set_once(&mut p.response_topic, v, id)?
                 }
                 CorrelationData => {
@@ -452,11 +393,7 @@ impl Properties {
                     set_once(&mut p.correlation_data, v, id)?
                 }
                 SubscriptionIdentifier => {
-                    let v = r.variable_integer()?;
-                    // [MQTT-3.3.4-6] / 3.8.2.1.2: 0 is a Protocol Error.
-                    if v == 0 {
-                        return Err(DecodeError::InvalidPropertyValue(id));
-                    }
+                    let v = subscription_identifier(r)?;
                     if ctx == PropertyContext::Subscribe && !p.subscription_identifiers.is_empty() {
                         return Err(DecodeError::DuplicateProperty(id));
                     }
@@ -625,53 +562,24 @@ impl Properties {
         }
         Ok(())
     }
-
-    /// Length of the properties of a PUBLISH, without the length prefix:
-    /// only the eight a PUBLISH can carry are visited. A property a PUBLISH
-    /// cannot carry (a Reason String, a Session Expiry Interval, ...) is an
-    /// error rather than a packet the peer would reject as malformed.
-    #[inline]
-    pub(crate) fn publish_len(&self) -> Result<usize, EncodeError> {
-        let Some(v) = self.0.as_deref() else {
-            return Ok(0);
-        };
-        if let Some(property) = v.not_in_publish() {
-            return Err(EncodeError::PropertyNotAllowed {
-                property,
-                packet: crate::types::PacketType::Publish,
-            });
-        }
-        Ok(message_len(v) + fixed_len(&v.topic_alias, 2) + user_properties_len(&v.user_properties))
-    }
-
-    /// Writes a PUBLISH's properties with a length prefix of `len`, which
-    /// must be [`Properties::publish_len`].
-    #[inline]
-    pub(crate) fn encode_publish(&self, len: usize, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        put_variable_integer(buf, len);
-        match self.0.as_deref() {
-            Some(v) => write_publish_values(v, buf),
-            None => Ok(()),
-        }
-    }
 }
 
 // Lengths of the properties, when set: identifier and value.
 
 #[inline(always)]
-fn string_len(v: &Option<MqttString>) -> usize {
+pub(crate) fn string_len(v: &Option<MqttString>) -> usize {
     v.as_ref().map_or(0, |v| 3 + v.len())
 }
 #[inline(always)]
-fn binary_len(v: &Option<Bytes>) -> usize {
+pub(crate) fn binary_len(v: &Option<Bytes>) -> usize {
     v.as_ref().map_or(0, |v| 3 + v.len())
 }
 #[inline(always)]
-fn fixed_len<T>(v: &Option<T>, size: usize) -> usize {
+pub(crate) fn fixed_len<T>(v: &Option<T>, size: usize) -> usize {
     v.as_ref().map_or(0, |_| 1 + size)
 }
 #[inline(always)]
-fn user_properties_len(pairs: &[(MqttString, MqttString)]) -> usize {
+pub(crate) fn user_properties_len(pairs: &[(MqttString, MqttString)]) -> usize {
     pairs.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
 }
 /// Length of what [`put_message_properties`] writes.
@@ -691,7 +599,7 @@ fn message_len(v: &PropertyValues) -> usize {
 // One property each, when set: identifier then value.
 
 #[inline(always)]
-fn put_string(
+pub(crate) fn put_string(
     buf: &mut Out<'_>,
     id: PropertyId,
     v: &Option<MqttString>,
@@ -704,7 +612,11 @@ fn put_string(
     Ok(())
 }
 #[inline(always)]
-fn put_bin(buf: &mut Out<'_>, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
+pub(crate) fn put_bin(
+    buf: &mut Out<'_>,
+    id: PropertyId,
+    v: &Option<Bytes>,
+) -> Result<(), EncodeError> {
     if let Some(v) = v {
         check_field(v.len())?;
         buf.put_u8(id as u8);
@@ -713,21 +625,21 @@ fn put_bin(buf: &mut Out<'_>, id: PropertyId, v: &Option<Bytes>) -> Result<(), E
     Ok(())
 }
 #[inline(always)]
-fn put_flag(buf: &mut Out<'_>, id: PropertyId, v: Option<bool>) {
+pub(crate) fn put_flag(buf: &mut Out<'_>, id: PropertyId, v: Option<bool>) {
     if let Some(v) = v {
         buf.put_u8(id as u8);
         buf.put_u8(v as u8);
     }
 }
 #[inline(always)]
-fn put_two(buf: &mut Out<'_>, id: PropertyId, v: Option<u16>) {
+pub(crate) fn put_two(buf: &mut Out<'_>, id: PropertyId, v: Option<u16>) {
     if let Some(v) = v {
         buf.put_u8(id as u8);
         buf.put_u16(v);
     }
 }
 #[inline(always)]
-fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
+pub(crate) fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
     if let Some(v) = v {
         buf.put_u8(id as u8);
         buf.put_u32(v);
@@ -735,7 +647,10 @@ fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
 }
 
 #[inline(always)]
-fn put_subscription_identifiers(buf: &mut Out<'_>, ids: &[u32]) -> Result<(), EncodeError> {
+pub(crate) fn put_subscription_identifiers(
+    buf: &mut Out<'_>,
+    ids: &[u32],
+) -> Result<(), EncodeError> {
     for &id in ids {
         // A variable byte integer holds at most 268,435,455, and 0 is a
         // Protocol Error [MQTT-3.3.4-6]; the lengths assumed 1 to 4 bytes.
@@ -750,7 +665,7 @@ fn put_subscription_identifiers(buf: &mut Out<'_>, ids: &[u32]) -> Result<(), En
     Ok(())
 }
 #[inline(always)]
-fn put_user_properties(
+pub(crate) fn put_user_properties(
     buf: &mut Out<'_>,
     pairs: &[(MqttString, MqttString)],
 ) -> Result<(), EncodeError> {
@@ -775,16 +690,6 @@ fn put_message_properties(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), E
     put_string(buf, ResponseTopic, &v.response_topic)?;
     put_bin(buf, CorrelationData, &v.correlation_data)?;
     put_subscription_identifiers(buf, &v.subscription_identifiers)
-}
-
-/// Writes the properties a PUBLISH carries (3.3.2.3), in the order
-/// [`write_values`] uses; [`Properties::publish_len`] has checked that no
-/// other property is set.
-#[inline(always)]
-fn write_publish_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-    put_message_properties(v, buf)?;
-    put_two(buf, PropertyId::TopicAlias, v.topic_alias);
-    put_user_properties(buf, &v.user_properties)
 }
 
 /// Writes every property set in `v`, without the length prefix.
@@ -839,11 +744,11 @@ fn write_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Values with exactly the property `id` set.
-    fn only(id: PropertyId) -> PropertyValues {
+    pub(crate) fn only(id: PropertyId) -> PropertyValues {
         use PropertyId::*;
         let mut v = PropertyValues::default();
         let s = || Some(MqttString::from("x"));
@@ -877,35 +782,5 @@ mod tests {
             SharedSubscriptionAvailable => v.shared_subscription_available = Some(true),
         }
         v
-    }
-
-    /// The encoder's list of properties a PUBLISH cannot carry is the
-    /// decoder's (`PropertyContext::allows`), and the PUBLISH length counts
-    /// every property it can carry, as the generic length does.
-    #[test]
-    fn the_publish_encoder_agrees_with_the_decoder_on_publish_properties() {
-        let mut seen = 0;
-        for id in (0..=u8::MAX).filter_map(PropertyId::from_u8) {
-            seen += 1;
-            let p = Properties::from(only(id));
-            let allowed = PropertyContext::Publish.allows(id);
-            match p.publish_len() {
-                Ok(n) => {
-                    assert!(allowed, "{id:?} must be refused on a PUBLISH");
-                    assert_eq!(n, p.body_len(), "{id:?}");
-                }
-                Err(e) => {
-                    assert!(!allowed, "{id:?} must be written on a PUBLISH");
-                    assert_eq!(
-                        e,
-                        EncodeError::PropertyNotAllowed {
-                            property: id,
-                            packet: crate::types::PacketType::Publish
-                        }
-                    );
-                }
-            }
-        }
-        assert_eq!(seen, 27, "every 5.0 property");
     }
 }

@@ -58,6 +58,27 @@ impl UserProperties {
         }
     }
 
+    /// Appends an empty pair and returns it, for a decoder to fill in
+    /// place (building the pair first and moving it in made the move read
+    /// back, in wider pieces, what had just been stored: a store-to-load
+    /// forwarding stall).
+    #[inline(always)]
+    pub(crate) fn push_empty(&mut self) -> &mut UserProperty {
+        let empty = (MqttString::new(), MqttString::new());
+        if let Repr::One(Some(_)) = self.0 {
+            self.spill(empty);
+            return self.as_mut_slice().last_mut().expect("spill pushed a pair");
+        }
+        match &mut self.0 {
+            Repr::One(slot) => slot.insert(empty),
+            Repr::Many(v) => {
+                v.push(empty);
+                let last = v.len() - 1;
+                &mut v[last]
+            }
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn spill(&mut self, pair: UserProperty) {

@@ -1041,28 +1041,6 @@ fn encode_errors() {
     );
     p.properties.subscription_identifiers = vec![0];
     assert!(p.encode(V5, &mut buf).is_err());
-    // A property a PUBLISH cannot carry: refused, nothing written, and
-    // named (the first one in property order).
-    let mut p = Publish::new(TopicName::try_from("t").unwrap(), "x");
-    p.properties.user_properties = vec![("k".into(), "v".into())].into();
-    p.properties.reason_string = Some("why".into());
-    p.properties.session_expiry_interval = Some(1);
-    assert_eq!(
-        p.encode(V5, &mut buf),
-        Err(EncodeError::PropertyNotAllowed {
-            property: PropertyId::SessionExpiryInterval,
-            packet: PacketType::Publish,
-        })
-    );
-    assert_eq!(
-        p.encode(V5, &mut buf).unwrap_err().to_string(),
-        "property SessionExpiryInterval cannot be sent in PUBLISH"
-    );
-    // 3.1.1 has no properties: nothing of them is written or checked.
-    assert!(p.encode(V3, &mut BytesMut::new()).is_ok());
-    p.properties.session_expiry_interval = None;
-    p.properties.reason_string = None;
-    assert!(p.encode(V5, &mut BytesMut::new()).is_ok());
     // A string field above 65,535 bytes.
     let mut c = Connect::new(V5, "c");
     c.username = Some("u".repeat(70_000));

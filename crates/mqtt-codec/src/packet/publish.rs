@@ -2,7 +2,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::out::write_packet;
-use crate::properties::{Properties, PropertyContext};
+use crate::publish_properties::PublishProperties;
 use crate::topic::TopicName;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{check_field, put_variable_integer, variable_integer_len, Reader};
@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 #[repr(C)]
 pub struct Publish {
     /// 5.0 PUBLISH properties.
-    pub properties: Properties,
+    pub properties: PublishProperties,
     /// Application payload.
     pub payload: Bytes,
     /// Topic Name; empty only in 5.0 with a Topic Alias.
@@ -45,7 +45,7 @@ impl Publish {
             retain: false,
             topic,
             packet_id: None,
-            properties: Properties::default(),
+            properties: PublishProperties::default(),
             payload: payload.into(),
         }
     }
@@ -76,9 +76,9 @@ impl Publish {
             Some(PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?)
         };
         let properties = if v.is_v5() {
-            Properties::decode(&mut r, PropertyContext::Publish)?
+            PublishProperties::decode(&mut r)?
         } else {
-            Properties::default()
+            PublishProperties::default()
         };
         // [MQTT-3.3.2-1] / [MQTT-4.7.3-1]: empty only with a Topic Alias (5.0).
         if topic.is_empty() && properties.topic_alias.is_none() {
@@ -100,15 +100,10 @@ impl Publish {
 }
 
 impl Publish {
-    /// Exact number of bytes [`Self::encode`] writes for version `v` (for
-    /// a PUBLISH that fails with [`EncodeError::PropertyNotAllowed`], the
-    /// size it would have with every property written).
+    /// Exact number of bytes [`Self::encode`] writes for version `v`.
     pub fn encoded_len(&self, v: ProtocolVersion) -> usize {
         let properties = if v.is_v5() {
-            // The eight PUBLISH properties, as `encode` measures them.
-            self.properties
-                .publish_len()
-                .unwrap_or_else(|_| self.properties.body_len())
+            self.properties.body_len()
         } else {
             0
         };
@@ -161,7 +156,7 @@ impl Publish {
             (_, None) => return Err(EncodeError::MissingPacketId),
         };
         let properties = if v.is_v5() {
-            self.properties.publish_len()?
+            self.properties.body_len()
         } else {
             0
         };
@@ -177,7 +172,7 @@ impl Publish {
                 out.put_u16(id);
             }
             if v.is_v5() {
-                self.properties.encode_publish(properties, out)?;
+                self.properties.encode(properties, out)?;
             }
             out.put_slice(&self.payload);
             Ok(())

@@ -9,9 +9,9 @@
 use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, PacketType, Properties,
-    PropertyValues, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
-    RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
-    UnsubAck, Unsubscribe, MAX_VARIABLE_INTEGER,
+    PropertyValues, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties,
+    PublishPropertyValues, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription,
+    SubscriptionOptions, TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_VARIABLE_INTEGER,
 };
 use proptest::collection::vec;
 use proptest::option::of;
@@ -273,6 +273,24 @@ pub fn props_for(v: ProtocolVersion, ctx: Ctx) -> BoxedStrategy<Properties> {
     }
 }
 
+/// The PUBLISH properties among `p` (all of them once restricted to
+/// [`Ctx::Publish`]).
+pub fn publish_properties(p: Properties) -> PublishProperties {
+    let Some(p) = p.values() else {
+        return PublishProperties::default();
+    };
+    PublishProperties::from(PublishPropertyValues {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        subscription_identifiers: p.subscription_identifiers.clone(),
+        topic_alias: p.topic_alias,
+        user_properties: p.user_properties.clone(),
+    })
+}
+
 /// The reason codes the specification allows in `packet` (5.0).
 pub fn reason(packet: PacketType) -> impl Strategy<Value = ReasonCode> {
     let codes: Vec<ReasonCode> = (0..=255u8)
@@ -355,7 +373,7 @@ pub fn publish(v: ProtocolVersion) -> impl Strategy<Value = Publish> {
         any::<bool>(),
         topic_name(),
         packet_id(),
-        props_for(v, Ctx::Publish),
+        props_for(v, Ctx::Publish).prop_map(publish_properties),
         vec(any::<u8>(), 0..64),
         any::<bool>(),
     )

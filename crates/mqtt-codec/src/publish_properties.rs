@@ -1,0 +1,336 @@
+//! The properties of a 5.0 PUBLISH (section 3.3.2.3): a type of their own,
+//! so a PUBLISH cannot be given a property it may not carry, and decoding
+//! or encoding one visits only the eight it can.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::out::Out;
+use crate::properties::{
+    binary_len, fixed_len, flag, put_bin, put_flag, put_four, put_string,
+    put_subscription_identifiers, put_two, put_user_properties, response_topic, set_once,
+    string_len, subscription_identifier, user_properties_len, Properties, PropertyContext,
+    PropertyId,
+};
+use crate::string::MqttString;
+use crate::user_properties::UserProperties;
+use crate::wire::{put_variable_integer, variable_integer_len, Reader};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use bytes::Bytes;
+
+/// The values of the properties a 5.0 PUBLISH can carry; reached through
+/// [`PublishProperties`] (`publish.properties.content_type`,
+/// `publish.properties.topic_alias = Some(1)`). The fields are in the
+/// order of their identifiers, which is the order they are written in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishPropertyValues {
+    /// 0x01 Payload Format Indicator: `true` means UTF-8 payload.
+    pub payload_format_indicator: Option<bool>,
+    /// 0x02 Message Expiry Interval in seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x03 Content Type.
+    pub content_type: Option<MqttString>,
+    /// 0x08 Response Topic (a topic name: not empty, no wildcards).
+    pub response_topic: Option<MqttString>,
+    /// 0x09 Correlation Data.
+    pub correlation_data: Option<Bytes>,
+    /// 0x0B Subscription Identifiers of the subscriptions that matched
+    /// (server to client; never 0, at most 268,435,455).
+    pub subscription_identifiers: Vec<u32>,
+    /// 0x23 Topic Alias (never 0).
+    pub topic_alias: Option<u16>,
+    /// 0x26 User Properties, in order; a name may repeat.
+    pub user_properties: UserProperties,
+}
+
+/// The 5.0 properties of a PUBLISH. Empty for 3.1.1.
+///
+/// Like [`Properties`], the values live out of line: a PUBLISH without
+/// properties carries one pointer, reading a property of it reads a shared
+/// empty set, and the first property set allocates the values once. Fields
+/// are reached through `Deref`/`DerefMut`:
+///
+/// ```
+/// use mqtt_codec::{Publish, TopicName};
+/// let mut p = Publish::new(TopicName::try_from("sensors/pi").unwrap(), "21.5");
+/// assert!(p.properties.is_empty());
+/// p.properties.content_type = Some("text/plain".into());
+/// p.properties.user_properties.push(("site".into(), "pi".into()));
+/// assert!(!p.properties.is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct PublishProperties(Option<Box<PublishPropertyValues>>);
+
+/// The empty property set every PUBLISH without properties reads through.
+static NO_PUBLISH_PROPERTIES: PublishPropertyValues = PublishPropertyValues {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    topic_alias: None,
+    user_properties: UserProperties::new(),
+};
+
+impl core::ops::Deref for PublishProperties {
+    type Target = PublishPropertyValues;
+    fn deref(&self) -> &PublishPropertyValues {
+        self.0.as_deref().unwrap_or(&NO_PUBLISH_PROPERTIES)
+    }
+}
+
+impl core::ops::DerefMut for PublishProperties {
+    fn deref_mut(&mut self) -> &mut PublishPropertyValues {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl PartialEq for PublishProperties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PublishProperties {}
+
+impl core::fmt::Debug for PublishProperties {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<PublishPropertyValues> for PublishProperties {
+    fn from(v: PublishPropertyValues) -> Self {
+        PublishProperties(Some(Box::new(v)))
+    }
+}
+
+impl PublishProperties {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0
+            .as_deref()
+            .is_none_or(|v| *v == NO_PUBLISH_PROPERTIES)
+    }
+
+    /// The values, if any property was ever set.
+    pub fn values(&self) -> Option<&PublishPropertyValues> {
+        self.0.as_deref()
+    }
+
+    /// The properties a will message is published with (3.1.3.2): every
+    /// will property except the Will Delay Interval, which only tells the
+    /// server when to publish it.
+    pub fn from_will(will: &Properties) -> Self {
+        let Some(w) = will.values() else {
+            return Self::default();
+        };
+        PublishPropertyValues {
+            payload_format_indicator: w.payload_format_indicator,
+            message_expiry_interval: w.message_expiry_interval,
+            content_type: w.content_type.clone(),
+            response_topic: w.response_topic.clone(),
+            correlation_data: w.correlation_data.clone(),
+            subscription_identifiers: Vec::new(),
+            topic_alias: None,
+            user_properties: w.user_properties.clone(),
+        }
+        .into()
+    }
+
+    /// Reads a property length and the properties that follow.
+    #[inline]
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let len = r.variable_integer()? as usize;
+        if len == 0 {
+            return Ok(Self::default());
+        }
+        let outer = r.limit(len)?;
+        // One allocation, filled in place.
+        let mut values = Box::<PublishPropertyValues>::default();
+        let p = &mut *values;
+        while !r.is_empty() {
+            use PropertyId::*;
+            match r.variable_integer()? {
+                0x01 => {
+                    let v = flag(r, PayloadFormatIndicator)?;
+                    set_once(&mut p.payload_format_indicator, v, PayloadFormatIndicator)?
+                }
+                0x02 => {
+                    let v = r.u32()?;
+                    set_once(&mut p.message_expiry_interval, v, MessageExpiryInterval)?
+                }
+                0x03 => {
+                    let v = r.mqtt_string()?;
+                    set_once(&mut p.content_type, v, ContentType)?
+                }
+                0x08 => {
+                    let v = response_topic(r)?;
+                    set_once(&mut p.response_topic, v, ResponseTopic)?
+                }
+                0x09 => {
+                    let v = r.binary()?;
+                    set_once(&mut p.correlation_data, v, CorrelationData)?
+                }
+                0x0B => {
+                    let v = subscription_identifier(r)?;
+                    p.subscription_identifiers.push(v);
+                }
+                0x23 => {
+                    let v = r.u16()?;
+                    if v == 0 {
+                        return Err(DecodeError::TopicAliasZero);
+                    }
+                    set_once(&mut p.topic_alias, v, TopicAlias)?
+                }
+                0x26 => {
+                    let pair = p.user_properties.push_empty();
+                    pair.0 = r.mqtt_string()?;
+                    pair.1 = r.mqtt_string()?;
+                }
+                other => return Err(not_in_publish(other)),
+            }
+        }
+        r.restore(outer);
+        Ok(PublishProperties(Some(values)))
+    }
+
+    /// Length of the properties, without the length prefix.
+    #[inline]
+    pub(crate) fn body_len(&self) -> usize {
+        let Some(v) = self.0.as_deref() else {
+            return 0;
+        };
+        fixed_len(&v.payload_format_indicator, 1)
+            + fixed_len(&v.message_expiry_interval, 4)
+            + string_len(&v.content_type)
+            + string_len(&v.response_topic)
+            + binary_len(&v.correlation_data)
+            + v.subscription_identifiers
+                .iter()
+                .map(|&v| 1 + variable_integer_len(v as usize))
+                .sum::<usize>()
+            + fixed_len(&v.topic_alias, 2)
+            + user_properties_len(&v.user_properties)
+    }
+
+    /// Writes the length prefix `len`, which must be [`Self::body_len`],
+    /// and the properties.
+    #[inline]
+    pub(crate) fn encode(&self, len: usize, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        put_variable_integer(buf, len);
+        let Some(v) = self.0.as_deref() else {
+            return Ok(());
+        };
+        use PropertyId::*;
+        put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
+        put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
+        put_string(buf, ContentType, &v.content_type)?;
+        put_string(buf, ResponseTopic, &v.response_topic)?;
+        put_bin(buf, CorrelationData, &v.correlation_data)?;
+        put_subscription_identifiers(buf, &v.subscription_identifiers)?;
+        put_two(buf, TopicAlias, v.topic_alias);
+        put_user_properties(buf, &v.user_properties)
+    }
+}
+
+/// The error for a property identifier a PUBLISH cannot carry, in the
+/// generic decoder's terms: unknown, or known but not allowed.
+#[cold]
+fn not_in_publish(raw: u32) -> DecodeError {
+    match u8::try_from(raw).ok().and_then(PropertyId::from_u8) {
+        None => DecodeError::UnknownProperty(raw.min(255) as u8),
+        Some(id) => {
+            debug_assert!(!PropertyContext::Publish.allows(id));
+            DecodeError::PropertyNotAllowed {
+                property: id,
+                context: PropertyContext::Publish.name(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::out::write_packet;
+    use crate::properties::tests::only;
+    use crate::types::PacketType;
+    use bytes::BytesMut;
+
+    /// `p` written by the generic encoder, with its length prefix.
+    fn generic_wire(p: &Properties) -> Bytes {
+        let mut buf = BytesMut::new();
+        write_packet(&mut buf, p.encoded_len(), |o| p.encode(o)).unwrap();
+        buf.freeze()
+    }
+
+    /// The PUBLISH decoder takes exactly the properties the table of
+    /// section 2.2.2.2 allows in a PUBLISH, refuses the others with the
+    /// generic decoder's error, and writes back the same bytes it read.
+    #[test]
+    fn the_publish_decoder_agrees_with_the_generic_one() {
+        let mut seen = 0;
+        for id in (0..=u8::MAX).filter_map(PropertyId::from_u8) {
+            seen += 1;
+            let wire = generic_wire(&Properties::from(only(id)));
+            let ours = PublishProperties::decode(&mut Reader::new(&wire, PacketType::Publish));
+            let generic = Properties::decode(
+                &mut Reader::new(&wire, PacketType::Publish),
+                PropertyContext::Publish,
+            );
+            match (ours, generic) {
+                (Ok(p), Ok(g)) => {
+                    assert!(PropertyContext::Publish.allows(id), "{id:?}");
+                    assert_eq!(p.body_len(), g.body_len(), "{id:?}");
+                    let mut buf = BytesMut::new();
+                    let len = p.body_len();
+                    write_packet(&mut buf, variable_integer_len(len) + len, |o| {
+                        p.encode(len, o)
+                    })
+                    .unwrap();
+                    assert_eq!(buf, wire, "{id:?}");
+                }
+                (Err(e), Err(g)) => {
+                    assert!(!PropertyContext::Publish.allows(id), "{id:?}");
+                    assert_eq!(e, g, "{id:?}");
+                }
+                (ours, generic) => panic!("{id:?}: {ours:?} but generic {generic:?}"),
+            }
+        }
+        assert_eq!(seen, 27, "every 5.0 property");
+        // An identifier no property has.
+        let wire = Bytes::from_static(&[2, 0x04, 0]);
+        assert_eq!(
+            PublishProperties::decode(&mut Reader::new(&wire, PacketType::Publish)),
+            Err(DecodeError::UnknownProperty(0x04))
+        );
+    }
+
+    /// A will's properties are published with everything but the Will
+    /// Delay Interval.
+    #[test]
+    fn a_will_is_published_with_its_properties_but_the_delay() {
+        let mut will = Properties::default();
+        will.will_delay_interval = Some(30);
+        will.payload_format_indicator = Some(true);
+        will.message_expiry_interval = Some(60);
+        will.content_type = Some("text/plain".into());
+        will.response_topic = Some("replies/pi".into());
+        will.correlation_data = Some(Bytes::from_static(b"id-7"));
+        will.user_properties.push(("site".into(), "pi".into()));
+        let p = PublishProperties::from_will(&will);
+        let want = PublishPropertyValues {
+            payload_format_indicator: Some(true),
+            message_expiry_interval: Some(60),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("replies/pi".into()),
+            correlation_data: Some(Bytes::from_static(b"id-7")),
+            subscription_identifiers: Vec::new(),
+            topic_alias: None,
+            user_properties: [("site".into(), "pi".into())].into(),
+        };
+        assert_eq!(p.values(), Some(&want));
+        assert!(PublishProperties::from_will(&Properties::default()).is_empty());
+    }
+}
