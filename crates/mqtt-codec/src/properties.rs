@@ -567,11 +567,11 @@ impl Properties {
 // Lengths of the properties, when set: identifier and value.
 
 #[inline(always)]
-pub(crate) fn string_len(v: &Option<MqttString>) -> usize {
+fn string_len(v: &Option<MqttString>) -> usize {
     v.as_ref().map_or(0, |v| 3 + v.len())
 }
 #[inline(always)]
-pub(crate) fn binary_len(v: &Option<Bytes>) -> usize {
+fn binary_len(v: &Option<Bytes>) -> usize {
     v.as_ref().map_or(0, |v| 3 + v.len())
 }
 #[inline(always)]
@@ -579,7 +579,7 @@ pub(crate) fn fixed_len<T>(v: &Option<T>, size: usize) -> usize {
     v.as_ref().map_or(0, |_| 1 + size)
 }
 #[inline(always)]
-pub(crate) fn user_properties_len(pairs: &[(MqttString, MqttString)]) -> usize {
+fn user_properties_len(pairs: &[(MqttString, MqttString)]) -> usize {
     pairs.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
 }
 /// Length of what [`put_message_properties`] writes.
@@ -599,7 +599,7 @@ fn message_len(v: &PropertyValues) -> usize {
 // One property each, when set: identifier then value.
 
 #[inline(always)]
-pub(crate) fn put_string(
+fn put_string(
     buf: &mut Out<'_>,
     id: PropertyId,
     v: &Option<MqttString>,
@@ -612,11 +612,7 @@ pub(crate) fn put_string(
     Ok(())
 }
 #[inline(always)]
-pub(crate) fn put_bin(
-    buf: &mut Out<'_>,
-    id: PropertyId,
-    v: &Option<Bytes>,
-) -> Result<(), EncodeError> {
+fn put_bin(buf: &mut Out<'_>, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
     if let Some(v) = v {
         check_field(v.len())?;
         buf.put_u8(id as u8);
@@ -647,10 +643,7 @@ pub(crate) fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
 }
 
 #[inline(always)]
-pub(crate) fn put_subscription_identifiers(
-    buf: &mut Out<'_>,
-    ids: &[u32],
-) -> Result<(), EncodeError> {
+fn put_subscription_identifiers(buf: &mut Out<'_>, ids: &[u32]) -> Result<(), EncodeError> {
     for &id in ids {
         // A variable byte integer holds at most 268,435,455, and 0 is a
         // Protocol Error [MQTT-3.3.4-6]; the lengths assumed 1 to 4 bytes.
@@ -665,7 +658,7 @@ pub(crate) fn put_subscription_identifiers(
     Ok(())
 }
 #[inline(always)]
-pub(crate) fn put_user_properties(
+fn put_user_properties(
     buf: &mut Out<'_>,
     pairs: &[(MqttString, MqttString)],
 ) -> Result<(), EncodeError> {

@@ -5,14 +5,12 @@
 use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::properties::{
-    binary_len, fixed_len, flag, put_bin, put_flag, put_four, put_string,
-    put_subscription_identifiers, put_two, put_user_properties, response_topic, set_once,
-    string_len, subscription_identifier, user_properties_len, Properties, PropertyContext,
-    PropertyId,
+    fixed_len, flag, put_flag, put_four, put_two, response_topic, set_once,
+    subscription_identifier, Properties, PropertyContext, PropertyId,
 };
 use crate::string::MqttString;
 use crate::user_properties::UserProperties;
-use crate::wire::{put_variable_integer, variable_integer_len, Reader};
+use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -195,42 +193,83 @@ impl PublishProperties {
         Ok(PublishProperties(Some(values)))
     }
 
-    /// Length of the properties, without the length prefix.
+    /// Length of the properties, without the length prefix, and whether
+    /// every value can be written: strings and binary data of at most
+    /// 65,535 bytes, Subscription Identifiers from 1 to 268,435,455 (0 is a
+    /// Protocol Error [MQTT-3.3.4-6]). Checking here, in the pass that
+    /// measures, leaves nothing to check while writing.
     #[inline]
-    pub(crate) fn body_len(&self) -> usize {
+    pub(crate) fn measure(&self) -> (usize, Result<(), EncodeError>) {
         let Some(v) = self.0.as_deref() else {
-            return 0;
+            return (0, Ok(()));
         };
-        fixed_len(&v.payload_format_indicator, 1)
+        let mut longest = 0;
+        let mut field = |n: usize| {
+            longest = longest.max(n);
+            3 + n
+        };
+        let mut len = fixed_len(&v.payload_format_indicator, 1)
             + fixed_len(&v.message_expiry_interval, 4)
-            + string_len(&v.content_type)
-            + string_len(&v.response_topic)
-            + binary_len(&v.correlation_data)
-            + v.subscription_identifiers
-                .iter()
-                .map(|&v| 1 + variable_integer_len(v as usize))
-                .sum::<usize>()
             + fixed_len(&v.topic_alias, 2)
-            + user_properties_len(&v.user_properties)
+            + v.content_type.as_ref().map_or(0, |s| field(s.len()))
+            + v.response_topic.as_ref().map_or(0, |s| field(s.len()))
+            + v.correlation_data.as_ref().map_or(0, |b| field(b.len()));
+        for (k, val) in v.user_properties.iter() {
+            len += field(k.len()) + field(val.len()) - 1;
+        }
+        let mut valid_ids = true;
+        for &id in &v.subscription_identifiers {
+            valid_ids &= id != 0 && id <= crate::wire::MAX_VARIABLE_INTEGER;
+            len += 1 + variable_integer_len(id as usize);
+        }
+        let valid = if !valid_ids {
+            Err(EncodeError::InvalidPropertyValue(
+                PropertyId::SubscriptionIdentifier,
+            ))
+        } else {
+            check_field(longest)
+        };
+        (len, valid)
     }
 
-    /// Writes the length prefix `len`, which must be [`Self::body_len`],
-    /// and the properties.
+    /// Length of the properties, without the length prefix.
+    pub(crate) fn body_len(&self) -> usize {
+        self.measure().0
+    }
+
+    /// Writes the length prefix `len` and the properties, which
+    /// [`Self::measure`] found to be `len` bytes long and valid.
     #[inline]
-    pub(crate) fn encode(&self, len: usize, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+    pub(crate) fn encode(&self, len: usize, buf: &mut Out<'_>) {
         put_variable_integer(buf, len);
         let Some(v) = self.0.as_deref() else {
-            return Ok(());
+            return;
         };
         use PropertyId::*;
         put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
         put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
-        put_string(buf, ContentType, &v.content_type)?;
-        put_string(buf, ResponseTopic, &v.response_topic)?;
-        put_bin(buf, CorrelationData, &v.correlation_data)?;
-        put_subscription_identifiers(buf, &v.subscription_identifiers)?;
+        let mut string = |id: PropertyId, s: &Option<MqttString>| {
+            if let Some(s) = s {
+                buf.put_u8(id as u8);
+                s.put_binary(buf);
+            }
+        };
+        string(ContentType, &v.content_type);
+        string(ResponseTopic, &v.response_topic);
+        if let Some(b) = &v.correlation_data {
+            buf.put_u8(CorrelationData as u8);
+            put_binary(buf, b);
+        }
+        for &id in &v.subscription_identifiers {
+            buf.put_u8(SubscriptionIdentifier as u8);
+            put_variable_integer(buf, id as usize);
+        }
         put_two(buf, TopicAlias, v.topic_alias);
-        put_user_properties(buf, &v.user_properties)
+        for (k, val) in v.user_properties.iter() {
+            buf.put_u8(UserProperty as u8);
+            k.put_binary(buf);
+            val.put_binary(buf);
+        }
     }
 }
 
@@ -285,8 +324,9 @@ mod tests {
                     assert_eq!(p.body_len(), g.body_len(), "{id:?}");
                     let mut buf = BytesMut::new();
                     let len = p.body_len();
-                    write_packet(&mut buf, variable_integer_len(len) + len, |o| {
-                        p.encode(len, o)
+                    write_packet::<()>(&mut buf, variable_integer_len(len) + len, |o| {
+                        p.encode(len, o);
+                        Ok(())
                     })
                     .unwrap();
                     assert_eq!(buf, wire, "{id:?}");

@@ -2,7 +2,7 @@
 //! the rules both specifications share, plus `$share/{group}/{filter}` parsing.
 
 use crate::error::DecodeError;
-use crate::small::SmallBytes;
+use crate::small::{scan_wire, SmallBytes, NON_ASCII, NUL, WILDCARD};
 use crate::wire::validate_utf8;
 use alloc::string::String;
 use bytes::Bytes;
@@ -116,29 +116,22 @@ impl TopicName {
     /// wildcards.
     #[inline(always)]
     pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
-        check_wire_name(&whole[start..start + len])?;
-        Ok(Self(SmallBytes::from_wire(whole, start, len)))
+        match scan_wire(whole, start, len) {
+            0 => Ok(Self(SmallBytes::from_wire(whole, start, len))),
+            found => {
+                if found & NON_ASCII != 0 {
+                    validate_utf8(&whole[start..start + len])?;
+                }
+                if found & NUL != 0 {
+                    return Err(DecodeError::NullCharacter);
+                }
+                if found & WILDCARD != 0 {
+                    return Err(DecodeError::WildcardInTopicName);
+                }
+                Ok(Self(SmallBytes::from_wire(whole, start, len)))
+            }
+        }
     }
-}
-
-#[inline(always)]
-fn check_wire_name(b: &[u8]) -> Result<(), DecodeError> {
-    let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
-    for &c in b {
-        null |= c == 0;
-        wildcard |= c == b'+' || c == b'#';
-        non_ascii |= c >= 0x80;
-    }
-    if non_ascii {
-        validate_utf8(b)?;
-    }
-    if null {
-        return Err(DecodeError::NullCharacter);
-    }
-    if wildcard {
-        return Err(DecodeError::WildcardInTopicName);
-    }
-    Ok(())
 }
 
 fn check_name(b: &[u8]) -> Result<(), TopicError> {
@@ -221,20 +214,15 @@ impl TopicFilter {
     /// wildcards; only a filter with wildcards has their places checked.
     pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
         let b = &whole[start..start + len];
-        let (mut null, mut wildcard, mut non_ascii) = (false, false, false);
-        for &c in b {
-            null |= c == 0;
-            wildcard |= c == b'+' || c == b'#';
-            non_ascii |= c >= 0x80;
-        }
-        if non_ascii && core::str::from_utf8(b).is_err() {
+        let found = scan_wire(whole, start, len);
+        if found & NON_ASCII != 0 && core::str::from_utf8(b).is_err() {
             return Err(DecodeError::InvalidUtf8);
         }
-        if null {
+        if found & NUL != 0 {
             return Err(DecodeError::NullCharacter);
         }
         let filter_start = share_prefix_len(b).map_err(DecodeError::InvalidTopicFilter)?;
-        if wildcard {
+        if found & WILDCARD != 0 {
             check_filter(&b[filter_start..]).map_err(DecodeError::InvalidTopicFilter)?;
         }
         Ok(Self {

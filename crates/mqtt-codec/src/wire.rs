@@ -200,9 +200,12 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     pub(crate) fn mqtt_string(&mut self) -> Result<MqttString, DecodeError> {
         let n = self.u16()? as usize;
-        let s = self.take_slice(n)?;
-        validate_utf8(s)?;
-        let start = self.pos - n;
+        if self.remaining() < n {
+            return Err(self.eof());
+        }
+        let start = self.pos;
+        validate_utf8(&self.buf[start..start + n])?;
+        self.pos += n;
         Ok(MqttString::from_checked(SmallBytes::from_wire(
             self.buf, start, n,
         )))

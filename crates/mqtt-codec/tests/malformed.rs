@@ -1041,6 +1041,26 @@ fn encode_errors() {
     );
     p.properties.subscription_identifiers = vec![0];
     assert!(p.encode(V5, &mut buf).is_err());
+    // A PUBLISH property above 65,535 bytes (each of the four kinds of
+    // field), refused with nothing written; 3.1.1 writes no properties.
+    let long = || MqttString::from("x".repeat(70_000));
+    for set in [
+        (|p: &mut Publish, s: MqttString| p.properties.content_type = Some(s)) as fn(&mut _, _),
+        |p, s| p.properties.response_topic = Some(s),
+        |p, s| p.properties.correlation_data = Some(s.to_bytes()),
+        |p, s| p.properties.user_properties.push(("k".into(), s)),
+        |p, s| p.properties.user_properties.push((s, "v".into())),
+    ] {
+        let mut p = Publish::new(TopicName::try_from("t").unwrap(), "x");
+        set(&mut p, long());
+        let before = buf.len();
+        assert_eq!(
+            p.encode(V5, &mut buf),
+            Err(EncodeError::FieldTooLong(70_000))
+        );
+        assert_eq!(buf.len(), before);
+        assert!(p.encode(V3, &mut BytesMut::new()).is_ok());
+    }
     // A string field above 65,535 bytes.
     let mut c = Connect::new(V5, "c");
     c.username = Some("u".repeat(70_000));

@@ -156,7 +156,9 @@ impl Publish {
             (_, None) => return Err(EncodeError::MissingPacketId),
         };
         let properties = if v.is_v5() {
-            self.properties.body_len()
+            let (len, valid) = self.properties.measure();
+            valid?;
+            len
         } else {
             0
         };
@@ -172,7 +174,7 @@ impl Publish {
                 out.put_u16(id);
             }
             if v.is_v5() {
-                self.properties.encode(properties, out)?;
+                self.properties.encode(properties, out);
             }
             out.put_slice(&self.payload);
             Ok(())
