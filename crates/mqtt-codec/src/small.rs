@@ -89,11 +89,22 @@ impl SmallBytes {
         }
     }
 
+    /// The value's bytes. (An inline length is at most [`INLINE`]; the
+    /// `min` tells the compiler so, and the slice needs no bounds check.)
     #[inline]
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
-            Self::Inline { len, buf } => &buf.0[..usize::from(*len)],
+            Self::Inline { len, buf } => &buf.0[..usize::from(*len).min(INLINE)],
             Self::Shared(b) => b,
+        }
+    }
+
+    /// The value's length, read without making a slice.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Inline { len, .. } => usize::from(*len),
+            Self::Shared(b) => b.len(),
         }
     }
 

@@ -58,7 +58,7 @@ impl MqttString {
     /// Length in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.0.as_slice().len()
+        self.0.len()
     }
 
     /// Whether the string is empty.

@@ -99,7 +99,7 @@ impl TopicName {
     /// Length in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.0.as_slice().len()
+        self.0.len()
     }
 
     /// Whether the name starts with `$` (e.g. `$SYS/...`), which leading
@@ -242,7 +242,7 @@ impl TopicFilter {
     /// Length in bytes (with any `$share/{group}/` prefix).
     #[inline]
     pub fn len(&self) -> usize {
-        self.text.as_slice().len()
+        self.text.len()
     }
 
     /// Always `false`: a filter is never empty [MQTT-4.7.3-1].
