@@ -10,7 +10,7 @@ use crate::properties::{
 };
 use crate::string::MqttString;
 use crate::user_properties::UserProperties;
-use crate::wire::{check_field, put_binary, put_variable_integer, variable_integer_len, Reader};
+use crate::wire::{put_binary, put_variable_integer, variable_integer_len, Reader};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -203,9 +203,11 @@ impl PublishProperties {
         let Some(v) = self.0.as_deref() else {
             return (0, Ok(()));
         };
-        let mut longest = 0;
+        // Any length above 65,535 leaves a bit above the low 16 in the OR
+        // of them all (cheaper than a running maximum).
+        let mut bits = 0;
         let mut field = |n: usize| {
-            longest = longest.max(n);
+            bits |= n;
             3 + n
         };
         let mut len = fixed_len(&v.payload_format_indicator, 1)
@@ -226,8 +228,10 @@ impl PublishProperties {
             Err(EncodeError::InvalidPropertyValue(
                 PropertyId::SubscriptionIdentifier,
             ))
+        } else if bits > usize::from(u16::MAX) {
+            Err(too_long(v))
         } else {
-            check_field(longest)
+            Ok(())
         };
         (len, valid)
     }
@@ -271,6 +275,24 @@ impl PublishProperties {
             val.put_binary(buf);
         }
     }
+}
+
+/// The error for the first field of `v` above 65,535 bytes.
+#[cold]
+fn too_long(v: &PublishPropertyValues) -> EncodeError {
+    let strings = [&v.content_type, &v.response_topic]
+        .into_iter()
+        .flatten()
+        .map(|s| s.len());
+    let pairs = v
+        .user_properties
+        .iter()
+        .flat_map(|(k, val)| [k.len(), val.len()]);
+    let longest = strings
+        .chain(v.correlation_data.as_ref().map(|b| b.len()))
+        .chain(pairs)
+        .find(|&n| n > usize::from(u16::MAX));
+    EncodeError::FieldTooLong(longest.unwrap_or(usize::MAX))
 }
 
 /// The error for a property identifier a PUBLISH cannot carry, in the
