@@ -194,14 +194,15 @@ impl PublishProperties {
     }
 
     /// Length of the properties, without the length prefix, and whether
-    /// every value can be written: strings and binary data of at most
-    /// 65,535 bytes, Subscription Identifiers from 1 to 268,435,455 (0 is a
-    /// Protocol Error [MQTT-3.3.4-6]). Checking here, in the pass that
-    /// measures, leaves nothing to check while writing.
+    /// every value can be written ([`Self::invalid`] says which cannot): strings
+    /// and binary data of at most 65,535 bytes, Subscription Identifiers
+    /// from 1 to 268,435,455 (0 is a Protocol Error [MQTT-3.3.4-6]).
+    /// Checking here, in the pass that measures, leaves nothing to check
+    /// while writing.
     #[inline]
-    pub(crate) fn measure(&self) -> (usize, Result<(), EncodeError>) {
+    pub(crate) fn measure(&self) -> (usize, bool) {
         let Some(v) = self.0.as_deref() else {
-            return (0, Ok(()));
+            return (0, true);
         };
         // Any length above 65,535 leaves a bit above the low 16 in the OR
         // of them all (cheaper than a running maximum).
@@ -219,21 +220,40 @@ impl PublishProperties {
         for (k, val) in v.user_properties.iter() {
             len += field(k.len()) + field(val.len()) - 1;
         }
-        let mut valid_ids = true;
+        let mut bad_ids = false;
         for &id in &v.subscription_identifiers {
-            valid_ids &= id != 0 && id <= crate::wire::MAX_VARIABLE_INTEGER;
+            bad_ids |= !valid_subscription_identifier(id);
             len += 1 + variable_integer_len(id as usize);
         }
-        let valid = if !valid_ids {
-            Err(EncodeError::InvalidPropertyValue(
-                PropertyId::SubscriptionIdentifier,
-            ))
-        } else if bits > usize::from(u16::MAX) {
-            Err(too_long(v))
-        } else {
-            Ok(())
-        };
-        (len, valid)
+        (len, !bad_ids && bits <= usize::from(u16::MAX))
+    }
+
+    /// Why [`Self::measure`] found a value that cannot be written: an
+    /// invalid Subscription Identifier, else the first field above 65,535
+    /// bytes.
+    #[cold]
+    pub(crate) fn invalid(&self) -> EncodeError {
+        let v: &PublishPropertyValues = self;
+        if !v
+            .subscription_identifiers
+            .iter()
+            .all(|&id| valid_subscription_identifier(id))
+        {
+            return EncodeError::InvalidPropertyValue(PropertyId::SubscriptionIdentifier);
+        }
+        let strings = [&v.content_type, &v.response_topic]
+            .into_iter()
+            .flatten()
+            .map(|s| s.len());
+        let pairs = v
+            .user_properties
+            .iter()
+            .flat_map(|(k, val)| [k.len(), val.len()]);
+        let longest = strings
+            .chain(v.correlation_data.as_ref().map(|b| b.len()))
+            .chain(pairs)
+            .find(|&n| n > usize::from(u16::MAX));
+        EncodeError::FieldTooLong(longest.unwrap_or(usize::MAX))
     }
 
     /// Length of the properties, without the length prefix.
@@ -277,22 +297,11 @@ impl PublishProperties {
     }
 }
 
-/// The error for the first field of `v` above 65,535 bytes.
-#[cold]
-fn too_long(v: &PublishPropertyValues) -> EncodeError {
-    let strings = [&v.content_type, &v.response_topic]
-        .into_iter()
-        .flatten()
-        .map(|s| s.len());
-    let pairs = v
-        .user_properties
-        .iter()
-        .flat_map(|(k, val)| [k.len(), val.len()]);
-    let longest = strings
-        .chain(v.correlation_data.as_ref().map(|b| b.len()))
-        .chain(pairs)
-        .find(|&n| n > usize::from(u16::MAX));
-    EncodeError::FieldTooLong(longest.unwrap_or(usize::MAX))
+/// A Subscription Identifier a PUBLISH can carry: a variable byte integer
+/// (at most 268,435,455) other than 0 [MQTT-3.3.4-6].
+#[inline(always)]
+fn valid_subscription_identifier(id: u32) -> bool {
+    id != 0 && id <= crate::wire::MAX_VARIABLE_INTEGER
 }
 
 /// The error for a property identifier a PUBLISH cannot carry, in the

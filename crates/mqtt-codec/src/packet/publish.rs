@@ -157,7 +157,9 @@ impl Publish {
         };
         let properties = if v.is_v5() {
             let (len, valid) = self.properties.measure();
-            valid?;
+            if !valid {
+                return Err(self.properties.invalid());
+            }
             len
         } else {
             0
