@@ -280,8 +280,10 @@ mod tests {
     #[test]
     fn a_scan_sees_exactly_the_bytes_of_the_value() {
         let size: usize = 40;
-        for start in 0..=size {
-            for len in 0..=size - start {
+        // Miri (CI runs the unit tests under it) takes every fifth case.
+        let step = if cfg!(miri) { 5 } else { 1 };
+        for start in (0..=size).step_by(step) {
+            for len in (0..=size - start).step_by(step) {
                 let spots = [
                     start.wrapping_sub(1),
                     start,
