@@ -80,7 +80,7 @@ pub use options::ClientOptions;
 pub use state::ConnectionState;
 
 pub use mqtt_codec::{
-    Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscription,
+    Properties, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscription,
     SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
 };
 pub use mqtt_tls::{ClientTlsOptions, TlsError};
