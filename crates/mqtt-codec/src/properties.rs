@@ -265,38 +265,61 @@ static NO_PROPERTIES: PropertyValues = PropertyValues {
 #[derive(Clone, Default)]
 pub struct Properties(Option<Box<PropertyValues>>);
 
-impl core::ops::Deref for Properties {
-    type Target = PropertyValues;
-    fn deref(&self) -> &PropertyValues {
-        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
-    }
-}
+/// The impls a property wrapper (`Option<Box<Values>>` read through an
+/// empty `static`) shares: `Deref`/`DerefMut` to the values (the first
+/// write allocates them), equality and `Debug` of the values, `From` the
+/// values, `is_empty` and `values`.
+macro_rules! boxed_values {
+    ($outer:ident, $values:ty, $empty:expr) => {
+        impl core::ops::Deref for $outer {
+            type Target = $values;
+            fn deref(&self) -> &$values {
+                self.0.as_deref().unwrap_or(&$empty)
+            }
+        }
 
-impl core::ops::DerefMut for Properties {
-    fn deref_mut(&mut self) -> &mut PropertyValues {
-        self.0.get_or_insert_with(Default::default)
-    }
-}
+        impl core::ops::DerefMut for $outer {
+            fn deref_mut(&mut self) -> &mut $values {
+                self.0.get_or_insert_with(Default::default)
+            }
+        }
 
-impl PartialEq for Properties {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
+        impl PartialEq for $outer {
+            fn eq(&self, other: &Self) -> bool {
+                **self == **other
+            }
+        }
 
-impl Eq for Properties {}
+        impl Eq for $outer {}
 
-impl core::fmt::Debug for Properties {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(&**self, f)
-    }
-}
+        impl core::fmt::Debug for $outer {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                core::fmt::Debug::fmt(&**self, f)
+            }
+        }
 
-impl From<PropertyValues> for Properties {
-    fn from(v: PropertyValues) -> Self {
-        Properties(Some(Box::new(v)))
-    }
+        impl From<$values> for $outer {
+            fn from(v: $values) -> Self {
+                $outer(Some(alloc::boxed::Box::new(v)))
+            }
+        }
+
+        impl $outer {
+            /// Whether no property is set.
+            pub fn is_empty(&self) -> bool {
+                self.0.as_deref().is_none_or(|v| *v == $empty)
+            }
+
+            /// The values, if any property was ever set.
+            pub fn values(&self) -> Option<&$values> {
+                self.0.as_deref()
+            }
+        }
+    };
 }
+pub(crate) use boxed_values;
+
+boxed_values!(Properties, PropertyValues, NO_PROPERTIES);
 
 #[inline(always)]
 pub(crate) fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), DecodeError> {
@@ -337,16 +360,6 @@ pub(crate) fn subscription_identifier(r: &mut Reader<'_>) -> Result<u32, DecodeE
 }
 
 impl Properties {
-    /// Whether no property is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.as_deref().is_none_or(|v| *v == NO_PROPERTIES)
-    }
-
-    /// The values, if any property was ever set.
-    pub fn values(&self) -> Option<&PropertyValues> {
-        self.0.as_deref()
-    }
-
     /// Reads a property length and the properties that follow.
     pub(crate) fn decode(r: &mut Reader<'_>, ctx: PropertyContext) -> Result<Self, DecodeError> {
         let len = r.variable_integer()? as usize;

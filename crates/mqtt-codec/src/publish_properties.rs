@@ -5,7 +5,7 @@
 use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::properties::{
-    fixed_len, flag, put_flag, put_four, put_two, response_topic, set_once,
+    boxed_values, fixed_len, flag, put_flag, put_four, put_two, response_topic, set_once,
     subscription_identifier, Properties, PropertyContext, PropertyId,
 };
 use crate::string::MqttString;
@@ -70,52 +70,13 @@ static NO_PUBLISH_PROPERTIES: PublishPropertyValues = PublishPropertyValues {
     user_properties: UserProperties::new(),
 };
 
-impl core::ops::Deref for PublishProperties {
-    type Target = PublishPropertyValues;
-    fn deref(&self) -> &PublishPropertyValues {
-        self.0.as_deref().unwrap_or(&NO_PUBLISH_PROPERTIES)
-    }
-}
-
-impl core::ops::DerefMut for PublishProperties {
-    fn deref_mut(&mut self) -> &mut PublishPropertyValues {
-        self.0.get_or_insert_with(Default::default)
-    }
-}
-
-impl PartialEq for PublishProperties {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for PublishProperties {}
-
-impl core::fmt::Debug for PublishProperties {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl From<PublishPropertyValues> for PublishProperties {
-    fn from(v: PublishPropertyValues) -> Self {
-        PublishProperties(Some(Box::new(v)))
-    }
-}
+boxed_values!(
+    PublishProperties,
+    PublishPropertyValues,
+    NO_PUBLISH_PROPERTIES
+);
 
 impl PublishProperties {
-    /// Whether no property is set.
-    pub fn is_empty(&self) -> bool {
-        self.0
-            .as_deref()
-            .is_none_or(|v| *v == NO_PUBLISH_PROPERTIES)
-    }
-
-    /// The values, if any property was ever set.
-    pub fn values(&self) -> Option<&PublishPropertyValues> {
-        self.0.as_deref()
-    }
-
     /// The properties a will message is published with (3.1.3.2): every
     /// will property except the Will Delay Interval, which only tells the
     /// server when to publish it.
