@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use mqtt_codec::{FixedHeader, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
 pub const PASS: u8 = 0;
@@ -36,8 +36,16 @@ pub struct CutProxy {
 impl CutProxy {
     /// A proxy on a free loopback port in front of `127.0.0.1:broker_port`.
     pub async fn start(broker_port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        // A port no Mosquitto of a parallel test was given, checked before
+        // listening on it (see `free_port`).
+        let (listener, port) = loop {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let port = socket.local_addr().unwrap().port();
+            if super::reserve_port(port) {
+                break (socket.listen(128).unwrap(), port);
+            }
+        };
         let mode = Arc::new(AtomicU8::new(PASS));
         let cuts = Arc::new(AtomicU8::new(0));
         let blocked = Arc::new(AtomicBool::new(false));
