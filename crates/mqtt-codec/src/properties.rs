@@ -338,6 +338,20 @@ pub(crate) fn flag(r: &mut Reader<'_>, id: PropertyId) -> Result<bool, DecodeErr
     }
 }
 
+/// A User Property, read into a pair appended to `list` (filled in place:
+/// building the pair first and moving it in read back, in wider pieces,
+/// what had just been stored, a store-to-load forwarding stall).
+#[inline(always)]
+pub(crate) fn user_property(
+    r: &mut Reader<'_>,
+    list: &mut UserProperties,
+) -> Result<(), DecodeError> {
+    let pair = list.push_empty();
+    pair.0 = r.mqtt_string()?;
+    pair.1 = r.mqtt_string()?;
+    Ok(())
+}
+
 /// A Response Topic: a string that is a Topic Name [MQTT-3.3.2-14].
 pub(crate) fn response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
     let v = r.mqtt_string()?;
@@ -345,6 +359,14 @@ pub(crate) fn response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeErr
         return Err(DecodeError::InvalidPropertyValue(PropertyId::ResponseTopic));
     }
     Ok(v)
+}
+
+/// A Subscription Identifier that can be written: a variable byte integer
+/// (at most 268,435,455; the lengths assume 1 to 4 bytes) other than 0,
+/// which is a Protocol Error [MQTT-3.3.4-6].
+#[inline(always)]
+pub(crate) fn valid_subscription_identifier(id: u32) -> bool {
+    id != 0 && id <= crate::wire::MAX_VARIABLE_INTEGER
 }
 
 /// A Subscription Identifier: 0 is a Protocol Error ([MQTT-3.3.4-6],
@@ -486,11 +508,7 @@ impl Properties {
                     let v = flag(r, id)?;
                     set_once(&mut p.retain_available, v, id)?
                 }
-                UserProperty => {
-                    let k = r.mqtt_string()?;
-                    let v = r.mqtt_string()?;
-                    p.user_properties.push((k, v));
-                }
+                UserProperty => user_property(r, &mut p.user_properties)?,
                 MaximumPacketSize => {
                     let v = r.u32()?;
                     if v == 0 {
@@ -658,9 +676,7 @@ pub(crate) fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
 #[inline(always)]
 fn put_subscription_identifiers(buf: &mut Out<'_>, ids: &[u32]) -> Result<(), EncodeError> {
     for &id in ids {
-        // A variable byte integer holds at most 268,435,455, and 0 is a
-        // Protocol Error [MQTT-3.3.4-6]; the lengths assumed 1 to 4 bytes.
-        if id == 0 || id > crate::wire::MAX_VARIABLE_INTEGER {
+        if !valid_subscription_identifier(id) {
             return Err(EncodeError::InvalidPropertyValue(
                 PropertyId::SubscriptionIdentifier,
             ));

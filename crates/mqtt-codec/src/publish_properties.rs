@@ -6,7 +6,8 @@ use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::properties::{
     boxed_values, fixed_len, flag, put_flag, put_four, put_two, response_topic, set_once,
-    subscription_identifier, Properties, PropertyContext, PropertyId,
+    subscription_identifier, user_property, valid_subscription_identifier, Properties,
+    PropertyContext, PropertyId,
 };
 use crate::string::MqttString;
 use crate::user_properties::UserProperties;
@@ -142,11 +143,7 @@ impl PublishProperties {
                     }
                     set_once(&mut p.topic_alias, v, TopicAlias)?
                 }
-                0x26 => {
-                    let pair = p.user_properties.push_empty();
-                    pair.0 = r.mqtt_string()?;
-                    pair.1 = r.mqtt_string()?;
-                }
+                0x26 => user_property(r, &mut p.user_properties)?,
                 other => return Err(not_in_publish(other)),
             }
         }
@@ -256,13 +253,6 @@ impl PublishProperties {
             val.put_binary(buf);
         }
     }
-}
-
-/// A Subscription Identifier a PUBLISH can carry: a variable byte integer
-/// (at most 268,435,455) other than 0 [MQTT-3.3.4-6].
-#[inline(always)]
-fn valid_subscription_identifier(id: u32) -> bool {
-    id != 0 && id <= crate::wire::MAX_VARIABLE_INTEGER
 }
 
 /// The error for a property identifier a PUBLISH cannot carry, in the

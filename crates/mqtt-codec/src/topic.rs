@@ -2,8 +2,8 @@
 //! the rules both specifications share, plus `$share/{group}/{filter}` parsing.
 
 use crate::error::DecodeError;
-use crate::small::{scan_wire, SmallBytes, NON_ASCII, NUL, WILDCARD};
-use crate::wire::validate_utf8;
+use crate::small::{scan_wire, SmallBytes, WILDCARD};
+use crate::wire::check_text;
 use alloc::string::String;
 use bytes::Bytes;
 use core::fmt;
@@ -116,21 +116,14 @@ impl TopicName {
     /// wildcards.
     #[inline(always)]
     pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
-        match scan_wire(whole, start, len) {
-            0 => Ok(Self(SmallBytes::from_wire(whole, start, len))),
-            found => {
-                if found & NON_ASCII != 0 {
-                    validate_utf8(&whole[start..start + len])?;
-                }
-                if found & NUL != 0 {
-                    return Err(DecodeError::NullCharacter);
-                }
-                if found & WILDCARD != 0 {
-                    return Err(DecodeError::WildcardInTopicName);
-                }
-                Ok(Self(SmallBytes::from_wire(whole, start, len)))
+        let found = scan_wire(whole, start, len);
+        if found != 0 {
+            check_text(found, &whole[start..start + len])?;
+            if found & WILDCARD != 0 {
+                return Err(DecodeError::WildcardInTopicName);
             }
         }
+        Ok(Self(SmallBytes::from_wire(whole, start, len)))
     }
 }
 
@@ -215,12 +208,7 @@ impl TopicFilter {
     pub(crate) fn from_wire(whole: &Bytes, start: usize, len: usize) -> Result<Self, DecodeError> {
         let b = &whole[start..start + len];
         let found = scan_wire(whole, start, len);
-        if found & NON_ASCII != 0 && core::str::from_utf8(b).is_err() {
-            return Err(DecodeError::InvalidUtf8);
-        }
-        if found & NUL != 0 {
-            return Err(DecodeError::NullCharacter);
-        }
+        check_text(found, b)?;
         let filter_start = share_prefix_len(b).map_err(DecodeError::InvalidTopicFilter)?;
         if found & WILDCARD != 0 {
             check_filter(&b[filter_start..]).map_err(DecodeError::InvalidTopicFilter)?;

@@ -59,9 +59,7 @@ impl UserProperties {
     }
 
     /// Appends an empty pair and returns it, for a decoder to fill in
-    /// place (building the pair first and moving it in made the move read
-    /// back, in wider pieces, what had just been stored: a store-to-load
-    /// forwarding stall).
+    /// place.
     #[inline(always)]
     pub(crate) fn push_empty(&mut self) -> &mut UserProperty {
         let empty = (MqttString::new(), MqttString::new());

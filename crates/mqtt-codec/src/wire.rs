@@ -3,7 +3,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
-use crate::small::SmallBytes;
+use crate::small::{SmallBytes, NON_ASCII, NUL};
 use crate::string::MqttString;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::PacketType;
@@ -238,10 +238,21 @@ pub(crate) fn validate_utf8(b: &[u8]) -> Result<(), DecodeError> {
         null |= c == 0;
         non_ascii |= c >= 0x80;
     }
-    if non_ascii && core::str::from_utf8(b).is_err() {
+    check_text(
+        (u8::from(null) * NUL) | (u8::from(non_ascii) * NON_ASCII),
+        b,
+    )
+}
+
+/// The errors a [`crate::small`] scan of the string `b` that `found`
+/// describes implies, in the order of the checks: invalid UTF-8 (only a
+/// string with non-ASCII bytes goes through the validator), then U+0000.
+#[inline(always)]
+pub(crate) fn check_text(found: u8, b: &[u8]) -> Result<(), DecodeError> {
+    if found & NON_ASCII != 0 && core::str::from_utf8(b).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    if null {
+    if found & NUL != 0 {
         return Err(DecodeError::NullCharacter);
     }
     Ok(())
