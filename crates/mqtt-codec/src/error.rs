@@ -193,8 +193,21 @@ pub enum EncodeError {
     /// SUBSCRIBE or UNSUBSCRIBE without topic filters.
     #[error("SUBSCRIBE and UNSUBSCRIBE need at least one topic filter")]
     NoTopicFilters,
-    /// A property value that cannot be encoded or that the peer must reject
-    /// (a Subscription Identifier of 0 or above 268,435,455).
+    /// A property value that cannot be encoded or that the peer must reject:
+    /// a Subscription Identifier of 0 or above 268,435,455 (or more than
+    /// one in a SUBSCRIBE), a Receive Maximum, Maximum Packet Size or
+    /// Topic Alias of 0, a Maximum QoS of 2, a Response Topic that is not a
+    /// topic name.
     #[error("invalid value for property {0:?}")]
     InvalidPropertyValue(PropertyId),
+    /// A property the packet cannot carry (a Content Type on a SUBSCRIBE,
+    /// a Reason String on a CONNECT, ...; the table of section 2.2.2.2):
+    /// the peer would close the connection with a Protocol Error.
+    #[error("property {property:?} cannot be sent in {context}")]
+    PropertyNotAllowed {
+        /// The property.
+        property: PropertyId,
+        /// The packet it was set on (`SUBSCRIBE`, `will properties`, ...).
+        context: &'static str,
+    },
 }

@@ -116,6 +116,7 @@ impl PropertyContext {
     }
 
     /// Table of section 2.2.2.2.
+    #[inline(always)]
     pub(crate) fn allows(self, id: PropertyId) -> bool {
         use PropertyContext as C;
         use PropertyId::*;
@@ -246,9 +247,11 @@ static NO_PROPERTIES: PropertyValues = PropertyValues {
 };
 
 /// The 5.0 properties of every packet but PUBLISH (which has its own type,
-/// [`crate::PublishProperties`]). A packet uses the ones the specification
-/// allows for it; the decoder rejects the others, the encoder writes
-/// whatever is set (so set only what the packet allows). Empty for 3.1.1.
+/// [`crate::PublishProperties`]). A packet carries the ones the table of
+/// section 2.2.2.2 allows for it: the decoder rejects the others, and the
+/// encoder refuses them ([`EncodeError::PropertyNotAllowed`], naming the
+/// property and the packet) as it refuses values the peer must reject
+/// ([`EncodeError::InvalidPropertyValue`]). Empty for 3.1.1.
 ///
 /// The values live out of line: a packet without properties carries one
 /// pointer (so packets stay small and cheap to move), reading any property
@@ -352,10 +355,16 @@ pub(crate) fn user_property(
     Ok(())
 }
 
+/// Whether `topic` can be a Response Topic: a Topic Name, so not empty
+/// and without wildcards [MQTT-3.3.2-14].
+pub(crate) fn valid_response_topic(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#'])
+}
+
 /// A Response Topic: a string that is a Topic Name [MQTT-3.3.2-14].
 pub(crate) fn response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
     let v = r.mqtt_string()?;
-    if v.is_empty() || v.contains(['+', '#']) {
+    if !valid_response_topic(&v) {
         return Err(DecodeError::InvalidPropertyValue(PropertyId::ResponseTopic));
     }
     Ok(v)
@@ -534,123 +543,363 @@ impl Properties {
         Ok(Properties(Some(values)))
     }
 
-    /// Length of the properties themselves, without the length prefix.
-    pub(crate) fn body_len(&self) -> usize {
-        let Some(v) = self.0.as_deref() else {
-            return 0;
-        };
-        message_len(v)
-            + fixed_len(&v.session_expiry_interval, 4)
-            + string_len(&v.assigned_client_identifier)
-            + fixed_len(&v.server_keep_alive, 2)
-            + string_len(&v.authentication_method)
-            + binary_len(&v.authentication_data)
-            + fixed_len(&v.request_problem_information, 1)
-            + fixed_len(&v.will_delay_interval, 4)
-            + fixed_len(&v.request_response_information, 1)
-            + string_len(&v.response_information)
-            + string_len(&v.server_reference)
-            + string_len(&v.reason_string)
-            + fixed_len(&v.receive_maximum, 2)
-            + fixed_len(&v.topic_alias_maximum, 2)
-            + fixed_len(&v.topic_alias, 2)
-            + fixed_len(&v.maximum_qos, 1)
-            + fixed_len(&v.retain_available, 1)
-            + user_properties_len(&v.user_properties)
-            + fixed_len(&v.maximum_packet_size, 4)
-            + fixed_len(&v.wildcard_subscription_available, 1)
-            + fixed_len(&v.subscription_identifier_available, 1)
-            + fixed_len(&v.shared_subscription_available, 1)
+    /// Length of the properties `ctx` allows, without the length prefix
+    /// (what [`Self::encode`] writes when it succeeds).
+    #[inline(always)]
+    pub(crate) fn body_len(&self, ctx: PropertyContext) -> usize {
+        self.0.as_deref().map_or(0, |v| v.allowed_len(ctx))
     }
 
     /// Length with the variable byte integer prefix.
-    pub(crate) fn encoded_len(&self) -> usize {
-        let n = self.body_len();
+    #[inline(always)]
+    pub(crate) fn encoded_len(&self, ctx: PropertyContext) -> usize {
+        let n = self.body_len(ctx);
         variable_integer_len(n) + n
     }
 
-    /// Writes the length prefix and the properties.
-    pub(crate) fn encode(&self, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+    /// Writes the length prefix and the properties of a packet in `ctx`.
+    /// A property the packet cannot carry, or a value the peer must
+    /// reject, is an error (the peer would close the connection with a
+    /// Protocol Error that names neither).
+    ///
+    /// Both this and [`Self::body_len`] visit only the properties `ctx`
+    /// allows (`ctx` is a constant at every call site, so the others fold
+    /// away); the rest are only tested for being set, without branches.
+    #[inline(always)]
+    pub(crate) fn encode(
+        &self,
+        ctx: PropertyContext,
+        buf: &mut Out<'_>,
+    ) -> Result<(), EncodeError> {
         let Some(v) = self.0.as_deref() else {
             buf.put_u8(0);
             return Ok(());
         };
+        if v.any_not_allowed(ctx) {
+            if let Some(e) = v.not_allowed(ctx) {
+                return Err(e);
+            }
+        }
+        if ctx == PropertyContext::Subscribe && v.subscription_identifiers.len() > 1 {
+            // "a Protocol Error to include the Subscription Identifier
+            // more than once" (3.8.2.1.2).
+            return Err(EncodeError::InvalidPropertyValue(
+                PropertyId::SubscriptionIdentifier,
+            ));
+        }
         // The length prefix is not known before the properties are written
-        // (measuring them would walk every field a second time: the caller
-        // already did for the remaining length). Write a one-byte prefix and
-        // the properties, then patch the prefix; in the rare case that the
+        // (measuring them would walk them a second time: the caller already
+        // did for the remaining length). Write a one-byte prefix and the
+        // properties, then patch the prefix; in the rare case that the
         // length takes more than one byte, write them again after it.
         let at = buf.position();
         buf.put_u8(0);
-        write_values(v, buf)?;
+        v.write_allowed(ctx, buf)?;
         let len = buf.position() - at - 1;
         if len < 0x80 {
             buf.patch_u8(at, len as u8);
         } else {
             buf.rewind(at);
             put_variable_integer(buf, len);
-            write_values(v, buf)?;
+            v.write_allowed(ctx, buf)?;
         }
         Ok(())
     }
 }
 
-// Lengths of the properties, when set: identifier and value.
+/// One property's value as [`PropertyValues`] holds it.
+trait Value {
+    /// Whether the property is set.
+    fn is_set(&self) -> bool;
+    /// Bytes it takes on the wire, identifiers included (0 when unset).
+    fn wire_len(&self) -> usize;
+    /// Writes identifier and value when set; refuses a value that cannot
+    /// be written or that the peer must reject.
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError>;
+}
 
-#[inline(always)]
-fn string_len(v: &Option<MqttString>) -> usize {
-    v.as_ref().map_or(0, |v| 3 + v.len())
+impl Value for Option<bool> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        fixed_len(self, 1)
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        put_flag(buf, id, *self);
+        Ok(())
+    }
 }
-#[inline(always)]
-fn binary_len(v: &Option<Bytes>) -> usize {
-    v.as_ref().map_or(0, |v| 3 + v.len())
+
+impl Value for Option<u16> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        fixed_len(self, 2)
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        // Receive Maximum and Topic Alias 0 are Protocol Errors
+        // (3.1.2.11.3, 3.2.2.3.3, 3.3.2.3.4).
+        if *self == Some(0) && matches!(id, PropertyId::ReceiveMaximum | PropertyId::TopicAlias) {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        put_two(buf, id, *self);
+        Ok(())
+    }
 }
+
+impl Value for Option<u32> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        fixed_len(self, 4)
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        // Maximum Packet Size 0 is a Protocol Error (3.1.2.11.4, 3.2.2.3.6).
+        if *self == Some(0) && id == PropertyId::MaximumPacketSize {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        put_four(buf, id, *self);
+        Ok(())
+    }
+}
+
+impl Value for Option<QoS> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        fixed_len(self, 1)
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        if let Some(q) = self {
+            // Maximum QoS is 0 or 1 when present (3.2.2.3.4).
+            if *q == QoS::ExactlyOnce {
+                return Err(EncodeError::InvalidPropertyValue(id));
+            }
+            buf.put_u8(id as u8);
+            buf.put_u8(q.as_u8());
+        }
+        Ok(())
+    }
+}
+
+impl Value for Option<MqttString> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.as_ref().map_or(0, |s| 3 + s.len())
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        if let Some(s) = self {
+            check_field(s.len())?;
+            // A Response Topic is a Topic Name [MQTT-3.3.2-14].
+            if id == PropertyId::ResponseTopic && !valid_response_topic(s) {
+                return Err(EncodeError::InvalidPropertyValue(id));
+            }
+            buf.put_u8(id as u8);
+            s.put_binary(buf);
+        }
+        Ok(())
+    }
+}
+
+impl Value for Option<Bytes> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.as_ref().map_or(0, |b| 3 + b.len())
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        if let Some(b) = self {
+            check_field(b.len())?;
+            buf.put_u8(id as u8);
+            put_binary(buf, b);
+        }
+        Ok(())
+    }
+}
+
+/// Subscription Identifiers: one property each.
+impl Value for Vec<u32> {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        !self.is_empty()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.iter()
+            .map(|&v| 1 + variable_integer_len(v as usize))
+            .sum()
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        for &v in self {
+            if !valid_subscription_identifier(v) {
+                return Err(EncodeError::InvalidPropertyValue(id));
+            }
+            buf.put_u8(id as u8);
+            put_variable_integer(buf, v as usize);
+        }
+        Ok(())
+    }
+}
+
+/// User Properties: one property per pair.
+impl Value for UserProperties {
+    #[inline(always)]
+    fn is_set(&self) -> bool {
+        !self.is_empty()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
+    }
+    #[inline(always)]
+    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        for (k, v) in self.iter() {
+            check_field(k.len())?;
+            check_field(v.len())?;
+            buf.put_u8(id as u8);
+            k.put_binary(buf);
+            v.put_binary(buf);
+        }
+        Ok(())
+    }
+}
+
+/// Expands `$m!` with every field of [`PropertyValues`] and its
+/// identifier, in the order of the identifiers (the order they are
+/// written in).
+macro_rules! every_property {
+    ($m:ident) => {
+        $m! {
+            payload_format_indicator: PayloadFormatIndicator,
+            message_expiry_interval: MessageExpiryInterval,
+            content_type: ContentType,
+            response_topic: ResponseTopic,
+            correlation_data: CorrelationData,
+            subscription_identifiers: SubscriptionIdentifier,
+            session_expiry_interval: SessionExpiryInterval,
+            assigned_client_identifier: AssignedClientIdentifier,
+            server_keep_alive: ServerKeepAlive,
+            authentication_method: AuthenticationMethod,
+            authentication_data: AuthenticationData,
+            request_problem_information: RequestProblemInformation,
+            will_delay_interval: WillDelayInterval,
+            request_response_information: RequestResponseInformation,
+            response_information: ResponseInformation,
+            server_reference: ServerReference,
+            reason_string: ReasonString,
+            receive_maximum: ReceiveMaximum,
+            topic_alias_maximum: TopicAliasMaximum,
+            topic_alias: TopicAlias,
+            maximum_qos: MaximumQoS,
+            retain_available: RetainAvailable,
+            user_properties: UserProperty,
+            maximum_packet_size: MaximumPacketSize,
+            wildcard_subscription_available: WildcardSubscriptionAvailable,
+            subscription_identifier_available: SubscriptionIdentifierAvailable,
+            shared_subscription_available: SharedSubscriptionAvailable,
+        }
+    };
+}
+
+impl PropertyValues {
+    /// Wire length of the properties `ctx` allows.
+    #[inline(always)]
+    fn allowed_len(&self, ctx: PropertyContext) -> usize {
+        let mut n = 0;
+        macro_rules! add {
+            ($($field:ident: $id:ident,)*) => {$(
+                if ctx.allows(PropertyId::$id) {
+                    n += self.$field.wire_len();
+                }
+            )*};
+        }
+        every_property!(add);
+        n
+    }
+
+    /// Whether a property `ctx` does not allow is set (one test of each,
+    /// combined without branches).
+    #[inline(always)]
+    fn any_not_allowed(&self, ctx: PropertyContext) -> bool {
+        let mut set = false;
+        macro_rules! test {
+            ($($field:ident: $id:ident,)*) => {$(
+                if !ctx.allows(PropertyId::$id) {
+                    set |= self.$field.is_set();
+                }
+            )*};
+        }
+        every_property!(test);
+        set
+    }
+
+    /// The error for the first property set that `ctx` does not allow.
+    #[cold]
+    #[inline(never)]
+    fn not_allowed(&self, ctx: PropertyContext) -> Option<EncodeError> {
+        macro_rules! first {
+            ($($field:ident: $id:ident,)*) => {$(
+                if !ctx.allows(PropertyId::$id) && self.$field.is_set() {
+                    return Some(EncodeError::PropertyNotAllowed {
+                        property: PropertyId::$id,
+                        context: ctx.name(),
+                    });
+                }
+            )*};
+        }
+        every_property!(first);
+        None
+    }
+
+    /// Writes the properties `ctx` allows, without the length prefix.
+    #[inline(always)]
+    fn write_allowed(&self, ctx: PropertyContext, buf: &mut Out<'_>) -> Result<(), EncodeError> {
+        macro_rules! put {
+            ($($field:ident: $id:ident,)*) => {$(
+                if ctx.allows(PropertyId::$id) {
+                    self.$field.put(PropertyId::$id, buf)?;
+                }
+            )*};
+        }
+        every_property!(put);
+        Ok(())
+    }
+}
+
+/// Length of a fixed-size property when set: identifier and value.
 #[inline(always)]
 pub(crate) fn fixed_len<T>(v: &Option<T>, size: usize) -> usize {
     v.as_ref().map_or(0, |_| 1 + size)
 }
-#[inline(always)]
-fn user_properties_len(pairs: &[(MqttString, MqttString)]) -> usize {
-    pairs.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
-}
-/// Length of what [`put_message_properties`] writes.
-#[inline(always)]
-fn message_len(v: &PropertyValues) -> usize {
-    fixed_len(&v.payload_format_indicator, 1)
-        + fixed_len(&v.message_expiry_interval, 4)
-        + string_len(&v.content_type)
-        + string_len(&v.response_topic)
-        + binary_len(&v.correlation_data)
-        + v.subscription_identifiers
-            .iter()
-            .map(|&v| 1 + variable_integer_len(v as usize))
-            .sum::<usize>()
-}
 
-// One property each, when set: identifier then value.
+// One fixed-size property each, when set: identifier then value.
 
-#[inline(always)]
-fn put_string(
-    buf: &mut Out<'_>,
-    id: PropertyId,
-    v: &Option<MqttString>,
-) -> Result<(), EncodeError> {
-    if let Some(v) = v {
-        check_field(v.len())?;
-        buf.put_u8(id as u8);
-        v.put_binary(buf);
-    }
-    Ok(())
-}
-#[inline(always)]
-fn put_bin(buf: &mut Out<'_>, id: PropertyId, v: &Option<Bytes>) -> Result<(), EncodeError> {
-    if let Some(v) = v {
-        check_field(v.len())?;
-        buf.put_u8(id as u8);
-        put_binary(buf, v);
-    }
-    Ok(())
-}
 #[inline(always)]
 pub(crate) fn put_flag(buf: &mut Out<'_>, id: PropertyId, v: Option<bool>) {
     if let Some(v) = v {
@@ -673,101 +922,44 @@ pub(crate) fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
     }
 }
 
-#[inline(always)]
-fn put_subscription_identifiers(buf: &mut Out<'_>, ids: &[u32]) -> Result<(), EncodeError> {
-    for &id in ids {
-        if !valid_subscription_identifier(id) {
-            return Err(EncodeError::InvalidPropertyValue(
-                PropertyId::SubscriptionIdentifier,
-            ));
-        }
-        buf.put_u8(PropertyId::SubscriptionIdentifier as u8);
-        put_variable_integer(buf, id as usize);
-    }
-    Ok(())
-}
-#[inline(always)]
-fn put_user_properties(
-    buf: &mut Out<'_>,
-    pairs: &[(MqttString, MqttString)],
-) -> Result<(), EncodeError> {
-    for (k, v) in pairs {
-        check_field(k.len())?;
-        check_field(v.len())?;
-        buf.put_u8(PropertyId::UserProperty as u8);
-        k.put_binary(buf);
-        v.put_binary(buf);
-    }
-    Ok(())
-}
-
-/// The properties with identifiers 0x01 to 0x0B, in that order: all of
-/// them ones a PUBLISH can carry.
-#[inline(always)]
-fn put_message_properties(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-    use PropertyId::*;
-    put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
-    put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
-    put_string(buf, ContentType, &v.content_type)?;
-    put_string(buf, ResponseTopic, &v.response_topic)?;
-    put_bin(buf, CorrelationData, &v.correlation_data)?;
-    put_subscription_identifiers(buf, &v.subscription_identifiers)
-}
-
-/// Writes every property set in `v`, without the length prefix.
-fn write_values(v: &PropertyValues, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-    use PropertyId::*;
-    put_message_properties(v, buf)?;
-    put_four(buf, SessionExpiryInterval, v.session_expiry_interval);
-    put_string(buf, AssignedClientIdentifier, &v.assigned_client_identifier)?;
-    put_two(buf, ServerKeepAlive, v.server_keep_alive);
-    put_string(buf, AuthenticationMethod, &v.authentication_method)?;
-    put_bin(buf, AuthenticationData, &v.authentication_data)?;
-    put_flag(
-        buf,
-        RequestProblemInformation,
-        v.request_problem_information,
-    );
-    put_four(buf, WillDelayInterval, v.will_delay_interval);
-    put_flag(
-        buf,
-        RequestResponseInformation,
-        v.request_response_information,
-    );
-    put_string(buf, ResponseInformation, &v.response_information)?;
-    put_string(buf, ServerReference, &v.server_reference)?;
-    put_string(buf, ReasonString, &v.reason_string)?;
-    put_two(buf, ReceiveMaximum, v.receive_maximum);
-    put_two(buf, TopicAliasMaximum, v.topic_alias_maximum);
-    put_two(buf, TopicAlias, v.topic_alias);
-    if let Some(q) = v.maximum_qos {
-        buf.put_u8(MaximumQoS as u8);
-        buf.put_u8(q.as_u8());
-    }
-    put_flag(buf, RetainAvailable, v.retain_available);
-    put_user_properties(buf, &v.user_properties)?;
-    put_four(buf, MaximumPacketSize, v.maximum_packet_size);
-    put_flag(
-        buf,
-        WildcardSubscriptionAvailable,
-        v.wildcard_subscription_available,
-    );
-    put_flag(
-        buf,
-        SubscriptionIdentifierAvailable,
-        v.subscription_identifier_available,
-    );
-    put_flag(
-        buf,
-        SharedSubscriptionAvailable,
-        v.shared_subscription_available,
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    use crate::out::write_packet;
+    use crate::types::PacketType;
+    use bytes::BytesMut;
+
+    /// Every place properties appear.
+    pub(crate) const CONTEXTS: [PropertyContext; 11] = {
+        use PropertyContext::*;
+        [
+            Connect,
+            ConnAck,
+            Publish,
+            Will,
+            PubResponse,
+            Subscribe,
+            SubAck,
+            Unsubscribe,
+            UnsubAck,
+            Disconnect,
+            Auth,
+        ]
+    };
+
+    /// The property `id` alone on the wire, with its length prefix, as
+    /// the encoder writes it where it is allowed.
+    pub(crate) fn wire_of_only(id: PropertyId) -> Bytes {
+        let ctx = *CONTEXTS
+            .iter()
+            .find(|c| c.allows(id))
+            .expect("allowed somewhere");
+        let p = Properties::from(only(id));
+        let mut buf = BytesMut::new();
+        write_packet(&mut buf, p.encoded_len(ctx), |o| p.encode(ctx, o)).unwrap();
+        buf.freeze()
+    }
 
     /// Values with exactly the property `id` set.
     pub(crate) fn only(id: PropertyId) -> PropertyValues {
@@ -804,5 +996,115 @@ pub(crate) mod tests {
             SharedSubscriptionAvailable => v.shared_subscription_available = Some(true),
         }
         v
+    }
+
+    /// `p` encoded for `ctx` with its length prefix, or the error (and
+    /// then nothing is written).
+    fn encode_in(p: &Properties, ctx: PropertyContext) -> Result<Bytes, EncodeError> {
+        let mut buf = BytesMut::new();
+        let r = write_packet(&mut buf, p.encoded_len(ctx), |o| p.encode(ctx, o));
+        match r {
+            Ok(()) => Ok(buf.freeze()),
+            Err(e) => {
+                assert!(buf.is_empty(), "{ctx:?}: {e} but wrote {buf:?}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Every property, set alone, is written in exactly the packets the
+    /// table of section 2.2.2.2 allows it in (and decodes back there);
+    /// anywhere else the encoder names it and the packet.
+    #[test]
+    fn every_property_is_written_exactly_where_it_is_allowed() {
+        let mut written = 0;
+        for id in (0..=u8::MAX).filter_map(PropertyId::from_u8) {
+            let p = Properties::from(only(id));
+            for ctx in CONTEXTS {
+                match encode_in(&p, ctx) {
+                    Ok(wire) => {
+                        assert!(ctx.allows(id), "{id:?} written in {ctx:?}");
+                        let back =
+                            Properties::decode(&mut Reader::new(&wire, PacketType::Auth), ctx);
+                        assert_eq!(back, Ok(p.clone()), "{id:?} in {ctx:?}");
+                        written += 1;
+                    }
+                    Err(e) => {
+                        assert!(!ctx.allows(id), "{id:?} refused in {ctx:?}: {e}");
+                        assert_eq!(
+                            e,
+                            EncodeError::PropertyNotAllowed {
+                                property: id,
+                                context: ctx.name()
+                            }
+                        );
+                    }
+                }
+            }
+        }
+        // The table of section 2.2.2.2 counted by hand, with PUBACK to
+        // PUBCOMP as one context: 58 places a property may appear.
+        assert_eq!(written, 58);
+        let mut sub = Properties::default();
+        sub.subscription_identifiers.push(7);
+        sub.content_type = Some("text/plain".into());
+        let e = encode_in(&sub, PropertyContext::Subscribe).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "property ContentType cannot be sent in SUBSCRIBE"
+        );
+    }
+
+    /// The values the decoder refuses (a Protocol Error for the peer) are
+    /// refused by the encoder too, naming the property.
+    #[test]
+    fn values_the_peer_must_reject_are_not_written() {
+        use PropertyContext as C;
+        use PropertyId::*;
+        type Set = fn(&mut PropertyValues);
+        let cases: [(C, PropertyId, Set); 8] = [
+            (C::Connect, ReceiveMaximum, |v| v.receive_maximum = Some(0)),
+            (C::ConnAck, MaximumPacketSize, |v| {
+                v.maximum_packet_size = Some(0)
+            }),
+            (C::ConnAck, MaximumQoS, |v| {
+                v.maximum_qos = Some(QoS::ExactlyOnce)
+            }),
+            (C::Will, ResponseTopic, |v| {
+                v.response_topic = Some("".into())
+            }),
+            (C::Will, ResponseTopic, |v| {
+                v.response_topic = Some("replies/+".into())
+            }),
+            (C::Subscribe, SubscriptionIdentifier, |v| {
+                v.subscription_identifiers = alloc::vec![0]
+            }),
+            (C::Subscribe, SubscriptionIdentifier, |v| {
+                v.subscription_identifiers = alloc::vec![crate::wire::MAX_VARIABLE_INTEGER + 1]
+            }),
+            (C::Subscribe, SubscriptionIdentifier, |v| {
+                v.subscription_identifiers = alloc::vec![1, 2]
+            }),
+        ];
+        for (ctx, id, set) in cases {
+            let mut v = PropertyValues::default();
+            v.user_properties.push(("k".into(), "v".into()));
+            set(&mut v);
+            let p = Properties::from(v);
+            assert_eq!(
+                encode_in(&p, ctx),
+                Err(EncodeError::InvalidPropertyValue(id)),
+                "{ctx:?} {p:?}"
+            );
+        }
+        // The same properties with valid values are written and read back.
+        let p = Properties::from(PropertyValues {
+            receive_maximum: Some(1),
+            maximum_packet_size: Some(1),
+            ..Default::default()
+        });
+        let wire = encode_in(&p, C::Connect).unwrap();
+        let back = Properties::decode(&mut Reader::new(&wire, PacketType::Connect), C::Connect);
+        assert_eq!(back, Ok(p));
     }
 }

@@ -6,8 +6,8 @@ use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::properties::{
     boxed_values, fixed_len, flag, put_flag, put_four, put_two, response_topic, set_once,
-    subscription_identifier, user_property, valid_subscription_identifier, Properties,
-    PropertyContext, PropertyId,
+    subscription_identifier, user_property, valid_response_topic, valid_subscription_identifier,
+    Properties, PropertyContext, PropertyId,
 };
 use crate::string::MqttString;
 use crate::user_properties::UserProperties;
@@ -154,7 +154,9 @@ impl PublishProperties {
     /// Length of the properties, without the length prefix, and whether
     /// every value can be written ([`Self::invalid`] says which cannot): strings
     /// and binary data of at most 65,535 bytes, Subscription Identifiers
-    /// from 1 to 268,435,455 (0 is a Protocol Error [MQTT-3.3.4-6]).
+    /// from 1 to 268,435,455 (0 is a Protocol Error [MQTT-3.3.4-6]), a
+    /// Topic Alias other than 0 and a Response Topic that is a topic name
+    /// (as the decoder requires).
     /// Checking here, in the pass that measures, leaves nothing to check
     /// while writing.
     #[inline]
@@ -178,20 +180,32 @@ impl PublishProperties {
         for (k, val) in v.user_properties.iter() {
             len += field(k.len()) + field(val.len()) - 1;
         }
-        let mut bad_ids = false;
+        let mut bad = v.topic_alias == Some(0)
+            || v.response_topic
+                .as_ref()
+                .is_some_and(|t| !valid_response_topic(t));
         for &id in &v.subscription_identifiers {
-            bad_ids |= !valid_subscription_identifier(id);
+            bad |= !valid_subscription_identifier(id);
             len += 1 + variable_integer_len(id as usize);
         }
-        (len, !bad_ids && bits <= usize::from(u16::MAX))
+        (len, !bad && bits <= usize::from(u16::MAX))
     }
 
-    /// Why [`Self::measure`] found a value that cannot be written: an
-    /// invalid Subscription Identifier, else the first field above 65,535
-    /// bytes.
+    /// Why [`Self::measure`] found a value that cannot be written: a
+    /// Topic Alias of 0, an invalid Response Topic or Subscription
+    /// Identifier, else the first field above 65,535 bytes.
     #[cold]
     pub(crate) fn invalid(&self) -> EncodeError {
         let v: &PublishPropertyValues = self;
+        if v.topic_alias == Some(0) {
+            return EncodeError::InvalidPropertyValue(PropertyId::TopicAlias);
+        }
+        if v.response_topic
+            .as_ref()
+            .is_some_and(|t| !valid_response_topic(t))
+        {
+            return EncodeError::InvalidPropertyValue(PropertyId::ResponseTopic);
+        }
         if !v
             .subscription_identifiers
             .iter()
@@ -275,16 +289,9 @@ fn not_in_publish(raw: u32) -> DecodeError {
 mod tests {
     use super::*;
     use crate::out::write_packet;
-    use crate::properties::tests::only;
+    use crate::properties::tests::wire_of_only;
     use crate::types::PacketType;
     use bytes::BytesMut;
-
-    /// `p` written by the generic encoder, with its length prefix.
-    fn generic_wire(p: &Properties) -> Bytes {
-        let mut buf = BytesMut::new();
-        write_packet(&mut buf, p.encoded_len(), |o| p.encode(o)).unwrap();
-        buf.freeze()
-    }
 
     /// The PUBLISH decoder takes exactly the properties the table of
     /// section 2.2.2.2 allows in a PUBLISH, refuses the others with the
@@ -294,7 +301,7 @@ mod tests {
         let mut seen = 0;
         for id in (0..=u8::MAX).filter_map(PropertyId::from_u8) {
             seen += 1;
-            let wire = generic_wire(&Properties::from(only(id)));
+            let wire = wire_of_only(id);
             let ours = PublishProperties::decode(&mut Reader::new(&wire, PacketType::Publish));
             let generic = Properties::decode(
                 &mut Reader::new(&wire, PacketType::Publish),
@@ -303,7 +310,7 @@ mod tests {
             match (ours, generic) {
                 (Ok(p), Ok(g)) => {
                     assert!(PropertyContext::Publish.allows(id), "{id:?}");
-                    assert_eq!(p.body_len(), g.body_len(), "{id:?}");
+                    assert_eq!(p.body_len(), g.body_len(PropertyContext::Publish), "{id:?}");
                     let mut buf = BytesMut::new();
                     let len = p.body_len();
                     write_packet::<()>(&mut buf, variable_integer_len(len) + len, |o| {

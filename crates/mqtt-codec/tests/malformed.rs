@@ -1018,6 +1018,76 @@ fn every_error_has_a_5_0_reason_code_and_message() {
 
 // ---- Encoding refusals -----------------------------------------------------
 
+/// What a decoder refuses, the encoder does not write: a property the
+/// packet cannot carry is named with the packet, a value the peer must
+/// reject with the property; nothing is appended, and 3.1.1 (which has no
+/// properties) is unaffected.
+#[test]
+fn encode_refuses_properties_the_peer_must_reject() {
+    let mut buf = BytesMut::new();
+    // A Reason String on a SUBSCRIBE.
+    let mut s = Subscribe::new(
+        PacketId::new(1).unwrap(),
+        TopicFilter::new("a/#").unwrap(),
+        SubscriptionOptions::default(),
+    );
+    s.properties.reason_string = Some("why".into());
+    let e = s.encode(V5, &mut buf).unwrap_err();
+    assert_eq!(
+        e,
+        EncodeError::PropertyNotAllowed {
+            property: PropertyId::ReasonString,
+            context: "SUBSCRIBE"
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "property ReasonString cannot be sent in SUBSCRIBE"
+    );
+    assert!(s.encode(V3, &mut BytesMut::new()).is_ok());
+    // A Session Expiry Interval among the will properties (it belongs to
+    // the CONNECT itself).
+    let mut c = Connect::new(V5, "c");
+    let mut will = LastWill {
+        topic: TopicName::try_from("status/c").unwrap(),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::default(),
+    };
+    will.properties.session_expiry_interval = Some(60);
+    c.will = Some(will);
+    assert_eq!(
+        c.encode(V5, &mut buf),
+        Err(EncodeError::PropertyNotAllowed {
+            property: PropertyId::SessionExpiryInterval,
+            context: "will properties"
+        })
+    );
+    // A Maximum QoS of 2 in a CONNACK (only 0 or 1 may be sent).
+    let mut ack = ConnAck::new(false, ReasonCode::Success);
+    ack.properties.maximum_qos = Some(QoS::ExactlyOnce);
+    assert_eq!(
+        ack.encode(V5, &mut buf),
+        Err(EncodeError::InvalidPropertyValue(PropertyId::MaximumQoS))
+    );
+    // A PUBLISH with Topic Alias 0 or a Response Topic with a wildcard.
+    let mut p = Publish::new(TopicName::try_from("t").unwrap(), "x");
+    p.properties.topic_alias = Some(0);
+    assert_eq!(
+        p.encode(V5, &mut buf),
+        Err(EncodeError::InvalidPropertyValue(PropertyId::TopicAlias))
+    );
+    let mut p = Publish::new(TopicName::try_from("t").unwrap(), "x");
+    p.properties.response_topic = Some("replies/#".into());
+    assert_eq!(
+        p.encode(V5, &mut buf),
+        Err(EncodeError::InvalidPropertyValue(PropertyId::ResponseTopic))
+    );
+    assert!(p.encode(V3, &mut BytesMut::new()).is_ok());
+    assert!(buf.is_empty(), "nothing appended by failed encodes");
+}
+
 #[test]
 fn encode_errors() {
     let mut buf = BytesMut::new();

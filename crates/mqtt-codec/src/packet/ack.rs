@@ -41,7 +41,7 @@ fn parts_len(reason: ReasonCode, properties: &Properties, v: ProtocolVersion) ->
     } else if properties.is_empty() {
         3
     } else {
-        3 + properties.encoded_len()
+        3 + properties.encoded_len(PropertyContext::PubResponse)
     }
 }
 
@@ -58,7 +58,7 @@ fn write_parts(
         buf.put_u8(reason.as_u8());
     }
     if n > 3 {
-        properties.encode(buf)?;
+        properties.encode(PropertyContext::PubResponse, buf)?;
     }
     Ok(())
 }

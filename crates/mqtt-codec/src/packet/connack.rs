@@ -66,7 +66,7 @@ impl Body for ConnAck {
 
     fn body_len(&self, v: ProtocolVersion) -> usize {
         2 + if v.is_v5() {
-            self.properties.encoded_len()
+            self.properties.encoded_len(PropertyContext::ConnAck)
         } else {
             0
         }
@@ -76,7 +76,7 @@ impl Body for ConnAck {
         buf.put_u8(self.session_present as u8);
         if v.is_v5() {
             buf.put_u8(self.reason_code.as_u8());
-            self.properties.encode(buf)?;
+            self.properties.encode(PropertyContext::ConnAck, buf)?;
         } else {
             buf.put_u8(self.reason_code.to_v3_connack());
         }

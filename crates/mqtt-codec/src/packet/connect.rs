@@ -153,12 +153,12 @@ impl Body for Connect {
         let v5 = self.protocol.is_v5();
         let mut n = 2 + self.protocol.protocol_name().len() + 1 + 1 + 2;
         if v5 {
-            n += self.properties.encoded_len();
+            n += self.properties.encoded_len(PropertyContext::Connect);
         }
         n += 2 + self.client_id.len();
         if let Some(w) = &self.will {
             if v5 {
-                n += w.properties.encoded_len();
+                n += w.properties.encoded_len(PropertyContext::Will);
             }
             n += 2 + w.topic.len() + 2 + w.payload.len();
         }
@@ -191,13 +191,13 @@ impl Body for Connect {
         buf.put_u8(flags);
         buf.put_u16(self.keep_alive);
         if v5 {
-            self.properties.encode(buf)?;
+            self.properties.encode(PropertyContext::Connect, buf)?;
         }
         check_field(self.client_id.len())?;
         put_binary(buf, self.client_id.as_bytes());
         if let Some(w) = &self.will {
             if v5 {
-                w.properties.encode(buf)?;
+                w.properties.encode(PropertyContext::Will, buf)?;
             }
             check_field(w.topic.len())?;
             w.topic.put_binary(buf);

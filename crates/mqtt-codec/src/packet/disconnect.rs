@@ -33,25 +33,26 @@ fn decode_parts(
     Ok((reason, properties))
 }
 
-fn parts_len(reason: ReasonCode, properties: &Properties) -> usize {
+fn parts_len(reason: ReasonCode, properties: &Properties, ctx: PropertyContext) -> usize {
     if properties.is_empty() {
         usize::from(reason != ReasonCode::Success)
     } else {
-        1 + properties.encoded_len()
+        1 + properties.encoded_len(ctx)
     }
 }
 
 fn write_parts(
     reason: ReasonCode,
     properties: &Properties,
+    ctx: PropertyContext,
     buf: &mut Out<'_>,
 ) -> Result<(), EncodeError> {
-    let n = parts_len(reason, properties);
+    let n = parts_len(reason, properties, ctx);
     if n >= 1 {
         buf.put_u8(reason.as_u8());
     }
     if n > 1 {
-        properties.encode(buf)?;
+        properties.encode(ctx, buf)?;
     }
     Ok(())
 }
@@ -93,7 +94,11 @@ impl Body for Disconnect {
 
     fn body_len(&self, v: ProtocolVersion) -> usize {
         if v.is_v5() {
-            parts_len(self.reason_code, &self.properties)
+            parts_len(
+                self.reason_code,
+                &self.properties,
+                PropertyContext::Disconnect,
+            )
         } else {
             0
         }
@@ -101,7 +106,12 @@ impl Body for Disconnect {
 
     fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if v.is_v5() {
-            write_parts(self.reason_code, &self.properties, buf)?;
+            write_parts(
+                self.reason_code,
+                &self.properties,
+                PropertyContext::Disconnect,
+                buf,
+            )?;
         }
         Ok(())
     }
@@ -130,13 +140,18 @@ impl Body for Auth {
     const TYPE: PacketType = PacketType::Auth;
 
     fn body_len(&self, _: ProtocolVersion) -> usize {
-        parts_len(self.reason_code, &self.properties)
+        parts_len(self.reason_code, &self.properties, PropertyContext::Auth)
     }
 
     fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if !v.is_v5() {
             return Err(EncodeError::NotInVersion(PacketType::Auth));
         }
-        write_parts(self.reason_code, &self.properties, buf)
+        write_parts(
+            self.reason_code,
+            &self.properties,
+            PropertyContext::Auth,
+            buf,
+        )
     }
 }

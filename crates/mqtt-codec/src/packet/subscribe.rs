@@ -101,7 +101,7 @@ impl Body for Subscribe {
     fn body_len(&self, v: ProtocolVersion) -> usize {
         let mut n = 2;
         if v.is_v5() {
-            n += self.properties.encoded_len();
+            n += self.properties.encoded_len(PropertyContext::Subscribe);
         }
         n + self
             .subscriptions
@@ -116,7 +116,7 @@ impl Body for Subscribe {
         }
         buf.put_u16(self.packet_id.get());
         if v.is_v5() {
-            self.properties.encode(buf)?;
+            self.properties.encode(PropertyContext::Subscribe, buf)?;
         }
         for s in &self.subscriptions {
             // At most 65,535 bytes: the constructors check.
@@ -178,7 +178,7 @@ impl Body for SubAck {
     fn body_len(&self, v: ProtocolVersion) -> usize {
         let mut n = 2 + self.reason_codes.len();
         if v.is_v5() {
-            n += self.properties.encoded_len();
+            n += self.properties.encoded_len(PropertyContext::SubAck);
         }
         n
     }
@@ -186,7 +186,7 @@ impl Body for SubAck {
     fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if v.is_v5() {
-            self.properties.encode(buf)?;
+            self.properties.encode(PropertyContext::SubAck, buf)?;
             for rc in &self.reason_codes {
                 buf.put_u8(rc.as_u8());
             }

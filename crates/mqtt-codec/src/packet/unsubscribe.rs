@@ -54,7 +54,7 @@ impl Body for Unsubscribe {
     fn body_len(&self, v: ProtocolVersion) -> usize {
         let mut n = 2;
         if v.is_v5() {
-            n += self.properties.encoded_len();
+            n += self.properties.encoded_len(PropertyContext::Unsubscribe);
         }
         n + self.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
     }
@@ -65,7 +65,7 @@ impl Body for Unsubscribe {
         }
         buf.put_u16(self.packet_id.get());
         if v.is_v5() {
-            self.properties.encode(buf)?;
+            self.properties.encode(PropertyContext::Unsubscribe, buf)?;
         }
         for f in &self.filters {
             // At most 65,535 bytes: the constructors check.
@@ -120,7 +120,7 @@ impl Body for UnsubAck {
 
     fn body_len(&self, v: ProtocolVersion) -> usize {
         if v.is_v5() {
-            2 + self.properties.encoded_len() + self.reason_codes.len()
+            2 + self.properties.encoded_len(PropertyContext::UnsubAck) + self.reason_codes.len()
         } else {
             2
         }
@@ -129,7 +129,7 @@ impl Body for UnsubAck {
     fn write_body(&self, v: ProtocolVersion, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if v.is_v5() {
-            self.properties.encode(buf)?;
+            self.properties.encode(PropertyContext::UnsubAck, buf)?;
             for rc in &self.reason_codes {
                 buf.put_u8(rc.as_u8());
             }
