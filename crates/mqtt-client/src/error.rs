@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use mqtt_codec::{ReasonCode, TopicError};
+use mqtt_codec::{EncodeError, ReasonCode, TopicError};
 use mqtt_tls::TlsError;
 
 use crate::proto::{ConnectionError, PublishError};
@@ -109,6 +109,11 @@ pub enum Error {
         /// The 5.0 Reason String.
         reason_string: Option<String>,
     },
+    /// A SUBSCRIBE or UNSUBSCRIBE could not be sent: a property the packet
+    /// cannot carry, a value the broker would have to reject, or a packet
+    /// larger than the broker's Maximum Packet Size.
+    #[error("cannot send this request: {0}")]
+    InvalidRequest(EncodeError),
     /// All 65,535 packet identifiers are in use.
     #[error("all 65535 packet identifiers are in use; wait for earlier requests to complete")]
     NoPacketId,

@@ -493,6 +493,15 @@ impl EventLoop {
                     }
                 }
             },
+            Event::RequestFailed { request, error } => match self.waiters.remove(&request) {
+                Some(Waiter::Subscribe(tx)) => {
+                    let _ = tx.send(Err(Error::InvalidRequest(error)));
+                }
+                Some(Waiter::Unsubscribe(tx)) => {
+                    let _ = tx.send(Err(Error::InvalidRequest(error)));
+                }
+                _ => tracing::warn!(%error, "a restored subscription could not be sent"),
+            },
             Event::UnsubAck { request, unsuback } => {
                 if let Some(Waiter::Unsubscribe(tx)) = self.waiters.remove(&request) {
                     let _ = tx.send(Ok(unsuback));

@@ -19,8 +19,8 @@ use common::{client_tls, wait_connected, wait_reconnected, within};
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
 use mqtt_broker_core::BrokerConfig;
 use mqtt_client::{
-    Client, ClientOptions, ConnectionState, Messages, ProtocolVersion, Publish, QoS, ReasonCode,
-    ReconnectOptions, TopicName,
+    Client, ClientOptions, ConnectionState, Messages, Properties, ProtocolVersion, Publish, QoS,
+    ReasonCode, ReconnectOptions, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
 use mqtt_tls::gen::{write_set, CertificateAuthority};
 
@@ -207,6 +207,48 @@ async fn qos_0_1_2_round_trip_and_unsubscribe_over_mqtt_3_1_1() {
 #[tokio::test]
 async fn qos_0_1_2_round_trip_and_unsubscribe_over_mqtt_5() {
     round_trip(ProtocolVersion::V5).await;
+}
+
+/// A SUBSCRIBE with a property it cannot carry fails at once with the
+/// reason (the broker would close the connection with a Protocol Error);
+/// the client stays connected and the same subscription without it works.
+#[tokio::test]
+async fn a_subscribe_with_a_property_it_cannot_carry_fails_with_the_reason() {
+    let (server, port) = start_broker(BrokerConfig::default()).await;
+    let (client, _messages) = connect(options(port, ProtocolVersion::V5, "bad-props")).await;
+    let subscription = || {
+        vec![Subscription {
+            filter: TopicFilter::new("t/#").unwrap(),
+            options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+        }]
+    };
+    let mut properties = Properties::default();
+    properties.message_expiry_interval = Some(60);
+    let e = within(
+        5,
+        "refused subscribe",
+        client.subscribe_many(subscription(), properties),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot send this request: property MessageExpiryInterval cannot be sent in SUBSCRIBE"
+    );
+    let suback = within(
+        5,
+        "subscribe",
+        client.subscribe_many(subscription(), Properties::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(suback.reason_codes, [ReasonCode::GrantedQoS1]);
+    assert!(matches!(
+        *client.state().borrow(),
+        ConnectionState::Connected { .. }
+    ));
+    within(5, "disconnect", client.disconnect()).await.unwrap();
+    shutdown(server).await;
 }
 
 // ------------------------------------------------------- mid-QoS 2 cuts

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    ConnAck, Connect, Decoder, Disconnect, Packet, PacketId, Properties, PubAck, PubComp, PubRec,
-    PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription, TopicFilter, TopicName,
-    UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
+    ConnAck, Connect, Decoder, Disconnect, EncodeError, Packet, PacketId, Properties, PubAck,
+    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription,
+    TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
 
 use super::{ConnectOptions, ConnectionError, Event, ProtocolViolation, PublishError, RequestId};
@@ -1028,8 +1028,8 @@ impl Connection {
         while let Some(t) = self.transmits.pop_front() {
             match t {
                 Transmit::Packet(p) => {
-                    if let Err(e) = p.encode_limited(v, max, &mut buf) {
-                        tracing::warn!(packet = %p.packet_type(), error = %e, "packet not sent");
+                    if let Err(error) = p.encode_limited(v, max, &mut buf) {
+                        self.request_failed(&p, error);
                     }
                 }
                 Transmit::Publish { publish, request } => {
@@ -1062,6 +1062,34 @@ impl Connection {
         }
         self.last_transmit = Some(now);
         Some(buf.freeze())
+    }
+
+    /// How many SUBSCRIBE and UNSUBSCRIBE requests hold a packet
+    /// identifier, waiting for their acknowledgement.
+    #[cfg(test)]
+    pub(crate) fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A packet that could not be encoded: a SUBSCRIBE or UNSUBSCRIBE
+    /// fails its request (and frees its packet identifier); anything else
+    /// the core built itself is logged.
+    fn request_failed(&mut self, p: &Packet, error: EncodeError) {
+        let id = match p {
+            Packet::Subscribe(s) => s.packet_id,
+            Packet::Unsubscribe(u) => u.packet_id,
+            _ => {
+                tracing::warn!(packet = %p.packet_type(), %error, "packet not sent");
+                return;
+            }
+        };
+        let request = match self.pending.remove(&id) {
+            Some(PendingRequest::Subscribe { request, .. }) => request,
+            Some(PendingRequest::Unsubscribe { request, .. }) => request,
+            None => return,
+        };
+        self.events
+            .push_back(Event::RequestFailed { request, error });
     }
 
     /// 5.0 outgoing topic aliases: the first PUBLISH to a topic carries the

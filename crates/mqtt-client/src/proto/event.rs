@@ -1,6 +1,8 @@
 //! What the core reports to its driver.
 
-use mqtt_codec::{ConnAck, PacketId, Properties, Publish, ReasonCode, SubAck, UnsubAck};
+use mqtt_codec::{
+    ConnAck, EncodeError, PacketId, Properties, Publish, ReasonCode, SubAck, UnsubAck,
+};
 
 use super::{ConnectionError, PublishError};
 
@@ -74,6 +76,15 @@ pub enum Event {
         request: RequestId,
         /// The SUBACK.
         suback: SubAck,
+    },
+    /// A SUBSCRIBE or UNSUBSCRIBE could not be sent (a property the packet
+    /// cannot carry, a value the broker must reject, larger than the
+    /// broker's Maximum Packet Size); the request is dropped.
+    RequestFailed {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        error: EncodeError,
     },
     /// UNSUBACK for an UNSUBSCRIBE.
     UnsubAck {

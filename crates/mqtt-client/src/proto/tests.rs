@@ -397,6 +397,55 @@ fn lost_session_requeues_unacknowledged_publishes_and_restores_subscriptions() {
         .any(|e| matches!(e, Event::PubAck { request, .. } if *request == p)));
 }
 
+/// A SUBSCRIBE or UNSUBSCRIBE that cannot be encoded (here a property the
+/// packet cannot carry) is not sent: its request fails with the reason, its
+/// packet identifier is free again, and the connection carries on.
+#[test]
+fn a_request_that_cannot_be_encoded_fails_and_frees_its_packet_id() {
+    let mut h = Harness::v5("pi");
+    h.establish(ConnAck::new(false, ReasonCode::Success));
+    let filter = TopicFilter::new("x").unwrap();
+    let subscription = Subscription {
+        filter: filter.clone(),
+        options: SubscriptionOptions::default(),
+    };
+    let mut properties = mqtt_codec::Properties::default();
+    properties.content_type = Some("text/plain".into());
+    let bad_sub = h
+        .conn
+        .subscribe(vec![subscription.clone()], properties.clone())
+        .unwrap();
+    let bad_unsub = h.conn.unsubscribe(vec![filter], properties).unwrap();
+    assert_eq!(h.conn.pending_requests(), 2);
+    assert!(h.sent().is_empty(), "nothing written");
+    assert_eq!(h.conn.pending_requests(), 0, "both identifiers are free");
+    let failed: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RequestFailed { request, error } => Some((request, error)),
+            _ => None,
+        })
+        .collect();
+    let not_allowed = |context| mqtt_codec::EncodeError::PropertyNotAllowed {
+        property: mqtt_codec::PropertyId::ContentType,
+        context,
+    };
+    assert_eq!(
+        failed,
+        [
+            (bad_sub, not_allowed("SUBSCRIBE")),
+            (bad_unsub, not_allowed("UNSUBSCRIBE"))
+        ]
+    );
+    // The connection carries on.
+    assert!(h
+        .conn
+        .subscribe(vec![subscription], Default::default())
+        .is_some());
+    assert!(matches!(&h.sent()[..], [Packet::Subscribe(_)]));
+}
+
 #[test]
 fn unsubscribed_filters_are_not_restored() {
     let mut h = Harness::v5("pi");
