@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    ConnAck, Connect, Decoder, Disconnect, EncodeError, Packet, PacketId, Properties, PubAck,
-    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription,
+    ConnAck, Connect, Decoder, Disconnect, EncodeError, Packet, PacketId, Properties, PropertyId,
+    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription,
     TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
 
@@ -353,6 +353,15 @@ impl Connection {
             return Err(PublishError::QueueFull {
                 limit: self.options.max_queued,
             });
+        }
+        // [MQTT-3.3.2-14] a Response Topic is a Topic Name (the codec's
+        // PUBLISH encoder leaves this to its callers: it is the hot path).
+        if let Some(t) = &publish.properties.response_topic {
+            if self.options.protocol.is_v5() && TopicName::try_from(t.as_str()).is_err() {
+                return Err(PublishError::Encode(EncodeError::InvalidPropertyValue(
+                    PropertyId::ResponseTopic,
+                )));
+            }
         }
         if self.phase == Phase::Connected {
             self.check_publish(&publish)?;

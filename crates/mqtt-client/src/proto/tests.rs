@@ -397,6 +397,38 @@ fn lost_session_requeues_unacknowledged_publishes_and_restores_subscriptions() {
         .any(|e| matches!(e, Event::PubAck { request, .. } if *request == p)));
 }
 
+/// A Response Topic that is not a topic name is refused when the message
+/// is given (the broker would close the connection over it).
+#[test]
+fn a_response_topic_with_wildcards_is_refused() {
+    let mut h = Harness::v5("pi");
+    h.establish(ConnAck::new(false, ReasonCode::Success));
+    for bad in ["replies/#", "replies/+/x", ""] {
+        let mut p = Publish::new(TopicName::try_from("requests").unwrap(), "x");
+        p.properties.response_topic = Some(bad.into());
+        assert_eq!(
+            h.conn.publish(p),
+            Err(PublishError::Encode(
+                mqtt_codec::EncodeError::InvalidPropertyValue(
+                    mqtt_codec::PropertyId::ResponseTopic
+                )
+            )),
+            "{bad:?}"
+        );
+    }
+    assert!(h.sent().is_empty());
+    let mut p = Publish::new(TopicName::try_from("requests").unwrap(), "x");
+    p.properties.response_topic = Some("replies/pi".into());
+    h.conn.publish(p).unwrap();
+    let Packet::Publish(sent) = &h.sent()[0] else {
+        panic!("a PUBLISH is sent")
+    };
+    assert_eq!(
+        sent.properties.response_topic.as_deref(),
+        Some("replies/pi")
+    );
+}
+
 /// A SUBSCRIBE or UNSUBSCRIBE that cannot be encoded (here a property the
 /// packet cannot carry) is not sent: its request fails with the reason, its
 /// packet identifier is free again, and the connection carries on.
