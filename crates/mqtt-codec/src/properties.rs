@@ -618,81 +618,84 @@ trait Value {
     fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError>;
 }
 
-impl Value for Option<bool> {
-    #[inline(always)]
-    fn is_set(&self) -> bool {
-        self.is_some()
+/// A property value of fixed size (a flag, a two- or four-byte integer, a
+/// QoS).
+trait Fixed: Copy {
+    /// Bytes of the value.
+    const SIZE: usize;
+    /// Whether the peer must reject this value of property `id`.
+    fn refused(self, _id: PropertyId) -> bool {
+        false
     }
+    /// Writes the value.
+    fn put_value(self, buf: &mut Out<'_>);
+}
+
+impl Fixed for bool {
+    const SIZE: usize = 1;
     #[inline(always)]
-    fn wire_len(&self) -> usize {
-        fixed_len(self, 1)
-    }
-    #[inline(always)]
-    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        put_flag(buf, id, *self);
-        Ok(())
+    fn put_value(self, buf: &mut Out<'_>) {
+        buf.put_u8(self as u8);
     }
 }
 
-impl Value for Option<u16> {
+impl Fixed for u16 {
+    const SIZE: usize = 2;
+    /// Receive Maximum and Topic Alias 0 are Protocol Errors (3.1.2.11.3,
+    /// 3.2.2.3.3, 3.3.2.3.4).
     #[inline(always)]
-    fn is_set(&self) -> bool {
-        self.is_some()
+    fn refused(self, id: PropertyId) -> bool {
+        self == 0 && matches!(id, PropertyId::ReceiveMaximum | PropertyId::TopicAlias)
     }
     #[inline(always)]
-    fn wire_len(&self) -> usize {
-        fixed_len(self, 2)
-    }
-    #[inline(always)]
-    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        // Receive Maximum and Topic Alias 0 are Protocol Errors
-        // (3.1.2.11.3, 3.2.2.3.3, 3.3.2.3.4).
-        if *self == Some(0) && matches!(id, PropertyId::ReceiveMaximum | PropertyId::TopicAlias) {
-            return Err(EncodeError::InvalidPropertyValue(id));
-        }
-        put_two(buf, id, *self);
-        Ok(())
+    fn put_value(self, buf: &mut Out<'_>) {
+        buf.put_u16(self);
     }
 }
 
-impl Value for Option<u32> {
+impl Fixed for u32 {
+    const SIZE: usize = 4;
+    /// Maximum Packet Size 0 is a Protocol Error (3.1.2.11.4, 3.2.2.3.6).
     #[inline(always)]
-    fn is_set(&self) -> bool {
-        self.is_some()
+    fn refused(self, id: PropertyId) -> bool {
+        self == 0 && id == PropertyId::MaximumPacketSize
     }
     #[inline(always)]
-    fn wire_len(&self) -> usize {
-        fixed_len(self, 4)
-    }
-    #[inline(always)]
-    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        // Maximum Packet Size 0 is a Protocol Error (3.1.2.11.4, 3.2.2.3.6).
-        if *self == Some(0) && id == PropertyId::MaximumPacketSize {
-            return Err(EncodeError::InvalidPropertyValue(id));
-        }
-        put_four(buf, id, *self);
-        Ok(())
+    fn put_value(self, buf: &mut Out<'_>) {
+        buf.put_u32(self);
     }
 }
 
-impl Value for Option<QoS> {
+impl Fixed for QoS {
+    const SIZE: usize = 1;
+    /// Maximum QoS is 0 or 1 when present (3.2.2.3.4).
+    #[inline(always)]
+    fn refused(self, _id: PropertyId) -> bool {
+        self == QoS::ExactlyOnce
+    }
+    #[inline(always)]
+    fn put_value(self, buf: &mut Out<'_>) {
+        buf.put_u8(self.as_u8());
+    }
+}
+
+impl<T: Fixed> Value for Option<T> {
     #[inline(always)]
     fn is_set(&self) -> bool {
         self.is_some()
     }
     #[inline(always)]
     fn wire_len(&self) -> usize {
-        fixed_len(self, 1)
+        fixed_len(self, T::SIZE)
     }
     #[inline(always)]
     fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        if let Some(q) = self {
-            // Maximum QoS is 0 or 1 when present (3.2.2.3.4).
-            if *q == QoS::ExactlyOnce {
+        if let Some(v) = *self {
+            if v.refused(id) {
                 return Err(EncodeError::InvalidPropertyValue(id));
             }
             buf.put_u8(id as u8);
-            buf.put_u8(q.as_u8());
+            v.put_value(buf);
         }
         Ok(())
     }
