@@ -147,41 +147,34 @@ impl<'a> Reader<'a> {
     /// (empty allowed; the caller decides).
     #[inline(always)]
     pub(crate) fn topic_name(&mut self) -> Result<TopicName, DecodeError> {
-        self.length_prefixed(
-            #[inline(always)]
-            |b, start, n| TopicName::from_wire(b, start, n),
-        )
+        let (start, n) = self.length_prefixed()?;
+        TopicName::from_wire(self.buf, start, n)
     }
 
     /// A topic filter: two-byte length, then the filter, validated.
     pub(crate) fn topic_filter(&mut self) -> Result<TopicFilter, DecodeError> {
-        self.length_prefixed(
-            #[inline(always)]
-            |b, start, n| TopicFilter::from_wire(b, start, n),
-        )
+        let (start, n) = self.length_prefixed()?;
+        TopicFilter::from_wire(self.buf, start, n)
     }
 
-    /// A two-byte length, then a value `read` from the packet's bytes, the
-    /// value's start and its length (checked to be in the packet).
+    /// A two-byte length and the place of the value that follows: its start
+    /// and length, checked to be in the packet. The reader moves past it.
     ///
-    /// Callers pass a closure marked `#[inline(always)]`, not the function
-    /// itself: a function item is called through a `FnOnce::call_once`
-    /// shim that the compiler may keep out of line, and then the topic it
-    /// returns is moved through memory (seen in a scratch loop: 5.0 PUBLISH
-    /// decode 88.5 -> 83.2 ns; `codec_loop` 88.8 -> 87.2 ns; criterion,
-    /// which had inlined the shim, unchanged).
+    /// The callers then call the value's reader directly. (They used to pass
+    /// it in as a function item, called through a `FnOnce::call_once` shim
+    /// that the compiler may keep out of line, returning the topic through
+    /// memory: seen in a scratch loop, 5.0 PUBLISH decode 88.5 -> 83.2 ns;
+    /// `codec_loop` 88.8 -> 87.2 ns; criterion, which had inlined the shim,
+    /// unchanged.)
     #[inline(always)]
-    fn length_prefixed<T>(
-        &mut self,
-        read: impl FnOnce(&Bytes, usize, usize) -> Result<T, DecodeError>,
-    ) -> Result<T, DecodeError> {
+    fn length_prefixed(&mut self) -> Result<(usize, usize), DecodeError> {
         let n = self.u16()? as usize;
         if self.remaining() < n {
             return Err(self.eof());
         }
-        let v = read(self.buf, self.pos, n)?;
+        let start = self.pos;
         self.pos += n;
-        Ok(v)
+        Ok((start, n))
     }
 
     /// How far reading has come (an offset into the buffer).
