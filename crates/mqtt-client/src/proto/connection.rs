@@ -470,6 +470,11 @@ impl Connection {
             properties,
             subscriptions,
         };
+        if let Err(error) = self.check_request(&Packet::Subscribe(subscribe.clone())) {
+            self.events
+                .push_back(Event::RequestFailed { request, error });
+            return Some(request);
+        }
         if self.phase == Phase::Connected {
             self.transmits
                 .push_back(Transmit::Packet(Packet::Subscribe(subscribe.clone())));
@@ -488,14 +493,20 @@ impl Connection {
     ) -> Option<RequestId> {
         let request = self.request_id();
         let packet_id = self.packet_id()?;
-        for f in &filters {
-            self.subscriptions.remove(f.as_str());
-        }
         let unsubscribe = Unsubscribe {
             packet_id,
             properties,
             filters,
         };
+        // One that cannot be sent fails before its filters are forgotten.
+        if let Err(error) = self.check_request(&Packet::Unsubscribe(unsubscribe.clone())) {
+            self.events
+                .push_back(Event::RequestFailed { request, error });
+            return Some(request);
+        }
+        for f in &unsubscribe.filters {
+            self.subscriptions.remove(f.as_str());
+        }
         if self.phase == Phase::Connected {
             self.transmits
                 .push_back(Transmit::Packet(Packet::Unsubscribe(unsubscribe.clone())));
@@ -1078,6 +1089,16 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn pending_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether a SUBSCRIBE or UNSUBSCRIBE can be encoded now (a property
+    /// the packet cannot carry, a value the broker must reject, larger than
+    /// the broker's Maximum Packet Size): encoded once into a scratch
+    /// buffer, which a request that rare can afford.
+    fn check_request(&self, p: &Packet) -> Result<(), EncodeError> {
+        let v = self.options.protocol;
+        let max = self.limits.maximum_packet_size;
+        p.encode_limited(v, max, &mut BytesMut::new()).map(|_| ())
     }
 
     /// A packet that could not be encoded: a SUBSCRIBE or UNSUBSCRIBE
