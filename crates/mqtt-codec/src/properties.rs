@@ -618,128 +618,140 @@ trait Value {
     fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError>;
 }
 
-/// A property value of fixed size (a flag, a two- or four-byte integer, a
-/// QoS).
-trait Fixed: Copy {
-    /// Bytes of the value.
-    const SIZE: usize;
-    /// Whether the peer must reject this value of property `id`.
-    fn refused(self, _id: PropertyId) -> bool {
-        false
+/// A property that appears at most once: a flag, a two- or four-byte
+/// integer, a QoS, a string or binary data. `Option<T>` is its [`Value`].
+trait Single {
+    /// Bytes of the value on the wire (a length prefix included).
+    fn size(&self) -> usize;
+    /// Refuses a value of property `id` that cannot be written or that the
+    /// peer must reject.
+    fn check(&self, _id: PropertyId) -> Result<(), EncodeError> {
+        Ok(())
     }
     /// Writes the value.
-    fn put_value(self, buf: &mut Out<'_>);
+    fn put_value(&self, buf: &mut Out<'_>);
 }
 
-impl Fixed for bool {
-    const SIZE: usize = 1;
+impl Single for bool {
     #[inline(always)]
-    fn put_value(self, buf: &mut Out<'_>) {
-        buf.put_u8(self as u8);
+    fn size(&self) -> usize {
+        1
+    }
+    #[inline(always)]
+    fn put_value(&self, buf: &mut Out<'_>) {
+        buf.put_u8(*self as u8);
     }
 }
 
-impl Fixed for u16 {
-    const SIZE: usize = 2;
+impl Single for u16 {
+    #[inline(always)]
+    fn size(&self) -> usize {
+        2
+    }
     /// Receive Maximum and Topic Alias 0 are Protocol Errors (3.1.2.11.3,
     /// 3.2.2.3.3, 3.3.2.3.4).
     #[inline(always)]
-    fn refused(self, id: PropertyId) -> bool {
-        self == 0 && matches!(id, PropertyId::ReceiveMaximum | PropertyId::TopicAlias)
+    fn check(&self, id: PropertyId) -> Result<(), EncodeError> {
+        if *self == 0 && matches!(id, PropertyId::ReceiveMaximum | PropertyId::TopicAlias) {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        Ok(())
     }
     #[inline(always)]
-    fn put_value(self, buf: &mut Out<'_>) {
-        buf.put_u16(self);
+    fn put_value(&self, buf: &mut Out<'_>) {
+        buf.put_u16(*self);
     }
 }
 
-impl Fixed for u32 {
-    const SIZE: usize = 4;
+impl Single for u32 {
+    #[inline(always)]
+    fn size(&self) -> usize {
+        4
+    }
     /// Maximum Packet Size 0 is a Protocol Error (3.1.2.11.4, 3.2.2.3.6).
     #[inline(always)]
-    fn refused(self, id: PropertyId) -> bool {
-        self == 0 && id == PropertyId::MaximumPacketSize
+    fn check(&self, id: PropertyId) -> Result<(), EncodeError> {
+        if *self == 0 && id == PropertyId::MaximumPacketSize {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        Ok(())
     }
     #[inline(always)]
-    fn put_value(self, buf: &mut Out<'_>) {
-        buf.put_u32(self);
+    fn put_value(&self, buf: &mut Out<'_>) {
+        buf.put_u32(*self);
     }
 }
 
-impl Fixed for QoS {
-    const SIZE: usize = 1;
+impl Single for QoS {
+    #[inline(always)]
+    fn size(&self) -> usize {
+        1
+    }
     /// Maximum QoS is 0 or 1 when present (3.2.2.3.4).
     #[inline(always)]
-    fn refused(self, _id: PropertyId) -> bool {
-        self == QoS::ExactlyOnce
+    fn check(&self, id: PropertyId) -> Result<(), EncodeError> {
+        if *self == QoS::ExactlyOnce {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        Ok(())
     }
     #[inline(always)]
-    fn put_value(self, buf: &mut Out<'_>) {
+    fn put_value(&self, buf: &mut Out<'_>) {
         buf.put_u8(self.as_u8());
     }
 }
 
-impl<T: Fixed> Value for Option<T> {
+impl Single for MqttString {
+    #[inline(always)]
+    fn size(&self) -> usize {
+        2 + self.len()
+    }
+    /// At most 65,535 bytes; a Response Topic is a Topic Name
+    /// [MQTT-3.3.2-14].
+    #[inline(always)]
+    fn check(&self, id: PropertyId) -> Result<(), EncodeError> {
+        check_field(self.len())?;
+        if id == PropertyId::ResponseTopic && !valid_response_topic(self) {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        Ok(())
+    }
+    #[inline(always)]
+    fn put_value(&self, buf: &mut Out<'_>) {
+        self.put_binary(buf);
+    }
+}
+
+impl Single for Bytes {
+    #[inline(always)]
+    fn size(&self) -> usize {
+        2 + self.len()
+    }
+    #[inline(always)]
+    fn check(&self, _id: PropertyId) -> Result<(), EncodeError> {
+        check_field(self.len())
+    }
+    #[inline(always)]
+    fn put_value(&self, buf: &mut Out<'_>) {
+        put_binary(buf, self);
+    }
+}
+
+impl<T: Single> Value for Option<T> {
     #[inline(always)]
     fn is_set(&self) -> bool {
         self.is_some()
     }
     #[inline(always)]
     fn wire_len(&self) -> usize {
-        fixed_len(self, T::SIZE)
+        self.as_ref().map_or(0, |v| 1 + v.size())
     }
     #[inline(always)]
     fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        if let Some(v) = *self {
-            if v.refused(id) {
-                return Err(EncodeError::InvalidPropertyValue(id));
-            }
+        if let Some(v) = self {
+            v.check(id)?;
             buf.put_u8(id as u8);
             v.put_value(buf);
-        }
-        Ok(())
-    }
-}
-
-impl Value for Option<MqttString> {
-    #[inline(always)]
-    fn is_set(&self) -> bool {
-        self.is_some()
-    }
-    #[inline(always)]
-    fn wire_len(&self) -> usize {
-        self.as_ref().map_or(0, |s| 3 + s.len())
-    }
-    #[inline(always)]
-    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        if let Some(s) = self {
-            check_field(s.len())?;
-            // A Response Topic is a Topic Name [MQTT-3.3.2-14].
-            if id == PropertyId::ResponseTopic && !valid_response_topic(s) {
-                return Err(EncodeError::InvalidPropertyValue(id));
-            }
-            buf.put_u8(id as u8);
-            s.put_binary(buf);
-        }
-        Ok(())
-    }
-}
-
-impl Value for Option<Bytes> {
-    #[inline(always)]
-    fn is_set(&self) -> bool {
-        self.is_some()
-    }
-    #[inline(always)]
-    fn wire_len(&self) -> usize {
-        self.as_ref().map_or(0, |b| 3 + b.len())
-    }
-    #[inline(always)]
-    fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
-        if let Some(b) = self {
-            check_field(b.len())?;
-            buf.put_u8(id as u8);
-            put_binary(buf, b);
         }
         Ok(())
     }
