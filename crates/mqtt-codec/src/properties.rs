@@ -608,7 +608,7 @@ impl Properties {
 }
 
 /// One property's value as [`PropertyValues`] holds it.
-trait Value {
+pub(crate) trait Value {
     /// Whether the property is set.
     fn is_set(&self) -> bool;
     /// Bytes it takes on the wire, identifiers included (0 when unset).
@@ -620,7 +620,7 @@ trait Value {
 
 /// A property that appears at most once: a flag, a two- or four-byte
 /// integer, a QoS, a string or binary data. `Option<T>` is its [`Value`].
-trait Single {
+pub(crate) trait Single {
     /// Bytes of the value on the wire (a length prefix included).
     fn size(&self) -> usize;
     /// Refuses a value of property `id` that cannot be written or that the
@@ -750,10 +750,20 @@ impl<T: Single> Value for Option<T> {
     fn put(&self, id: PropertyId, buf: &mut Out<'_>) -> Result<(), EncodeError> {
         if let Some(v) = self {
             v.check(id)?;
-            buf.put_u8(id as u8);
-            v.put_value(buf);
         }
+        put_single(buf, id, self);
         Ok(())
+    }
+}
+
+/// Writes a set property's identifier and value, without its checks: for
+/// [`Value::put`] once it has checked, and for the PUBLISH encoder, whose
+/// measuring pass checked what it must.
+#[inline(always)]
+pub(crate) fn put_single<T: Single>(buf: &mut Out<'_>, id: PropertyId, v: &Option<T>) {
+    if let Some(v) = v {
+        buf.put_u8(id as u8);
+        v.put_value(buf);
     }
 }
 
@@ -904,36 +914,6 @@ impl PropertyValues {
         }
         every_property!(put);
         Ok(())
-    }
-}
-
-/// Length of a fixed-size property when set: identifier and value.
-#[inline(always)]
-pub(crate) fn fixed_len<T>(v: &Option<T>, size: usize) -> usize {
-    v.as_ref().map_or(0, |_| 1 + size)
-}
-
-// One fixed-size property each, when set: identifier then value.
-
-#[inline(always)]
-pub(crate) fn put_flag(buf: &mut Out<'_>, id: PropertyId, v: Option<bool>) {
-    if let Some(v) = v {
-        buf.put_u8(id as u8);
-        buf.put_u8(v as u8);
-    }
-}
-#[inline(always)]
-pub(crate) fn put_two(buf: &mut Out<'_>, id: PropertyId, v: Option<u16>) {
-    if let Some(v) = v {
-        buf.put_u8(id as u8);
-        buf.put_u16(v);
-    }
-}
-#[inline(always)]
-pub(crate) fn put_four(buf: &mut Out<'_>, id: PropertyId, v: Option<u32>) {
-    if let Some(v) = v {
-        buf.put_u8(id as u8);
-        buf.put_u32(v);
     }
 }
 

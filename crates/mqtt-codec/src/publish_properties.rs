@@ -5,13 +5,12 @@
 use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::properties::{
-    boxed_values, fixed_len, flag, put_flag, put_four, put_two, response_topic, set_once,
-    subscription_identifier, user_property, valid_subscription_identifier, Properties,
-    PropertyContext, PropertyId,
+    boxed_values, flag, put_single, response_topic, set_once, subscription_identifier,
+    user_property, valid_subscription_identifier, Properties, PropertyContext, PropertyId, Value,
 };
 use crate::string::MqttString;
 use crate::user_properties::UserProperties;
-use crate::wire::{put_binary, put_variable_integer, variable_integer_len, Reader};
+use crate::wire::{put_variable_integer, variable_integer_len, Reader};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -177,9 +176,9 @@ impl PublishProperties {
             bits |= n;
             3 + n
         };
-        let mut len = fixed_len(&v.payload_format_indicator, 1)
-            + fixed_len(&v.message_expiry_interval, 4)
-            + fixed_len(&v.topic_alias, 2)
+        let mut len = v.payload_format_indicator.wire_len()
+            + v.message_expiry_interval.wire_len()
+            + v.topic_alias.wire_len()
             + v.content_type.as_ref().map_or(0, |s| field(s.len()))
             + v.response_topic.as_ref().map_or(0, |s| field(s.len()))
             + v.correlation_data.as_ref().map_or(0, |b| field(b.len()));
@@ -236,25 +235,16 @@ impl PublishProperties {
             return;
         };
         use PropertyId::*;
-        put_flag(buf, PayloadFormatIndicator, v.payload_format_indicator);
-        put_four(buf, MessageExpiryInterval, v.message_expiry_interval);
-        let mut string = |id: PropertyId, s: &Option<MqttString>| {
-            if let Some(s) = s {
-                buf.put_u8(id as u8);
-                s.put_binary(buf);
-            }
-        };
-        string(ContentType, &v.content_type);
-        string(ResponseTopic, &v.response_topic);
-        if let Some(b) = &v.correlation_data {
-            buf.put_u8(CorrelationData as u8);
-            put_binary(buf, b);
-        }
+        put_single(buf, PayloadFormatIndicator, &v.payload_format_indicator);
+        put_single(buf, MessageExpiryInterval, &v.message_expiry_interval);
+        put_single(buf, ContentType, &v.content_type);
+        put_single(buf, ResponseTopic, &v.response_topic);
+        put_single(buf, CorrelationData, &v.correlation_data);
         for &id in &v.subscription_identifiers {
             buf.put_u8(SubscriptionIdentifier as u8);
             put_variable_integer(buf, id as usize);
         }
-        put_two(buf, TopicAlias, v.topic_alias);
+        put_single(buf, TopicAlias, &v.topic_alias);
         for (k, val) in v.user_properties.iter() {
             buf.put_u8(UserProperty as u8);
             k.put_binary(buf);
