@@ -43,10 +43,12 @@
 //! `--workspace`) builds; run `cargo build --examples` if they are missing.
 #![forbid(unsafe_code)]
 
+#[path = "support/ports.rs"]
+mod ports;
 mod support;
 
+use ports::free_port;
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -202,13 +204,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// One reader following the guide: a temporary directory, two free ports,
 /// the guide's files written there.
 struct Guide {
@@ -226,11 +221,9 @@ impl Guide {
     fn open(doc: &str) -> Guide {
         let doc = Doc::load(doc);
         let dir = tempfile::tempdir().expect("a temporary directory");
+        // Two different ports: `free_port` never hands one out twice.
         let plain_port = free_port();
-        let mut tls_port = free_port();
-        while tls_port == plain_port {
-            tls_port = free_port();
-        }
+        let tls_port = free_port();
         let g = Guide {
             doc,
             dir,

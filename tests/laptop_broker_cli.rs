@@ -1,6 +1,10 @@
 //! The `laptop-broker` command line: Mosquitto's flags, its startup lines,
 //! config errors that name file:line, and a clean stop on SIGTERM.
 
+#[path = "support/ports.rs"]
+mod ports;
+
+use ports::free_port;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -24,13 +28,6 @@ fn example(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 struct Broker(Child);
