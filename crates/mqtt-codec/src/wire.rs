@@ -237,15 +237,49 @@ impl<'a> Reader<'a> {
 /// Checks that `b` is UTF-8 without U+0000: one pass finds U+0000 and
 /// non-ASCII bytes; only a string with non-ASCII bytes goes through the
 /// UTF-8 validator.
+///
+/// The pass looks at eight bytes at a time (the last word overlapping the
+/// one before when the length is not a multiple of eight): a loop over the
+/// bytes took about five instructions a byte, 200 of the ~1,300 a small
+/// 5.0 PUBLISH with a content type and a user property took to decode.
 #[inline]
 pub(crate) fn validate_utf8(b: &[u8]) -> Result<(), DecodeError> {
-    let (mut null, mut non_ascii) = (false, false);
-    for &c in b {
-        null |= c == 0;
-        non_ascii |= c >= 0x80;
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let (mut zero, mut high) = (0, 0);
+    let mut word = |w: u64| {
+        // Non-zero exactly when some byte of `w` is 0 (the classic test:
+        // a borrow can only mark bytes above a zero byte).
+        zero |= w.wrapping_sub(ONES) & !w & HIGH;
+        high |= w & HIGH;
+    };
+    let n = b.len();
+    if n >= 8 {
+        let mut words = b.chunks_exact(8);
+        for w in &mut words {
+            word(u64::from_ne_bytes(w.try_into().expect("eight bytes")));
+        }
+        if !words.remainder().is_empty() {
+            word(u64::from_ne_bytes(
+                b[n - 8..].try_into().expect("eight bytes"),
+            ));
+        }
+    } else if n >= 4 {
+        let half = |i: usize| {
+            u64::from(u32::from_ne_bytes(
+                b[i..i + 4].try_into().expect("four bytes"),
+            ))
+        };
+        // Both halves in one word; neither half is zero-extended into a
+        // false zero byte because each fills four bytes of its own.
+        word(half(0) | (half(n - 4) << 32));
+    } else {
+        for &c in b {
+            word(u64::from(c) | (ONES & !0xFF));
+        }
     }
     check_text(
-        (u8::from(null) * NUL) | (u8::from(non_ascii) * NON_ASCII),
+        (u8::from(zero != 0) * NUL) | (u8::from(high != 0) * NON_ASCII),
         b,
     )
 }
@@ -329,4 +363,62 @@ pub(crate) fn check_field(len: usize) -> Result<(), EncodeError> {
 pub(crate) fn put_binary(buf: &mut Out<'_>, b: &[u8]) {
     buf.put_u16(b.len() as u16);
     buf.put_slice(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// What `validate_utf8` must say, from the standard library.
+    fn reference(b: &[u8]) -> Result<(), DecodeError> {
+        match core::str::from_utf8(b) {
+            Err(_) => Err(DecodeError::InvalidUtf8),
+            Ok(s) if s.contains('\0') => Err(DecodeError::NullCharacter),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// The word-at-a-time pass agrees with the standard library on every
+    /// length up to 40 with one special byte at each place, and on strings
+    /// of random bytes drawn mostly from 0x00, 0x01, 0x7F, 0x80 and "é"
+    /// (the bytes where a word test could carry or borrow wrongly).
+    #[test]
+    fn the_word_pass_agrees_with_the_standard_library() {
+        // Miri (CI runs the unit tests under it) takes every fourth length.
+        let step = if cfg!(miri) { 4 } else { 1 };
+        for n in (0..=40).step_by(step) {
+            for spot in 0..n {
+                for byte in [0x00, 0x01, 0x7F, 0x80, 0xC3, 0xFF] {
+                    let mut b = alloc::vec![b'a'; n];
+                    b[spot] = byte;
+                    assert_eq!(validate_utf8(&b), reference(&b), "{b:?}");
+                }
+                let mut b = alloc::vec![b'a'; n + 1];
+                b[spot..spot + 2].copy_from_slice("é".as_bytes());
+                assert_eq!(validate_utf8(&b), Ok(()), "{b:?}");
+            }
+        }
+        let rounds = if cfg!(miri) { 100 } else { 20_000 };
+        let mut seed: u32 = 1;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        for _ in 0..rounds {
+            let n = (next() % 20) as usize;
+            let b: Vec<u8> = (0..n)
+                .map(|_| match next() % 8 {
+                    0 => 0x00,
+                    1 => 0x01,
+                    2 => 0x7F,
+                    3 => 0x80,
+                    4 => 0xC3,
+                    5 => 0xA9,
+                    _ => b'a' + (next() % 26) as u8,
+                })
+                .collect();
+            assert_eq!(validate_utf8(&b), reference(&b), "{b:?}");
+        }
+    }
 }
