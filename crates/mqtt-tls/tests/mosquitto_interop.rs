@@ -37,11 +37,7 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path, cafile: &Path, certfile: &Path, keyfile: &Path) -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut conf = format!(
             "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\nlog_dest stderr\nlog_type all\n",
             cafile.display(),
