@@ -267,25 +267,12 @@ pub async fn tls(
         .expect("handshake timed out")
 }
 
-/// A free loopback port, handed out once per test process: from a socket
-/// that is bound but never listens (so no parallel test's readiness probe
-/// can reach it before it is released), and remembered, so two parallel
-/// tests never get the same port (the kernel may offer a released one again
-/// at once). A `TcpListener` bound and dropped gives neither guarantee.
-pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
-        Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("bind to a free loopback port");
-        let port = socket.local_addr().expect("its address").port();
-        if HANDED_OUT.lock().expect("not poisoned").insert(port) {
-            return port;
-        }
-    }
-}
+// The workspace's one `free_port` for tests (the crates are not published,
+// so their tests may share a file).
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // not every test binary needs them
+pub use ports::free_port;
 
 /// Captures the `mqtt_broker` log lines of the current thread.
 #[derive(Clone, Default)]

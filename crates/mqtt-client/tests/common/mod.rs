@@ -6,11 +6,9 @@
 pub mod cut_proxy;
 
 use mqtt_client::{Client, ClientTlsOptions, ConnectionState};
-use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -33,34 +31,12 @@ pub fn require(tool: &str) -> bool {
     false
 }
 
-/// A free loopback port for a Mosquitto of this test process.
-///
-/// The port is found with a socket that is bound but never listens, and is
-/// reserved (`reserve_port`) so no parallel test gets it before Mosquitto
-/// binds it. With a listening socket (`TcpListener::bind`), a parallel
-/// test's `free_port` or cut proxy could hold a port another test had just
-/// been given, for an instant, while that test's readiness probe
-/// connected to it: the probe succeeded, the connection was reset, and the
-/// test's first real connection, made before its Mosquitto listened, was
-/// refused (about once in 30 runs of tests/drops.rs; Mosquitto's log showed
-/// neither connection, and no TIME-WAIT for the probe).
-pub fn free_port() -> u16 {
-    loop {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let port = socket.local_addr().unwrap().port();
-        if reserve_port(port) {
-            return port;
-        }
-    }
-}
-
-/// Records `port` as handed out in this test process; `false` if it was
-/// already. Ports handed out here are never handed out again.
-pub fn reserve_port(port: u16) -> bool {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    HANDED_OUT.lock().unwrap().insert(port)
-}
+// The workspace's one `free_port` and `reserve_port` for tests (the
+// crates are not published, so their tests may share a file).
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // not every test binary needs them
+pub use ports::{free_port, reserve_port};
 
 /// A temporary directory readable (and writable, for persistence) by the
 /// `mosquitto` user the broker drops to when started as root.

@@ -153,22 +153,9 @@ pub fn run(dir: &Path, program: &str, args: &[&str]) {
     );
 }
 
-/// A free loopback port for a Mosquitto of this test process, handed out
-/// once: from a socket bound but never listening (no parallel test's probe
-/// can reach it before it is released), and remembered, so two tests
-/// running in parallel never get the same port (the kernel may offer a
-/// released one again at once).
-pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("bind to a free loopback port");
-        let port = socket.local_addr().expect("its address").port();
-        if HANDED_OUT.lock().expect("not poisoned").insert(port) {
-            return port;
-        }
-    }
-}
+// The workspace's one `free_port` for tests (the crates are not published,
+// so their tests may share a file).
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // not every test binary needs them
+pub use ports::free_port;
