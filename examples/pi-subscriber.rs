@@ -64,7 +64,7 @@ struct Args {
     /// Exit with code 27 after this many seconds.
     #[arg(short = 'W', long = "timeout")]
     timeout: Option<u64>,
-    /// Protocol version: mqttv311 (or 311) or mqttv5 (or 5).
+    /// Protocol version: mqttv311 (or 311), mqttv5 (or 5) or mqttv31 (or 31).
     #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311", value_parser = parse_version)]
     version: ProtocolVersion,
     /// Do not print a newline after each payload.

@@ -73,7 +73,7 @@ struct Args {
     /// Keep alive in seconds.
     #[arg(short = 'k', long = "keepalive", default_value_t = 60)]
     keepalive: u16,
-    /// Protocol version: mqttv311 (or 311) or mqttv5 (or 5).
+    /// Protocol version: mqttv311 (or 311), mqttv5 (or 5) or mqttv31 (or 31).
     #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311", value_parser = parse_version)]
     version: ProtocolVersion,
     #[command(flatten)]

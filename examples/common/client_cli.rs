@@ -49,14 +49,14 @@ impl TlsArgs {
     }
 }
 
-/// `-V`: mqttv311 (311) or mqttv5 (5).
+/// `-V`: mqttv311 (311), mqttv5 (5) or mqttv31 (31), as mosquitto_sub.
 pub fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
     match s {
         "mqttv311" | "311" => Ok(ProtocolVersion::V3_1_1),
         "mqttv5" | "5" => Ok(ProtocolVersion::V5),
-        "mqttv31" | "31" => Err("MQTT 3.1 is not supported; use -V mqttv311 or -V mqttv5".into()),
+        "mqttv31" | "31" => Ok(ProtocolVersion::V3_1),
         _ => Err(format!(
-            "invalid protocol version {s:?}; use mqttv311 (311) or mqttv5 (5)"
+            "invalid protocol version {s:?}; use mqttv311 (311), mqttv5 (5) or mqttv31 (31)"
         )),
     }
 }

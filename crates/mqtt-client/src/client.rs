@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use mqtt_codec::{
-    Properties, Publish, QoS, ReasonCode, SubAck, Subscription, SubscriptionOptions, TopicFilter,
-    TopicName, UnsubAck,
+    Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscription,
+    SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -104,7 +104,15 @@ impl Client {
     /// The handle, the message stream and the event loop, for callers who
     /// drive the loop themselves (`tokio::spawn(event_loop.run())`). The
     /// first connection failure is retried like any later one.
-    pub fn new(options: ClientOptions) -> (Client, Messages, EventLoop) {
+    ///
+    /// An MQTT 3.1 session without a Client Identifier gets a generated
+    /// one (`mqtt-client-` and 11 random letters and digits): 3.1 requires
+    /// one of 1 to 23 characters.
+    pub fn new(mut options: ClientOptions) -> (Client, Messages, EventLoop) {
+        if options.session.protocol == ProtocolVersion::V3_1 && options.session.client_id.is_empty()
+        {
+            options.session.client_id = crate::backoff::generated_client_id();
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (msg_tx, msg_rx) = mpsc::channel(options.message_capacity.max(1));
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);

@@ -1,4 +1,4 @@
-//! An MQTT 3.1.1 and 5.0 client over TCP, TLS and mutual TLS: a
+//! An MQTT 3.1.1 and 5.0 (and 3.1) client over TCP, TLS and mutual TLS: a
 //! deterministic sans-IO core ([`proto`]) and a tokio API ([`Client`]) that
 //! reconnects with back-off, restores subscriptions and re-sends
 //! unacknowledged messages.

@@ -59,7 +59,10 @@ impl ClientOptions {
         Ok(self.tls(options.build()?))
     }
 
-    /// MQTT version: [`ProtocolVersion::V3_1_1`] or [`ProtocolVersion::V5`].
+    /// MQTT version: [`ProtocolVersion::V5`] (the default),
+    /// [`ProtocolVersion::V3_1_1`], or [`ProtocolVersion::V3_1`] for old brokers
+    /// (protocol name `MQIsdp`; a Client Identifier is then required, and
+    /// one is generated when none is set).
     pub fn protocol(mut self, version: ProtocolVersion) -> Self {
         self.session.protocol = version;
         self

@@ -94,7 +94,10 @@ fn pi_subscriber_prints_what_mosquitto_pub_sent() {
         return;
     };
     let port = m.port.to_string();
-    for (i, v) in ["mqttv311", "mqttv5", "311", "5"].into_iter().enumerate() {
+    for (i, v) in ["mqttv311", "mqttv5", "311", "5", "mqttv31", "31"]
+        .into_iter()
+        .enumerate()
+    {
         let topic = format!("ssltopic{i}");
         // Retained, so the subscriber receives it whenever it subscribes.
         let out = run(
@@ -140,7 +143,7 @@ fn mosquitto_sub_prints_what_publisher_sent() {
         return;
     };
     let port = m.port.to_string();
-    for (i, v) in ["mqttv311", "mqttv5"].into_iter().enumerate() {
+    for (i, v) in ["mqttv311", "mqttv5", "mqttv31"].into_iter().enumerate() {
         let topic = format!("laptop/{i}");
         for qos in ["0", "1", "2"] {
             let out = run(

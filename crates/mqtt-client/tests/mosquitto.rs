@@ -474,3 +474,37 @@ async fn incoming_packet_above_the_limit_is_an_error_naming_the_setting() {
     assert!(text.contains("max_incoming_packet_size"), "{text}");
     assert!(text.contains("64 bytes"), "{text}");
 }
+
+#[tokio::test]
+async fn qos_0_1_2_round_trip_over_mqtt_3_1() {
+    round_trip(ProtocolVersion::V3_1).await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_without_a_client_id_connects_with_a_generated_one() {
+    // Mosquitto refuses an empty 3.1 Client Identifier with CONNACK 2
+    // (Identifier rejected); the client generates one as libmosquitto does.
+    let Some(m) = Mosquitto::start("") else {
+        return;
+    };
+    let (client, mut messages) = within(
+        5,
+        "connect",
+        Client::connect(options(&m, ProtocolVersion::V3_1, "")),
+    )
+    .await
+    .unwrap();
+    within(5, "subscribe", client.subscribe("own/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    within(
+        5,
+        "publish",
+        client.publish("own/echo", QoS::AtLeastOnce, false, "hello"),
+    )
+    .await
+    .unwrap();
+    let m = within(5, "message", messages.recv()).await.unwrap();
+    assert_eq!(&m.payload[..], b"hello");
+    within(5, "disconnect", client.disconnect()).await.unwrap();
+}

@@ -209,6 +209,32 @@ async fn qos_0_1_2_round_trip_and_unsubscribe_over_mqtt_5() {
     round_trip(ProtocolVersion::V5).await;
 }
 
+#[tokio::test]
+async fn qos_0_1_2_round_trip_and_unsubscribe_over_mqtt_3_1() {
+    round_trip(ProtocolVersion::V3_1).await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_without_a_client_id_is_accepted_with_a_generated_one() {
+    // The broker refuses an empty 3.1 Client Identifier (Identifier
+    // rejected, as Mosquitto); the client generates one.
+    let (server, port) = start_broker(BrokerConfig::default()).await;
+    let (client, mut messages) = connect(options(port, ProtocolVersion::V3_1, "")).await;
+    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    within(
+        5,
+        "publish",
+        client.publish("own", QoS::AtLeastOnce, false, "x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&recv(&mut messages, "own message").await.payload[..], b"x");
+    within(5, "disconnect", client.disconnect()).await.unwrap();
+    shutdown(server).await;
+}
+
 /// A SUBSCRIBE with a property it cannot carry fails at once with the
 /// reason (the broker would close the connection with a Protocol Error);
 /// the client stays connected and the same subscription without it works.

@@ -14,10 +14,13 @@ pub const DEFAULT_MAX_INCOMING_PACKET_SIZE: u32 = MAX_PACKET_SIZE;
 /// limits.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// Protocol version: 3.1.1 or 5.0.
+    /// Protocol version: 3.1.1, 5.0, or 3.1 (which behaves as 3.1.1 but
+    /// for the protocol name and its 1-to-23-character Client Identifier).
     pub protocol: ProtocolVersion,
     /// Client Identifier. Empty asks the broker to assign one (5.0 returns it
-    /// as Assigned Client Identifier, which is used on reconnects).
+    /// as Assigned Client Identifier, which is used on reconnects); 3.1
+    /// has no such thing, and the core sends an empty one as it is
+    /// (`Client::new` generates one for 3.1 instead).
     pub client_id: String,
     /// Keep Alive; zero turns it off. Sent in whole seconds (at most 65,535).
     pub keep_alive: Duration,
