@@ -77,6 +77,7 @@ pub use client::{Client, Messages};
 pub use error::Error;
 pub use event_loop::EventLoop;
 pub use options::ClientOptions;
+pub use proto::{AuthHandler, EnhancedAuth};
 pub use state::ConnectionState;
 
 pub use mqtt_codec::{

@@ -68,6 +68,15 @@ impl ClientOptions {
         self
     }
 
+    /// 5.0 enhanced authentication: CONNECT carries `auth.method` and
+    /// `auth.data`, and `auth.handler` answers the broker's AUTH challenges
+    /// until CONNACK. Re-authentication of a connected client is not
+    /// offered.
+    pub fn enhanced_auth(mut self, auth: crate::EnhancedAuth) -> Self {
+        self.session.enhanced_auth = Some(auth);
+        self
+    }
+
     /// Client Identifier.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.session.client_id = id.into();

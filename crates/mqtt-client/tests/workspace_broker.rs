@@ -673,3 +673,116 @@ async fn persistent_session_survives_a_dropped_connection_with_queued_messages_i
 async fn persistent_session_survives_a_dropped_connection_with_queued_messages_in_5() {
     persistent_session_across_a_drop(ProtocolVersion::V5).await;
 }
+
+// ------------------------------------------------- 5.0 enhanced authentication
+
+/// The broker's side of a toy challenge-response method: the CONNECT must
+/// carry "hello", the answer to "challenge" must be "challenge:secret".
+struct ChallengeAuth;
+
+impl mqtt_broker_core::Authenticator for ChallengeAuth {
+    fn authenticate(
+        &self,
+        _: &mqtt_broker_core::AuthRequest<'_>,
+    ) -> mqtt_broker_core::AuthDecision {
+        mqtt_broker_core::AuthDecision::Deny(ReasonCode::NotAuthorized)
+    }
+
+    fn authenticate_enhanced(
+        &self,
+        _: &mqtt_broker_core::AuthRequest<'_>,
+        ex: &mut mqtt_broker_core::AuthExchange,
+    ) -> mqtt_broker_core::AuthStep {
+        use mqtt_broker_core::AuthStep;
+        if ex.method != "TOY-CHALLENGE" {
+            return AuthStep::Fail(ReasonCode::BadAuthenticationMethod);
+        }
+        match (ex.step, ex.data.as_deref()) {
+            (0, Some(b"hello")) => AuthStep::Continue(bytes::Bytes::from_static(b"challenge")),
+            (1, Some(b"challenge:secret")) => AuthStep::Success(None),
+            _ => AuthStep::Fail(ReasonCode::NotAuthorized),
+        }
+    }
+}
+
+async fn start_challenge_broker() -> (Server, u16) {
+    let server = within(10, "broker binds", async {
+        ServerBuilder::new(BrokerConfig::default())
+            .authenticator(Box::new(ChallengeAuth))
+            .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+            .start()
+            .await
+            .unwrap()
+    })
+    .await;
+    let port = server.local_addrs()[0].port();
+    (server, port)
+}
+
+fn toy_auth(secret: &'static str) -> mqtt_client::EnhancedAuth {
+    mqtt_client::EnhancedAuth::new(
+        "TOY-CHALLENGE",
+        Some(bytes::Bytes::from_static(b"hello")),
+        move |_: &str, challenge: Option<&[u8]>| {
+            let mut answer = challenge.unwrap_or_default().to_vec();
+            answer.extend_from_slice(b":");
+            answer.extend_from_slice(secret.as_bytes());
+            Ok(Some(answer.into()))
+        },
+    )
+}
+
+#[tokio::test]
+async fn enhanced_authentication_with_the_right_answer_connects() {
+    let (server, port) = start_challenge_broker().await;
+    let (client, mut messages) =
+        connect(options(port, ProtocolVersion::V5, "toy").enhanced_auth(toy_auth("secret"))).await;
+    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    within(
+        5,
+        "publish",
+        client.publish("own", QoS::AtLeastOnce, false, "x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&recv(&mut messages, "own message").await.payload[..], b"x");
+    within(5, "disconnect", client.disconnect()).await.unwrap();
+    shutdown(server).await;
+}
+
+#[tokio::test]
+async fn enhanced_authentication_with_a_wrong_answer_is_refused_by_reason() {
+    let (server, port) = start_challenge_broker().await;
+    let Err(err) = within(
+        5,
+        "connect",
+        Client::connect(options(port, ProtocolVersion::V5, "toy").enhanced_auth(toy_auth("wrong"))),
+    )
+    .await
+    else {
+        panic!("a wrong answer is refused");
+    };
+    assert_eq!(
+        err.connack_refusal(),
+        Some(ReasonCode::NotAuthorized),
+        "{err}"
+    );
+    // Without enhanced authentication the same broker refuses too.
+    let Err(err) = within(
+        5,
+        "connect",
+        Client::connect(options(port, ProtocolVersion::V5, "plain")),
+    )
+    .await
+    else {
+        panic!("no method is refused");
+    };
+    assert_eq!(
+        err.connack_refusal(),
+        Some(ReasonCode::NotAuthorized),
+        "{err}"
+    );
+    shutdown(server).await;
+}

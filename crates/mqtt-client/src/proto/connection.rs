@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    ConnAck, Connect, Decoder, Disconnect, EncodeError, Packet, PacketId, Properties, PropertyId,
-    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription,
-    TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
+    Auth, ConnAck, Connect, Decoder, Disconnect, EncodeError, Packet, PacketId, PacketType,
+    Properties, PropertyId, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck,
+    Subscribe, Subscription, TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
 
 use super::{ConnectOptions, ConnectionError, Event, ProtocolViolation, PublishError, RequestId};
@@ -251,6 +251,10 @@ impl Connection {
             }
             if o.request_response_information {
                 p.request_response_information = Some(true);
+            }
+            if let Some(auth) = &o.enhanced_auth {
+                p.authentication_method = Some(auth.method.as_str().into());
+                p.authentication_data = auth.data.clone();
             }
             p.user_properties = o
                 .user_properties
@@ -608,6 +612,7 @@ impl Connection {
         if let Phase::AwaitingConnAck { .. } = self.phase {
             return match packet {
                 Packet::ConnAck(c) => self.handle_connack(c, now),
+                Packet::Auth(a) => self.handle_auth_challenge(a),
                 // [MQTT-3.2.0-1] the first packet from the server is CONNACK.
                 p => violation(ProtocolViolation::BeforeConnAck(p.packet_type())),
             };
@@ -711,6 +716,49 @@ impl Connection {
             }
             p => violation(ProtocolViolation::UnexpectedPacket(p.packet_type())),
         }
+    }
+
+    /// AUTH before CONNACK: a step of the enhanced authentication the
+    /// CONNECT started (section 4.12).
+    fn handle_auth_challenge(&mut self, auth: Auth) -> Result<(), ConnectionError> {
+        let violation = |v| Err(ConnectionError::ProtocolViolation(v));
+        let Some(ours) = self
+            .options
+            .enhanced_auth
+            .as_ref()
+            .filter(|_| self.options.protocol.is_v5())
+        else {
+            // [MQTT-4.12.0-6]: no Authentication Method in CONNECT, no AUTH.
+            return violation(ProtocolViolation::UnexpectedPacket(PacketType::Auth));
+        };
+        if auth.reason_code != ReasonCode::ContinueAuthentication {
+            return violation(ProtocolViolation::AuthReasonBeforeConnAck(auth.reason_code));
+        }
+        let method = auth
+            .properties
+            .authentication_method
+            .as_ref()
+            .map(|m| m.as_str());
+        if method != Some(ours.method.as_str()) {
+            // [MQTT-4.12.0-5] the method stays the one of CONNECT.
+            return violation(ProtocolViolation::AuthMethodChanged {
+                expected: ours.method.clone(),
+                got: method.map(String::from),
+            });
+        }
+        let data = ours
+            .handler
+            .challenge(&ours.method, auth.properties.authentication_data.as_deref())
+            .map_err(ConnectionError::Authentication)?;
+        let mut reply = Auth {
+            reason_code: ReasonCode::ContinueAuthentication,
+            properties: Properties::default(),
+        };
+        reply.properties.authentication_method = Some(ours.method.as_str().into());
+        reply.properties.authentication_data = data;
+        self.transmits
+            .push_back(Transmit::Packet(Packet::Auth(reply)));
+        Ok(())
     }
 
     fn handle_connack(&mut self, connack: ConnAck, now: Instant) -> Result<(), ConnectionError> {

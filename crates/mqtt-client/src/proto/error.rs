@@ -81,6 +81,9 @@ pub enum ConnectionError {
     /// The client disconnected on request.
     #[error("disconnected on request")]
     Requested,
+    /// The enhanced authentication handler gave up on the broker's challenge.
+    #[error("enhanced authentication failed on the client's side: {0}")]
+    Authentication(String),
 }
 
 impl From<DecodeError> for ConnectionError {
@@ -141,6 +144,17 @@ pub enum ProtocolViolation {
     /// More unacknowledged QoS 1/2 messages than the client's Receive Maximum [MQTT-3.3.4-9].
     #[error("more than {0} unacknowledged QoS 1/2 messages (the client's Receive Maximum)")]
     ReceiveMaximumExceeded(u16),
+    /// AUTH before CONNACK with a reason other than 0x18 Continue authentication.
+    #[error("AUTH with reason {0} before CONNACK; only 0x18 Continue authentication may come before CONNACK")]
+    AuthReasonBeforeConnAck(ReasonCode),
+    /// AUTH naming another Authentication Method than the CONNECT [MQTT-4.12.0-5].
+    #[error("AUTH names the authentication method {got:?}, the CONNECT named {expected:?}")]
+    AuthMethodChanged {
+        /// The method of the CONNECT.
+        expected: String,
+        /// The method of the AUTH (`None`: none).
+        got: Option<String>,
+    },
 }
 
 impl ProtocolViolation {

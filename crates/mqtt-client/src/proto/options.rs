@@ -1,5 +1,7 @@
 //! What the sans-IO core needs to know to open (and re-open) a session.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +11,63 @@ use mqtt_codec::{LastWill, ProtocolVersion, MAX_PACKET_SIZE};
 /// frame (256 MiB). A broker that sends a large retained message must never
 /// trip a client over a hidden limit; set a smaller one to bound memory.
 pub const DEFAULT_MAX_INCOMING_PACKET_SIZE: u32 = MAX_PACKET_SIZE;
+
+/// Answers a broker's challenges in a 5.0 enhanced authentication exchange
+/// (section 4.12): the broker sends AUTH with 0x18 Continue authentication
+/// and its Authentication Data, the client answers with AUTH carrying what
+/// this returns, until the broker sends CONNACK.
+pub trait AuthHandler: Send + Sync {
+    /// The broker's challenge for `method` (its Authentication Data, if
+    /// any). Returns the client's Authentication Data, or why the client
+    /// gives up (the connection then ends with that message).
+    fn challenge(&self, method: &str, data: Option<&[u8]>) -> Result<Option<Bytes>, String>;
+}
+
+impl<F> AuthHandler for F
+where
+    F: Fn(&str, Option<&[u8]>) -> Result<Option<Bytes>, String> + Send + Sync,
+{
+    fn challenge(&self, method: &str, data: Option<&[u8]>) -> Result<Option<Bytes>, String> {
+        self(method, data)
+    }
+}
+
+/// 5.0 enhanced authentication: the method and first data sent in CONNECT,
+/// and the handler for the broker's challenges.
+#[derive(Clone)]
+pub struct EnhancedAuth {
+    /// Authentication Method (e.g. `SCRAM-SHA-256`), agreed with the broker.
+    pub method: String,
+    /// Authentication Data of the CONNECT.
+    pub data: Option<Bytes>,
+    /// Answers AUTH 0x18 Continue authentication from the broker.
+    pub handler: Arc<dyn AuthHandler>,
+}
+
+impl EnhancedAuth {
+    /// `method` with the first `data` and a `handler` for the challenges
+    /// (a closure `|method, data| -> Result<Option<Bytes>, String>` will do).
+    pub fn new(
+        method: impl Into<String>,
+        data: Option<Bytes>,
+        handler: impl AuthHandler + 'static,
+    ) -> Self {
+        Self {
+            method: method.into(),
+            data,
+            handler: Arc::new(handler),
+        }
+    }
+}
+
+impl fmt::Debug for EnhancedAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnhancedAuth")
+            .field("method", &self.method)
+            .field("data", &self.data.as_ref().map(|d| d.len()))
+            .finish_non_exhaustive()
+    }
+}
 
 /// Session options: everything that goes into CONNECT, plus the client's own
 /// limits.
@@ -53,6 +112,9 @@ pub struct ConnectOptions {
     pub user_properties: Vec<(String, String)>,
     /// 5.0 Request Response Information.
     pub request_response_information: bool,
+    /// 5.0 enhanced authentication (Authentication Method and Data in
+    /// CONNECT, AUTH exchanges before CONNACK). Ignored in 3.1.1.
+    pub enhanced_auth: Option<EnhancedAuth>,
     /// The client's own cap on outgoing QoS 1 and 2 messages in flight; the
     /// window is the smaller of this and the broker's Receive Maximum.
     pub max_inflight: u16,
@@ -88,6 +150,7 @@ impl ConnectOptions {
             max_incoming_packet_size: DEFAULT_MAX_INCOMING_PACKET_SIZE,
             user_properties: Vec::new(),
             request_response_information: false,
+            enhanced_auth: None,
             max_inflight: 100,
             max_queued: 10_000,
             auto_topic_alias: true,

@@ -821,3 +821,141 @@ fn server_disconnect_reports_reason_string() {
     assert!(err.to_string().contains("another client with id pi"));
     assert!(matches!(&h.events()[..], [Event::Disconnected { .. }]));
 }
+
+/// A client that answers the challenge "nonce" with "nonce:secret".
+fn enhanced_auth_options() -> ConnectOptions {
+    let mut o = ConnectOptions::new(ProtocolVersion::V5, "pi");
+    o.enhanced_auth = Some(EnhancedAuth::new(
+        "TOY",
+        Some(Bytes::from_static(b"hello")),
+        |method: &str, data: Option<&[u8]>| {
+            assert_eq!(method, "TOY");
+            match data {
+                Some(b"nonce") => Ok(Some(Bytes::from_static(b"nonce:secret"))),
+                other => Err(format!("unexpected challenge {other:?}")),
+            }
+        },
+    ));
+    o
+}
+
+fn auth(reason_code: ReasonCode, method: Option<&str>, data: &'static [u8]) -> Packet {
+    let mut a = mqtt_codec::Auth {
+        reason_code,
+        properties: mqtt_codec::Properties::default(),
+    };
+    a.properties.authentication_method = method.map(Into::into);
+    a.properties.authentication_data = Some(Bytes::from_static(data));
+    Packet::Auth(a)
+}
+
+#[test]
+fn enhanced_auth_answers_challenges_until_connack() {
+    let mut h = Harness::new(enhanced_auth_options());
+    h.conn.connect(h.now);
+    let Some(Packet::Connect(c)) = h.sent().into_iter().next() else {
+        panic!("no CONNECT")
+    };
+    assert_eq!(
+        c.properties
+            .authentication_method
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some("TOY")
+    );
+    assert_eq!(
+        c.properties.authentication_data.as_deref(),
+        Some(&b"hello"[..])
+    );
+    // Two rounds of challenge and answer, then CONNACK.
+    for _ in 0..2 {
+        h.server(auth(
+            ReasonCode::ContinueAuthentication,
+            Some("TOY"),
+            b"nonce",
+        ))
+        .unwrap();
+        let sent = h.sent();
+        let [Packet::Auth(reply)] = &sent[..] else {
+            panic!("expected one AUTH, got {sent:?}")
+        };
+        assert_eq!(reply.reason_code, ReasonCode::ContinueAuthentication);
+        assert_eq!(
+            reply
+                .properties
+                .authentication_method
+                .as_ref()
+                .map(|m| m.as_str()),
+            Some("TOY")
+        );
+        assert_eq!(
+            reply.properties.authentication_data.as_deref(),
+            Some(&b"nonce:secret"[..])
+        );
+        assert!(!h.conn.is_connected());
+    }
+    h.server(Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)))
+        .unwrap();
+    assert!(h.conn.is_connected());
+}
+
+#[test]
+fn enhanced_auth_handler_refusal_ends_the_connection_with_its_reason() {
+    let mut h = Harness::new(enhanced_auth_options());
+    h.conn.connect(h.now);
+    h.sent();
+    let err = h
+        .server(auth(
+            ReasonCode::ContinueAuthentication,
+            Some("TOY"),
+            b"other",
+        ))
+        .unwrap_err();
+    assert!(matches!(err, ConnectionError::Authentication(_)), "{err:?}");
+    assert!(err.to_string().contains("unexpected challenge"), "{err}");
+}
+
+#[test]
+fn auth_with_another_method_or_reason_or_without_a_method_in_connect_is_a_violation() {
+    let mut h = Harness::new(enhanced_auth_options());
+    h.conn.connect(h.now);
+    h.sent();
+    let err = h
+        .server(auth(
+            ReasonCode::ContinueAuthentication,
+            Some("OTHER"),
+            b"nonce",
+        ))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConnectionError::ProtocolViolation(ProtocolViolation::AuthMethodChanged { .. })
+    ));
+
+    let mut h = Harness::new(enhanced_auth_options());
+    h.conn.connect(h.now);
+    h.sent();
+    let err = h
+        .server(auth(ReasonCode::Success, Some("TOY"), b"nonce"))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConnectionError::ProtocolViolation(ProtocolViolation::AuthReasonBeforeConnAck(_))
+    ));
+
+    // [MQTT-4.12.0-6] No method in CONNECT: the broker must not send AUTH.
+    let mut h = Harness::v5("pi");
+    h.conn.connect(h.now);
+    h.sent();
+    let err = h
+        .server(auth(
+            ReasonCode::ContinueAuthentication,
+            Some("TOY"),
+            b"nonce",
+        ))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConnectionError::ProtocolViolation(ProtocolViolation::UnexpectedPacket(_))
+    ));
+}
