@@ -27,6 +27,10 @@ pub(crate) enum Command {
         properties: Properties,
         done: oneshot::Sender<Result<UnsubAck, Error>>,
     },
+    Reauthenticate {
+        data: Option<Bytes>,
+        done: oneshot::Sender<Result<Properties, Error>>,
+    },
     Disconnect {
         done: oneshot::Sender<()>,
     },
@@ -230,6 +234,18 @@ impl Client {
             done,
         })
         .await
+    }
+
+    /// Re-authenticates the connected client (5.0 enhanced authentication,
+    /// section 4.12.1): sends AUTH 0x19 with the method of the options'
+    /// [`crate::EnhancedAuth`] and `data`, answers the broker's challenges
+    /// with its handler, and completes with the properties of the broker's
+    /// AUTH 0x00 Success. A broker that refuses closes the connection: the
+    /// future then fails with that reason (and the client reconnects, with
+    /// a fresh authentication, as after any connection loss).
+    pub async fn reauthenticate(&self, data: Option<Bytes>) -> Result<Properties, Error> {
+        self.request(|done| Command::Reauthenticate { data, done })
+            .await
     }
 
     /// Sends DISCONNECT (so the broker discards the will), closes the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mqtt_codec::{EncodeError, ReasonCode, TopicError};
 use mqtt_tls::TlsError;
 
-use crate::proto::{ConnectionError, PublishError};
+use crate::proto::{ConnectionError, PublishError, ReauthError};
 
 fn broker_says(s: &Option<String>) -> String {
     match s {
@@ -114,6 +114,9 @@ pub enum Error {
     /// larger than the broker's Maximum Packet Size.
     #[error("cannot send this request: {0}")]
     InvalidRequest(EncodeError),
+    /// A re-authentication could not start.
+    #[error("{0}")]
+    Reauthenticate(ReauthError),
     /// All 65,535 packet identifiers are in use.
     #[error("all 65535 packet identifiers are in use; wait for earlier requests to complete")]
     NoPacketId,

@@ -27,6 +27,7 @@ enum Waiter {
     Publish(oneshot::Sender<Result<ReasonCode, Error>>),
     Subscribe(oneshot::Sender<Result<SubAck, Error>>),
     Unsubscribe(oneshot::Sender<Result<UnsubAck, Error>>),
+    Reauthenticate(oneshot::Sender<Result<mqtt_codec::Properties, Error>>),
 }
 
 /// How one network connection ended.
@@ -162,6 +163,7 @@ impl EventLoop {
                 Waiter::Publish(tx) => drop(tx.send(Err(Error::Closed))),
                 Waiter::Subscribe(tx) => drop(tx.send(Err(Error::Closed))),
                 Waiter::Unsubscribe(tx) => drop(tx.send(Err(Error::Closed))),
+                Waiter::Reauthenticate(tx) => drop(tx.send(Err(Error::Closed))),
             }
         }
         for tx in self.disconnect_waiters.drain(..) {
@@ -427,6 +429,14 @@ impl EventLoop {
                     let _ = done.send(Err(Error::NoPacketId));
                 }
             },
+            Command::Reauthenticate { data, done } => match self.core.reauthenticate(data) {
+                Ok(request) => {
+                    self.waiters.insert(request, Waiter::Reauthenticate(done));
+                }
+                Err(e) => {
+                    let _ = done.send(Err(Error::Reauthenticate(e)));
+                }
+            },
             Command::Disconnect { done } => {
                 self.disconnect_waiters.push(done);
                 self.shutdown = true;
@@ -505,6 +515,11 @@ impl EventLoop {
             Event::UnsubAck { request, unsuback } => {
                 if let Some(Waiter::Unsubscribe(tx)) = self.waiters.remove(&request) {
                     let _ = tx.send(Ok(unsuback));
+                }
+            }
+            Event::Reauthenticated { request, result } => {
+                if let Some(Waiter::Reauthenticate(tx)) = self.waiters.remove(&request) {
+                    let _ = tx.send(result.map_err(Error::Connection));
                 }
             }
             Event::Connected { .. } | Event::Disconnected { .. } => {}

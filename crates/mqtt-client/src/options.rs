@@ -70,8 +70,8 @@ impl ClientOptions {
 
     /// 5.0 enhanced authentication: CONNECT carries `auth.method` and
     /// `auth.data`, and `auth.handler` answers the broker's AUTH challenges
-    /// until CONNACK. Re-authentication of a connected client is not
-    /// offered.
+    /// until CONNACK; [`crate::Client::reauthenticate`] runs the exchange
+    /// again on a connected client.
     pub fn enhanced_auth(mut self, auth: crate::EnhancedAuth) -> Self {
         self.session.enhanced_auth = Some(auth);
         self

@@ -786,3 +786,67 @@ async fn enhanced_authentication_with_a_wrong_answer_is_refused_by_reason() {
     );
     shutdown(server).await;
 }
+
+#[tokio::test]
+async fn reauthentication_succeeds_and_a_refused_one_fails_with_the_reason() {
+    let (server, port) = start_challenge_broker().await;
+    let (client, mut messages) =
+        connect(options(port, ProtocolVersion::V5, "toy").enhanced_auth(toy_auth("secret"))).await;
+    within(
+        5,
+        "re-authentication",
+        client.reauthenticate(Some(bytes::Bytes::from_static(b"hello"))),
+    )
+    .await
+    .unwrap();
+    // Still connected and working.
+    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    within(
+        5,
+        "publish",
+        client.publish("own", QoS::AtLeastOnce, false, "x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&recv(&mut messages, "own message").await.payload[..], b"x");
+    // The broker refuses other first data, with DISCONNECT.
+    let err = within(
+        5,
+        "refused re-authentication",
+        client.reauthenticate(Some(bytes::Bytes::from_static(b"bye"))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            mqtt_client::Error::Connection(
+                mqtt_client::proto::ConnectionError::ServerDisconnected {
+                    reason: ReasonCode::NotAuthorized,
+                    ..
+                }
+            )
+        ),
+        "{err}"
+    );
+    // The client reconnects, authenticating afresh: a publish made now
+    // completes once it is back (the session is not persistent, so the
+    // subscription is restored by the client).
+    within(
+        10,
+        "publish after the reconnect",
+        client.publish("own", QoS::AtLeastOnce, false, "y"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &recv(&mut messages, "message after the reconnect")
+            .await
+            .payload[..],
+        b"y"
+    );
+    within(5, "disconnect", client.disconnect()).await.unwrap();
+    shutdown(server).await;
+}

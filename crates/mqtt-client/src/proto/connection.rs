@@ -10,7 +10,9 @@ use mqtt_codec::{
     Subscribe, Subscription, TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
 
-use super::{ConnectOptions, ConnectionError, Event, ProtocolViolation, PublishError, RequestId};
+use super::{
+    ConnectOptions, ConnectionError, Event, ProtocolViolation, PublishError, ReauthError, RequestId,
+};
 
 /// Where the current network connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,8 @@ pub struct Connection {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_request: u64,
+    /// The re-authentication in progress, if any.
+    reauth: Option<RequestId>,
     next_seq: u64,
     next_packet_id: u16,
     /// Publishes not yet sent: offline, or behind a full window.
@@ -172,6 +176,7 @@ impl Connection {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_request: 0,
+            reauth: None,
             next_seq: 0,
             next_packet_id: 0,
             queue: VecDeque::new(),
@@ -303,7 +308,7 @@ impl Connection {
     pub fn connection_lost(&mut self, reason: ConnectionError) {
         if self.phase != Phase::Disconnected {
             self.phase = Phase::Disconnected;
-            self.events.push_back(Event::Disconnected { reason });
+            self.push_disconnected(reason);
         }
         self.reset_network();
         // Incoming QoS 1 messages not acknowledged yet are re-sent by the broker.
@@ -321,9 +326,51 @@ impl Connection {
                 ReasonCode::NORMAL_DISCONNECTION,
             ))));
         self.phase = Phase::Disconnected;
-        self.events.push_back(Event::Disconnected {
-            reason: ConnectionError::Requested,
-        });
+        self.push_disconnected(ConnectionError::Requested);
+    }
+
+    /// Reports the end of the connection, and fails a re-authentication
+    /// in progress with the same reason (a broker refuses one with
+    /// DISCONNECT).
+    fn push_disconnected(&mut self, reason: ConnectionError) {
+        if let Some(request) = self.reauth.take() {
+            self.events.push_back(Event::Reauthenticated {
+                request,
+                result: Err(reason.clone()),
+            });
+        }
+        self.events.push_back(Event::Disconnected { reason });
+    }
+
+    /// Starts a 5.0 re-authentication (section 4.12.1): sends AUTH 0x19
+    /// Re-authenticate with the method of the CONNECT and `data`; the
+    /// broker's challenges go to the [`super::AuthHandler`], and
+    /// [`Event::Reauthenticated`] reports the outcome (AUTH 0x00 Success,
+    /// or the DISCONNECT with which the broker refused).
+    pub fn reauthenticate(&mut self, data: Option<Bytes>) -> Result<RequestId, ReauthError> {
+        let Some(auth) = self.options.enhanced_auth.as_ref() else {
+            return Err(ReauthError::NoMethod);
+        };
+        if !self.options.protocol.is_v5() {
+            return Err(ReauthError::NoMethod);
+        }
+        if self.phase != Phase::Connected {
+            return Err(ReauthError::NotConnected);
+        }
+        if self.reauth.is_some() {
+            return Err(ReauthError::InProgress);
+        }
+        let mut packet = Auth {
+            reason_code: ReasonCode::ReAuthenticate,
+            properties: Properties::default(),
+        };
+        packet.properties.authentication_method = Some(auth.method.as_str().into());
+        packet.properties.authentication_data = data;
+        self.transmits
+            .push_back(Transmit::Packet(Packet::Auth(packet)));
+        let request = self.request_id();
+        self.reauth = Some(request);
+        Ok(request)
     }
 
     fn request_id(&mut self) -> RequestId {
@@ -600,9 +647,7 @@ impl Connection {
         }
         if self.phase != Phase::Disconnected {
             self.phase = Phase::Disconnected;
-            self.events.push_back(Event::Disconnected {
-                reason: error.clone(),
-            });
+            self.push_disconnected(error.clone());
         }
         error
     }
@@ -694,6 +739,7 @@ impl Connection {
                     ))));
                 Ok(())
             }
+            Packet::Auth(auth) if self.reauth.is_some() => self.handle_reauth(auth),
             Packet::SubAck(suback) => self.handle_suback(suback),
             Packet::UnsubAck(unsuback) => {
                 self.handle_unsuback(unsuback);
@@ -709,9 +755,7 @@ impl Connection {
                     reason: d.reason_code,
                     reason_string: d.properties.reason_string.clone().map(String::from),
                 };
-                self.events.push_back(Event::Disconnected {
-                    reason: reason.clone(),
-                });
+                self.push_disconnected(reason.clone());
                 Err(reason)
             }
             p => violation(ProtocolViolation::UnexpectedPacket(p.packet_type())),
@@ -721,6 +765,36 @@ impl Connection {
     /// AUTH before CONNACK: a step of the enhanced authentication the
     /// CONNECT started (section 4.12).
     fn handle_auth_challenge(&mut self, auth: Auth) -> Result<(), ConnectionError> {
+        if auth.reason_code != ReasonCode::ContinueAuthentication {
+            return Err(ConnectionError::ProtocolViolation(
+                ProtocolViolation::UnexpectedAuthReason(auth.reason_code),
+            ));
+        }
+        self.answer_challenge(auth)
+    }
+
+    /// AUTH during a re-authentication: a challenge, or the end of it.
+    fn handle_reauth(&mut self, auth: Auth) -> Result<(), ConnectionError> {
+        match auth.reason_code {
+            ReasonCode::ContinueAuthentication => self.answer_challenge(auth),
+            ReasonCode::Success => {
+                self.check_auth_method(&auth)?;
+                if let Some(request) = self.reauth.take() {
+                    self.events.push_back(Event::Reauthenticated {
+                        request,
+                        result: Ok(auth.properties),
+                    });
+                }
+                Ok(())
+            }
+            other => Err(ConnectionError::ProtocolViolation(
+                ProtocolViolation::UnexpectedAuthReason(other),
+            )),
+        }
+    }
+
+    /// [MQTT-4.12.0-5]: every AUTH carries the method of the CONNECT.
+    fn check_auth_method(&self, auth: &Auth) -> Result<(), ConnectionError> {
         let violation = |v| Err(ConnectionError::ProtocolViolation(v));
         let Some(ours) = self
             .options
@@ -731,21 +805,26 @@ impl Connection {
             // [MQTT-4.12.0-6]: no Authentication Method in CONNECT, no AUTH.
             return violation(ProtocolViolation::UnexpectedPacket(PacketType::Auth));
         };
-        if auth.reason_code != ReasonCode::ContinueAuthentication {
-            return violation(ProtocolViolation::AuthReasonBeforeConnAck(auth.reason_code));
-        }
         let method = auth
             .properties
             .authentication_method
             .as_ref()
             .map(|m| m.as_str());
         if method != Some(ours.method.as_str()) {
-            // [MQTT-4.12.0-5] the method stays the one of CONNECT.
             return violation(ProtocolViolation::AuthMethodChanged {
                 expected: ours.method.clone(),
                 got: method.map(String::from),
             });
         }
+        Ok(())
+    }
+
+    /// Answers AUTH 0x18 Continue authentication with what the handler says.
+    fn answer_challenge(&mut self, auth: Auth) -> Result<(), ConnectionError> {
+        self.check_auth_method(&auth)?;
+        let Some(ours) = self.options.enhanced_auth.as_ref() else {
+            return Ok(()); // checked above
+        };
         let data = ours
             .handler
             .challenge(&ours.method, auth.properties.authentication_data.as_deref())

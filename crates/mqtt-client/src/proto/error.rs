@@ -144,9 +144,10 @@ pub enum ProtocolViolation {
     /// More unacknowledged QoS 1/2 messages than the client's Receive Maximum [MQTT-3.3.4-9].
     #[error("more than {0} unacknowledged QoS 1/2 messages (the client's Receive Maximum)")]
     ReceiveMaximumExceeded(u16),
-    /// AUTH before CONNACK with a reason other than 0x18 Continue authentication.
-    #[error("AUTH with reason {0} before CONNACK; only 0x18 Continue authentication may come before CONNACK")]
-    AuthReasonBeforeConnAck(ReasonCode),
+    /// AUTH from the broker with a reason it may not send then: only 0x18
+    /// Continue authentication, and 0x00 Success to end a re-authentication.
+    #[error("AUTH with reason {0} from the broker; a broker sends 0x18 Continue authentication, and 0x00 Success only to end a re-authentication")]
+    UnexpectedAuthReason(ReasonCode),
     /// AUTH naming another Authentication Method than the CONNECT [MQTT-4.12.0-5].
     #[error("AUTH names the authentication method {got:?}, the CONNECT named {expected:?}")]
     AuthMethodChanged {
@@ -194,4 +195,19 @@ pub enum PublishError {
     /// The packet is larger than the broker accepts, or than MQTT can carry.
     #[error("cannot send this message: {0}")]
     Encode(EncodeError),
+}
+
+/// Why [`crate::proto::Connection::reauthenticate`] cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReauthError {
+    /// The session has no enhanced authentication (or is not 5.0).
+    #[error("re-authentication needs MQTT 5.0 and enhanced authentication (`enhanced_auth` in the client options)")]
+    NoMethod,
+    /// The client is not connected.
+    #[error("re-authentication needs a connected client; try again once connected")]
+    NotConnected,
+    /// A re-authentication is already running.
+    #[error("a re-authentication is already in progress")]
+    InProgress,
 }

@@ -93,6 +93,15 @@ pub enum Event {
         /// The UNSUBACK.
         unsuback: UnsubAck,
     },
+    /// The outcome of [`crate::proto::Connection::reauthenticate`]: the
+    /// properties of the broker's AUTH 0x00 Success, or why the connection
+    /// ended first (a broker refuses a re-authentication with DISCONNECT).
+    Reauthenticated {
+        /// The request.
+        request: RequestId,
+        /// The outcome.
+        result: Result<Properties, ConnectionError>,
+    },
     /// The connection ended; the session state is kept for the next
     /// [`crate::proto::Connection::connect`].
     Disconnected {

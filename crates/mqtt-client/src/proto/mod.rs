@@ -19,7 +19,7 @@ mod event;
 mod options;
 
 pub use connection::Connection;
-pub use error::{ConnectionError, ProtocolViolation, PublishError};
+pub use error::{ConnectionError, ProtocolViolation, PublishError, ReauthError};
 pub use event::{Event, RequestId};
 pub use options::{AuthHandler, ConnectOptions, EnhancedAuth, DEFAULT_MAX_INCOMING_PACKET_SIZE};
 

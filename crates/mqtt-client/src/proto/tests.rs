@@ -940,7 +940,7 @@ fn auth_with_another_method_or_reason_or_without_a_method_in_connect_is_a_violat
         .unwrap_err();
     assert!(matches!(
         err,
-        ConnectionError::ProtocolViolation(ProtocolViolation::AuthReasonBeforeConnAck(_))
+        ConnectionError::ProtocolViolation(ProtocolViolation::UnexpectedAuthReason(_))
     ));
 
     // [MQTT-4.12.0-6] No method in CONNECT: the broker must not send AUTH.
@@ -958,4 +958,116 @@ fn auth_with_another_method_or_reason_or_without_a_method_in_connect_is_a_violat
         err,
         ConnectionError::ProtocolViolation(ProtocolViolation::UnexpectedPacket(_))
     ));
+}
+
+#[test]
+fn reauthentication_answers_challenges_and_reports_success() {
+    let mut h = Harness::new(enhanced_auth_options());
+    h.conn.connect(h.now);
+    h.sent();
+    h.server(auth(
+        ReasonCode::ContinueAuthentication,
+        Some("TOY"),
+        b"nonce",
+    ))
+    .unwrap();
+    h.sent();
+    h.server(Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)))
+        .unwrap();
+    h.events();
+
+    let request = h
+        .conn
+        .reauthenticate(Some(Bytes::from_static(b"again")))
+        .unwrap();
+    let sent = h.sent();
+    let [Packet::Auth(start)] = &sent[..] else {
+        panic!("expected AUTH, got {sent:?}")
+    };
+    assert_eq!(start.reason_code, ReasonCode::ReAuthenticate);
+    assert_eq!(
+        start.properties.authentication_data.as_deref(),
+        Some(&b"again"[..])
+    );
+    assert_eq!(h.conn.reauthenticate(None), Err(ReauthError::InProgress));
+
+    h.server(auth(
+        ReasonCode::ContinueAuthentication,
+        Some("TOY"),
+        b"nonce",
+    ))
+    .unwrap();
+    let sent = h.sent();
+    let [Packet::Auth(answer)] = &sent[..] else {
+        panic!("expected AUTH, got {sent:?}")
+    };
+    assert_eq!(answer.reason_code, ReasonCode::ContinueAuthentication);
+    assert_eq!(
+        answer.properties.authentication_data.as_deref(),
+        Some(&b"nonce:secret"[..])
+    );
+    h.server(auth(ReasonCode::Success, Some("TOY"), b"done"))
+        .unwrap();
+    let events = h.events();
+    assert!(
+        matches!(&events[..], [Event::Reauthenticated { request: r, result: Ok(_) }] if *r == request),
+        "{events:?}"
+    );
+    assert!(h.conn.is_connected());
+    // Done: another AUTH now is a protocol violation.
+    let err = h
+        .server(auth(ReasonCode::Success, Some("TOY"), b"done"))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConnectionError::ProtocolViolation(ProtocolViolation::UnexpectedPacket(_))
+    ));
+}
+
+#[test]
+fn a_refused_reauthentication_fails_with_the_brokers_disconnect() {
+    let mut h = Harness::new(enhanced_auth_options());
+    h.conn.connect(h.now);
+    h.sent();
+    h.server(auth(
+        ReasonCode::ContinueAuthentication,
+        Some("TOY"),
+        b"nonce",
+    ))
+    .unwrap();
+    h.server(Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)))
+        .unwrap();
+    h.sent();
+    h.events();
+    let request = h.conn.reauthenticate(None).unwrap();
+    h.sent();
+    let _ = h.server(Packet::Disconnect(mqtt_codec::Disconnect::new(
+        ReasonCode::NotAuthorized,
+    )));
+    let events = h.events();
+    assert!(
+        matches!(
+            &events[..],
+            [
+                Event::Reauthenticated {
+                    request: r,
+                    result: Err(ConnectionError::ServerDisconnected {
+                        reason: ReasonCode::NotAuthorized,
+                        ..
+                    })
+                },
+                Event::Disconnected { .. }
+            ] if *r == request
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn reauthentication_needs_a_method_and_a_connection() {
+    let mut h = Harness::v5("pi");
+    h.establish(ConnAck::new(false, ReasonCode::Success));
+    assert_eq!(h.conn.reauthenticate(None), Err(ReauthError::NoMethod));
+    let mut h = Harness::new(enhanced_auth_options());
+    assert_eq!(h.conn.reauthenticate(None), Err(ReauthError::NotConnected));
 }
