@@ -89,6 +89,22 @@ async fn recv(messages: &mut Messages, what: &str) -> Publish {
         .unwrap_or_else(|| panic!("messages ended before {what}"))
 }
 
+/// The client subscribes to "own" and receives what it publishes there:
+/// it is connected and authorised.
+async fn assert_own_messages_arrive(client: &Client, messages: &mut Messages) {
+    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    within(
+        5,
+        "publish",
+        client.publish("own", QoS::AtLeastOnce, false, "x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&recv(messages, "own message").await.payload[..], b"x");
+}
+
 async fn wait_reconnecting(client: &Client, what: &str) {
     let mut state = client.state();
     within(10, what, async {
@@ -220,17 +236,7 @@ async fn mqtt_3_1_without_a_client_id_is_accepted_with_a_generated_one() {
     // rejected, as Mosquitto); the client generates one.
     let (server, port) = start_broker(BrokerConfig::default()).await;
     let (client, mut messages) = connect(options(port, ProtocolVersion::V3_1, "")).await;
-    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
-        .await
-        .unwrap();
-    within(
-        5,
-        "publish",
-        client.publish("own", QoS::AtLeastOnce, false, "x"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(&recv(&mut messages, "own message").await.payload[..], b"x");
+    assert_own_messages_arrive(&client, &mut messages).await;
     within(5, "disconnect", client.disconnect()).await.unwrap();
     shutdown(server).await;
 }
@@ -737,17 +743,7 @@ async fn enhanced_authentication_with_the_right_answer_connects() {
     let (server, port) = start_challenge_broker().await;
     let (client, mut messages) =
         connect(options(port, ProtocolVersion::V5, "toy").enhanced_auth(toy_auth("secret"))).await;
-    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
-        .await
-        .unwrap();
-    within(
-        5,
-        "publish",
-        client.publish("own", QoS::AtLeastOnce, false, "x"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(&recv(&mut messages, "own message").await.payload[..], b"x");
+    assert_own_messages_arrive(&client, &mut messages).await;
     within(5, "disconnect", client.disconnect()).await.unwrap();
     shutdown(server).await;
 }
@@ -800,17 +796,7 @@ async fn reauthentication_succeeds_and_a_refused_one_fails_with_the_reason() {
     .await
     .unwrap();
     // Still connected and working.
-    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
-        .await
-        .unwrap();
-    within(
-        5,
-        "publish",
-        client.publish("own", QoS::AtLeastOnce, false, "x"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(&recv(&mut messages, "own message").await.payload[..], b"x");
+    assert_own_messages_arrive(&client, &mut messages).await;
     // The broker refuses other first data, with DISCONNECT.
     let err = within(
         5,

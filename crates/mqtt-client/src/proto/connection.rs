@@ -360,14 +360,8 @@ impl Connection {
         if self.reauth.is_some() {
             return Err(ReauthError::InProgress);
         }
-        let mut packet = Auth {
-            reason_code: ReasonCode::ReAuthenticate,
-            properties: Properties::default(),
-        };
-        packet.properties.authentication_method = Some(auth.method.as_str().into());
-        packet.properties.authentication_data = data;
-        self.transmits
-            .push_back(Transmit::Packet(Packet::Auth(packet)));
+        let packet = auth_packet(ReasonCode::ReAuthenticate, &auth.method, data);
+        self.transmits.push_back(Transmit::Packet(packet));
         let request = self.request_id();
         self.reauth = Some(request);
         Ok(request)
@@ -829,14 +823,8 @@ impl Connection {
             .handler
             .challenge(&ours.method, auth.properties.authentication_data.as_deref())
             .map_err(ConnectionError::Authentication)?;
-        let mut reply = Auth {
-            reason_code: ReasonCode::ContinueAuthentication,
-            properties: Properties::default(),
-        };
-        reply.properties.authentication_method = Some(ours.method.as_str().into());
-        reply.properties.authentication_data = data;
-        self.transmits
-            .push_back(Transmit::Packet(Packet::Auth(reply)));
+        let reply = auth_packet(ReasonCode::ContinueAuthentication, &ours.method, data);
+        self.transmits.push_back(Transmit::Packet(reply));
         Ok(())
     }
 
@@ -1326,4 +1314,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// An AUTH packet with `reason_code`, the Authentication Method and `data`.
+fn auth_packet(reason_code: ReasonCode, method: &str, data: Option<Bytes>) -> Packet {
+    let mut properties = Properties::default();
+    properties.authentication_method = Some(method.into());
+    properties.authentication_data = data;
+    Packet::Auth(Auth {
+        reason_code,
+        properties,
+    })
 }

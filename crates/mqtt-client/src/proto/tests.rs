@@ -849,6 +849,34 @@ fn auth(reason_code: ReasonCode, method: Option<&str>, data: &'static [u8]) -> P
     Packet::Auth(a)
 }
 
+/// The broker challenges with "nonce"; the client answers with one AUTH
+/// 0x18 carrying the method and "nonce:secret".
+fn challenge_is_answered(h: &mut Harness) {
+    h.server(auth(
+        ReasonCode::ContinueAuthentication,
+        Some("TOY"),
+        b"nonce",
+    ))
+    .unwrap();
+    let sent = h.sent();
+    let [Packet::Auth(reply)] = &sent[..] else {
+        panic!("expected one AUTH, got {sent:?}")
+    };
+    assert_eq!(reply.reason_code, ReasonCode::ContinueAuthentication);
+    assert_eq!(
+        reply
+            .properties
+            .authentication_method
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some("TOY")
+    );
+    assert_eq!(
+        reply.properties.authentication_data.as_deref(),
+        Some(&b"nonce:secret"[..])
+    );
+}
+
 #[test]
 fn enhanced_auth_answers_challenges_until_connack() {
     let mut h = Harness::new(enhanced_auth_options());
@@ -869,29 +897,7 @@ fn enhanced_auth_answers_challenges_until_connack() {
     );
     // Two rounds of challenge and answer, then CONNACK.
     for _ in 0..2 {
-        h.server(auth(
-            ReasonCode::ContinueAuthentication,
-            Some("TOY"),
-            b"nonce",
-        ))
-        .unwrap();
-        let sent = h.sent();
-        let [Packet::Auth(reply)] = &sent[..] else {
-            panic!("expected one AUTH, got {sent:?}")
-        };
-        assert_eq!(reply.reason_code, ReasonCode::ContinueAuthentication);
-        assert_eq!(
-            reply
-                .properties
-                .authentication_method
-                .as_ref()
-                .map(|m| m.as_str()),
-            Some("TOY")
-        );
-        assert_eq!(
-            reply.properties.authentication_data.as_deref(),
-            Some(&b"nonce:secret"[..])
-        );
+        challenge_is_answered(&mut h);
         assert!(!h.conn.is_connected());
     }
     h.server(Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)))
@@ -899,69 +905,62 @@ fn enhanced_auth_answers_challenges_until_connack() {
     assert!(h.conn.is_connected());
 }
 
-#[test]
-fn enhanced_auth_handler_refusal_ends_the_connection_with_its_reason() {
-    let mut h = Harness::new(enhanced_auth_options());
+/// The error with which a client that sent CONNECT with `options` ends
+/// the connection when the broker answers with this AUTH.
+fn error_on_auth(
+    options: ConnectOptions,
+    reason_code: ReasonCode,
+    method: &str,
+    data: &'static [u8],
+) -> ConnectionError {
+    let mut h = Harness::new(options);
     h.conn.connect(h.now);
     h.sent();
-    let err = h
-        .server(auth(
-            ReasonCode::ContinueAuthentication,
-            Some("TOY"),
-            b"other",
-        ))
-        .unwrap_err();
+    h.server(auth(reason_code, Some(method), data)).unwrap_err()
+}
+
+#[test]
+fn enhanced_auth_handler_refusal_ends_the_connection_with_its_reason() {
+    let err = error_on_auth(
+        enhanced_auth_options(),
+        ReasonCode::ContinueAuthentication,
+        "TOY",
+        b"other",
+    );
     assert!(matches!(err, ConnectionError::Authentication(_)), "{err:?}");
     assert!(err.to_string().contains("unexpected challenge"), "{err}");
 }
 
 #[test]
 fn auth_with_another_method_or_reason_or_without_a_method_in_connect_is_a_violation() {
-    let mut h = Harness::new(enhanced_auth_options());
-    h.conn.connect(h.now);
-    h.sent();
-    let err = h
-        .server(auth(
-            ReasonCode::ContinueAuthentication,
-            Some("OTHER"),
-            b"nonce",
-        ))
-        .unwrap_err();
+    let continue_ = ReasonCode::ContinueAuthentication;
+    let err = error_on_auth(enhanced_auth_options(), continue_, "OTHER", b"nonce");
     assert!(matches!(
         err,
         ConnectionError::ProtocolViolation(ProtocolViolation::AuthMethodChanged { .. })
     ));
-
-    let mut h = Harness::new(enhanced_auth_options());
-    h.conn.connect(h.now);
-    h.sent();
-    let err = h
-        .server(auth(ReasonCode::Success, Some("TOY"), b"nonce"))
-        .unwrap_err();
+    let err = error_on_auth(
+        enhanced_auth_options(),
+        ReasonCode::Success,
+        "TOY",
+        b"nonce",
+    );
     assert!(matches!(
         err,
         ConnectionError::ProtocolViolation(ProtocolViolation::UnexpectedAuthReason(_))
     ));
-
     // [MQTT-4.12.0-6] No method in CONNECT: the broker must not send AUTH.
-    let mut h = Harness::v5("pi");
-    h.conn.connect(h.now);
-    h.sent();
-    let err = h
-        .server(auth(
-            ReasonCode::ContinueAuthentication,
-            Some("TOY"),
-            b"nonce",
-        ))
-        .unwrap_err();
+    let plain = ConnectOptions::new(ProtocolVersion::V5, "pi");
+    let err = error_on_auth(plain, continue_, "TOY", b"nonce");
     assert!(matches!(
         err,
         ConnectionError::ProtocolViolation(ProtocolViolation::UnexpectedPacket(_))
     ));
 }
 
-#[test]
-fn reauthentication_answers_challenges_and_reports_success() {
+/// Connected after one round of enhanced authentication, with nothing
+/// left to send and no events pending.
+fn authenticated() -> Harness {
     let mut h = Harness::new(enhanced_auth_options());
     h.conn.connect(h.now);
     h.sent();
@@ -971,10 +970,17 @@ fn reauthentication_answers_challenges_and_reports_success() {
         b"nonce",
     ))
     .unwrap();
-    h.sent();
     h.server(Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)))
         .unwrap();
+    h.sent();
     h.events();
+    assert!(h.conn.is_connected());
+    h
+}
+
+#[test]
+fn reauthentication_answers_challenges_and_reports_success() {
+    let mut h = authenticated();
 
     let request = h
         .conn
@@ -991,21 +997,7 @@ fn reauthentication_answers_challenges_and_reports_success() {
     );
     assert_eq!(h.conn.reauthenticate(None), Err(ReauthError::InProgress));
 
-    h.server(auth(
-        ReasonCode::ContinueAuthentication,
-        Some("TOY"),
-        b"nonce",
-    ))
-    .unwrap();
-    let sent = h.sent();
-    let [Packet::Auth(answer)] = &sent[..] else {
-        panic!("expected AUTH, got {sent:?}")
-    };
-    assert_eq!(answer.reason_code, ReasonCode::ContinueAuthentication);
-    assert_eq!(
-        answer.properties.authentication_data.as_deref(),
-        Some(&b"nonce:secret"[..])
-    );
+    challenge_is_answered(&mut h);
     h.server(auth(ReasonCode::Success, Some("TOY"), b"done"))
         .unwrap();
     let events = h.events();
@@ -1026,19 +1018,7 @@ fn reauthentication_answers_challenges_and_reports_success() {
 
 #[test]
 fn a_refused_reauthentication_fails_with_the_brokers_disconnect() {
-    let mut h = Harness::new(enhanced_auth_options());
-    h.conn.connect(h.now);
-    h.sent();
-    h.server(auth(
-        ReasonCode::ContinueAuthentication,
-        Some("TOY"),
-        b"nonce",
-    ))
-    .unwrap();
-    h.server(Packet::ConnAck(ConnAck::new(false, ReasonCode::Success)))
-        .unwrap();
-    h.sent();
-    h.events();
+    let mut h = authenticated();
     let request = h.conn.reauthenticate(None).unwrap();
     h.sent();
     let _ = h.server(Packet::Disconnect(mqtt_codec::Disconnect::new(
