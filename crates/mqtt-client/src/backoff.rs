@@ -1,4 +1,5 @@
-//! Reconnect delays: exponential back-off with jitter.
+//! Reconnect delays: exponential back-off with jitter; the same small
+//! random generator also makes MQTT 3.1 Client Identifiers.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

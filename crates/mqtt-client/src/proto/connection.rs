@@ -11,7 +11,8 @@ use mqtt_codec::{
 };
 
 use super::{
-    ConnectOptions, ConnectionError, Event, ProtocolViolation, PublishError, ReauthError, RequestId,
+    ConnectOptions, ConnectionError, EnhancedAuth, Event, ProtocolViolation, PublishError,
+    ReauthError, RequestId,
 };
 
 /// Where the current network connection stands.
@@ -788,7 +789,8 @@ impl Connection {
     }
 
     /// [MQTT-4.12.0-5]: every AUTH carries the method of the CONNECT.
-    fn check_auth_method(&self, auth: &Auth) -> Result<(), ConnectionError> {
+    /// Returns the session's enhanced authentication.
+    fn check_auth_method(&self, auth: &Auth) -> Result<&EnhancedAuth, ConnectionError> {
         let violation = |v| Err(ConnectionError::ProtocolViolation(v));
         let Some(ours) = self
             .options
@@ -810,15 +812,12 @@ impl Connection {
                 got: method.map(String::from),
             });
         }
-        Ok(())
+        Ok(ours)
     }
 
     /// Answers AUTH 0x18 Continue authentication with what the handler says.
     fn answer_challenge(&mut self, auth: Auth) -> Result<(), ConnectionError> {
-        self.check_auth_method(&auth)?;
-        let Some(ours) = self.options.enhanced_auth.as_ref() else {
-            return Ok(()); // checked above
-        };
+        let ours = self.check_auth_method(&auth)?;
         let data = ours
             .handler
             .challenge(&ours.method, auth.properties.authentication_data.as_deref())
