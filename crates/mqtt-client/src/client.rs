@@ -238,9 +238,11 @@ impl Client {
 
     /// Re-authenticates the connected client (5.0 enhanced authentication,
     /// section 4.12.1): sends AUTH 0x19 with the method of the options'
-    /// [`crate::EnhancedAuth`] and `data`, answers the broker's challenges
-    /// with its handler, and completes with the properties of the broker's
-    /// AUTH 0x00 Success. A broker that refuses closes the connection: the
+    /// [`crate::EnhancedAuth`] and `data` (`None`: the handler's
+    /// [`crate::AuthHandler::initial`] data), answers the broker's
+    /// challenges with its handler, checks the final data with
+    /// [`crate::AuthHandler::finish`], and completes with the properties of
+    /// the broker's AUTH 0x00 Success. A broker that refuses closes the connection: the
     /// future then fails with that reason (and the client reconnects, with
     /// a fresh authentication, as after any connection loss).
     pub async fn reauthenticate(&self, data: Option<Bytes>) -> Result<Properties, Error> {

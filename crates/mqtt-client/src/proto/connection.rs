@@ -260,7 +260,7 @@ impl Connection {
             }
             if let Some(auth) = &o.enhanced_auth {
                 p.authentication_method = Some(auth.method.as_str().into());
-                p.authentication_data = auth.data.clone();
+                p.authentication_data = auth.initial_data();
             }
             p.user_properties = o
                 .user_properties
@@ -344,8 +344,9 @@ impl Connection {
     }
 
     /// Starts a 5.0 re-authentication (section 4.12.1): sends AUTH 0x19
-    /// Re-authenticate with the method of the CONNECT and `data`; the
-    /// broker's challenges go to the [`super::AuthHandler`], and
+    /// Re-authenticate with the method of the CONNECT and `data` (`None`:
+    /// the handler's initial data); the broker's challenges and its final
+    /// data go to the [`super::AuthHandler`], and
     /// [`Event::Reauthenticated`] reports the outcome (AUTH 0x00 Success,
     /// or the DISCONNECT with which the broker refused).
     pub fn reauthenticate(&mut self, data: Option<Bytes>) -> Result<RequestId, ReauthError> {
@@ -361,6 +362,7 @@ impl Connection {
         if self.reauth.is_some() {
             return Err(ReauthError::InProgress);
         }
+        let data = data.or_else(|| auth.initial_data());
         let packet = auth_packet(ReasonCode::ReAuthenticate, &auth.method, data);
         self.transmits.push_back(Transmit::Packet(packet));
         let request = self.request_id();
@@ -773,7 +775,10 @@ impl Connection {
         match auth.reason_code {
             ReasonCode::ContinueAuthentication => self.answer_challenge(auth),
             ReasonCode::Success => {
-                self.check_auth_method(&auth)?;
+                let ours = self.check_auth_method(&auth)?;
+                ours.handler
+                    .finish(&ours.method, auth.properties.authentication_data.as_deref())
+                    .map_err(ConnectionError::Authentication)?;
                 if let Some(request) = self.reauth.take() {
                     self.events.push_back(Event::Reauthenticated {
                         request,
@@ -840,6 +845,20 @@ impl Connection {
             return Err(ConnectionError::ProtocolViolation(
                 ProtocolViolation::SessionPresentOnCleanStart,
             ));
+        }
+        if let Some(ours) = self
+            .options
+            .enhanced_auth
+            .as_ref()
+            .filter(|_| self.options.protocol.is_v5())
+        {
+            // The broker's last word of the exchange (e.g. a server signature).
+            ours.handler
+                .finish(
+                    &ours.method,
+                    connack.properties.authentication_data.as_deref(),
+                )
+                .map_err(ConnectionError::Authentication)?;
         }
         let p = &connack.properties;
         self.limits = ServerLimits {

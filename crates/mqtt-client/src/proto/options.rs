@@ -12,15 +12,34 @@ use mqtt_codec::{LastWill, ProtocolVersion, MAX_PACKET_SIZE};
 /// trip a client over a hidden limit; set a smaller one to bound memory.
 pub const DEFAULT_MAX_INCOMING_PACKET_SIZE: u32 = MAX_PACKET_SIZE;
 
-/// Answers a broker's challenges in a 5.0 enhanced authentication exchange
-/// (section 4.12): the broker sends AUTH with 0x18 Continue authentication
-/// and its Authentication Data, the client answers with AUTH carrying what
-/// this returns, until the broker sends CONNACK.
+/// The client's side of a 5.0 enhanced authentication method (section
+/// 4.12): the first Authentication Data of each exchange, the answers to
+/// the broker's AUTH 0x18 Continue authentication, and a check of the
+/// broker's final data (in CONNACK, or in AUTH 0x00 Success after a
+/// re-authentication). Methods such as SCRAM need all three: a fresh
+/// nonce per connection, and the server's signature verified at the end.
 pub trait AuthHandler: Send + Sync {
+    /// The Authentication Data that starts an exchange (the CONNECT of every
+    /// connection attempt, or a re-authentication given no data). `None`
+    /// (the default) sends [`EnhancedAuth::data`].
+    fn initial(&self, method: &str) -> Option<Bytes> {
+        let _ = method;
+        None
+    }
+
     /// The broker's challenge for `method` (its Authentication Data, if
     /// any). Returns the client's Authentication Data, or why the client
     /// gives up (the connection then ends with that message).
     fn challenge(&self, method: &str, data: Option<&[u8]>) -> Result<Option<Bytes>, String>;
+
+    /// The broker's final Authentication Data, from the CONNACK that
+    /// accepts the client or the AUTH 0x00 Success that ends a
+    /// re-authentication. `Err` (e.g. a server signature that does not
+    /// verify) ends the connection with that message. The default accepts.
+    fn finish(&self, method: &str, data: Option<&[u8]>) -> Result<(), String> {
+        let _ = (method, data);
+        Ok(())
+    }
 }
 
 impl<F> AuthHandler for F
@@ -38,13 +57,21 @@ where
 pub struct EnhancedAuth {
     /// Authentication Method (e.g. `SCRAM-SHA-256`), agreed with the broker.
     pub method: String,
-    /// Authentication Data of the CONNECT.
+    /// Authentication Data of the CONNECT when the handler's
+    /// [`AuthHandler::initial`] gives none.
     pub data: Option<Bytes>,
     /// Answers AUTH 0x18 Continue authentication from the broker.
     pub handler: Arc<dyn AuthHandler>,
 }
 
 impl EnhancedAuth {
+    /// The data that starts an exchange: the handler's, else `data`.
+    pub(crate) fn initial_data(&self) -> Option<Bytes> {
+        self.handler
+            .initial(&self.method)
+            .or_else(|| self.data.clone())
+    }
+
     /// `method` with the first `data` and a `handler` for the challenges
     /// (a closure `|method, data| -> Result<Option<Bytes>, String>` will do).
     pub fn new(

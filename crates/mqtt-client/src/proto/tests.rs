@@ -1051,3 +1051,78 @@ fn reauthentication_needs_a_method_and_a_connection() {
     let mut h = Harness::new(enhanced_auth_options());
     assert_eq!(h.conn.reauthenticate(None), Err(ReauthError::NotConnected));
 }
+
+/// A handler with a fresh nonce per exchange that checks the broker's
+/// final data, as SCRAM does.
+struct Scram {
+    nonces: std::sync::atomic::AtomicU32,
+}
+
+impl AuthHandler for Scram {
+    fn initial(&self, _: &str) -> Option<Bytes> {
+        let n = self
+            .nonces
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Bytes::from(format!("nonce-{n}")))
+    }
+
+    fn challenge(&self, _: &str, _: Option<&[u8]>) -> Result<Option<Bytes>, String> {
+        Ok(Some(Bytes::from_static(b"proof")))
+    }
+
+    fn finish(&self, _: &str, data: Option<&[u8]>) -> Result<(), String> {
+        match data {
+            Some(b"server-signature") => Ok(()),
+            other => Err(format!("the server signature {other:?} does not verify")),
+        }
+    }
+}
+
+fn scram_options() -> ConnectOptions {
+    let mut o = ConnectOptions::new(ProtocolVersion::V5, "pi");
+    o.enhanced_auth = Some(EnhancedAuth::new(
+        "SCRAM-TOY",
+        None,
+        Scram {
+            nonces: Default::default(),
+        },
+    ));
+    o
+}
+
+fn connack_with_auth_data(data: &'static [u8]) -> Packet {
+    let mut ack = ConnAck::new(false, ReasonCode::Success);
+    ack.properties.authentication_data = Some(Bytes::from_static(data));
+    Packet::ConnAck(ack)
+}
+
+#[test]
+fn every_connection_starts_with_fresh_initial_data_and_checks_the_final_data() {
+    let mut h = Harness::new(scram_options());
+    for attempt in 0..2 {
+        h.conn.connect(h.now);
+        let Some(Packet::Connect(c)) = h.sent().into_iter().next() else {
+            panic!("no CONNECT")
+        };
+        let expected = format!("nonce-{attempt}");
+        assert_eq!(
+            c.properties.authentication_data.as_deref(),
+            Some(expected.as_bytes())
+        );
+        h.server(connack_with_auth_data(b"server-signature"))
+            .unwrap();
+        assert!(h.conn.is_connected());
+        h.conn.connection_lost(ConnectionError::Closed);
+    }
+}
+
+#[test]
+fn final_data_that_does_not_verify_ends_the_connection() {
+    let mut h = Harness::new(scram_options());
+    h.conn.connect(h.now);
+    h.sent();
+    let err = h.server(connack_with_auth_data(b"forged")).unwrap_err();
+    assert!(matches!(err, ConnectionError::Authentication(_)), "{err:?}");
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    assert!(!h.conn.is_connected());
+}
