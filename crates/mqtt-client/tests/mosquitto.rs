@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_connected, wait_reconnected, within, Mosquitto};
+use common::{assert_own_messages_arrive, wait_connected, wait_reconnected, within, Mosquitto};
 use mqtt_client::{
     Client, ClientOptions, ConnectionState, Error, ProtocolVersion, QoS, ReasonCode,
     ReconnectOptions, TopicName,
@@ -494,17 +494,6 @@ async fn mqtt_3_1_without_a_client_id_connects_with_a_generated_one() {
     )
     .await
     .unwrap();
-    within(5, "subscribe", client.subscribe("own/#", QoS::AtLeastOnce))
-        .await
-        .unwrap();
-    within(
-        5,
-        "publish",
-        client.publish("own/echo", QoS::AtLeastOnce, false, "hello"),
-    )
-    .await
-    .unwrap();
-    let m = within(5, "message", messages.recv()).await.unwrap();
-    assert_eq!(&m.payload[..], b"hello");
+    assert_own_messages_arrive(&client, &mut messages).await;
     within(5, "disconnect", client.disconnect()).await.unwrap();
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::cut_proxy::{
     CutProxy, CUT_DOWNSTREAM, CUT_DOWNSTREAM_PUBREL, CUT_UPSTREAM, CUT_UPSTREAM_PUBREL,
 };
-use common::{client_tls, wait_connected, wait_reconnected, within};
+use common::{assert_own_messages_arrive, client_tls, wait_connected, wait_reconnected, within};
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
 use mqtt_broker_core::BrokerConfig;
 use mqtt_client::{
@@ -87,22 +87,6 @@ async fn recv(messages: &mut Messages, what: &str) -> Publish {
     within(10, what, messages.recv())
         .await
         .unwrap_or_else(|| panic!("messages ended before {what}"))
-}
-
-/// The client subscribes to "own" and receives what it publishes there:
-/// it is connected and authorised.
-async fn assert_own_messages_arrive(client: &Client, messages: &mut Messages) {
-    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
-        .await
-        .unwrap();
-    within(
-        5,
-        "publish",
-        client.publish("own", QoS::AtLeastOnce, false, "x"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(&recv(messages, "own message").await.payload[..], b"x");
 }
 
 async fn wait_reconnecting(client: &Client, what: &str) {

@@ -350,12 +350,9 @@ impl Connection {
     /// [`Event::Reauthenticated`] reports the outcome (AUTH 0x00 Success,
     /// or the DISCONNECT with which the broker refused).
     pub fn reauthenticate(&mut self, data: Option<Bytes>) -> Result<RequestId, ReauthError> {
-        let Some(auth) = self.options.enhanced_auth.as_ref() else {
+        let Some(auth) = self.options.active_enhanced_auth() else {
             return Err(ReauthError::NoMethod);
         };
-        if !self.options.protocol.is_v5() {
-            return Err(ReauthError::NoMethod);
-        }
         if self.phase != Phase::Connected {
             return Err(ReauthError::NotConnected);
         }
@@ -797,12 +794,7 @@ impl Connection {
     /// Returns the session's enhanced authentication.
     fn check_auth_method(&self, auth: &Auth) -> Result<&EnhancedAuth, ConnectionError> {
         let violation = |v| Err(ConnectionError::ProtocolViolation(v));
-        let Some(ours) = self
-            .options
-            .enhanced_auth
-            .as_ref()
-            .filter(|_| self.options.protocol.is_v5())
-        else {
+        let Some(ours) = self.options.active_enhanced_auth() else {
             // [MQTT-4.12.0-6]: no Authentication Method in CONNECT, no AUTH.
             return violation(ProtocolViolation::UnexpectedPacket(PacketType::Auth));
         };
@@ -846,12 +838,7 @@ impl Connection {
                 ProtocolViolation::SessionPresentOnCleanStart,
             ));
         }
-        if let Some(ours) = self
-            .options
-            .enhanced_auth
-            .as_ref()
-            .filter(|_| self.options.protocol.is_v5())
-        {
+        if let Some(ours) = self.options.active_enhanced_auth() {
             // The broker's last word of the exchange (e.g. a server signature).
             ours.handler
                 .finish(

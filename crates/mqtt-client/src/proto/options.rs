@@ -191,6 +191,14 @@ impl ConnectOptions {
         u16::try_from(self.keep_alive.as_secs()).unwrap_or(u16::MAX)
     }
 
+    /// The enhanced authentication in effect: set, and the session is 5.0
+    /// (3.1.1 has no AUTH).
+    pub(crate) fn active_enhanced_auth(&self) -> Option<&EnhancedAuth> {
+        self.enhanced_auth
+            .as_ref()
+            .filter(|_| self.protocol.is_v5())
+    }
+
     /// Whether the broker keeps the session after a connection ends.
     pub(crate) fn persistent(&self) -> bool {
         if self.protocol.is_v5() {

@@ -5,7 +5,7 @@
 
 pub mod cut_proxy;
 
-use mqtt_client::{Client, ClientTlsOptions, ConnectionState};
+use mqtt_client::{Client, ClientTlsOptions, ConnectionState, Messages, QoS};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -215,4 +215,23 @@ pub async fn wait_reconnected(client: &Client, what: &str) -> bool {
         }
     })
     .await
+}
+
+/// The client subscribes to "own" and receives what it publishes there:
+/// it is connected and authorised.
+pub async fn assert_own_messages_arrive(client: &Client, messages: &mut Messages) {
+    within(5, "subscribe", client.subscribe("own", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    within(
+        5,
+        "publish",
+        client.publish("own", QoS::AtLeastOnce, false, "x"),
+    )
+    .await
+    .unwrap();
+    let m = within(10, "own message", messages.recv())
+        .await
+        .expect("messages ended before the own message");
+    assert_eq!(&m.payload[..], b"x");
 }
