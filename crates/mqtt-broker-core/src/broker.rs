@@ -1554,7 +1554,11 @@ impl Broker {
                 if let Some(at) = msg.expires_at {
                     self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
                 }
-                if let Some(s) = self.ctx.storage.as_mut() {
+                // `$SYS` values are the broker's own, published again
+                // after a restart: not worth a write every `sys_interval`
+                // (an SD card on a Pi wears out).
+                let own = publisher.is_none() && msg.topic.as_str().starts_with("$SYS/");
+                if let Some(s) = self.ctx.storage.as_mut().filter(|_| !own) {
                     s.save_retained(&StoredMessage::from_message(&arc, Some(now)));
                 }
                 shared = Some(arc);

@@ -22,8 +22,9 @@
 //!    (1.5 times the Keep Alive, measured from the last packet), CONNECT
 //!    time-out, will delay, session expiry and `$SYS` updates.
 //!
-//! Every call that can change state takes `now: Instant`; the library never
-//! reads the clock. Logs follow Mosquitto's `-v` lines through [`tracing`]
+//! Every call that can change state takes `now: Instant`; the state machine
+//! never reads the clock (only the optional `FileStorage` reads the wall
+//! clock, to keep expiry as deadlines across restarts). Logs follow Mosquitto's `-v` lines through [`tracing`]
 //! with target `mqtt_broker` (connection lines at INFO, packet lines at DEBUG).
 //!
 //! Back-pressure: a connection's outgoing bytes are bounded by
@@ -34,7 +35,9 @@
 //!
 //! Authentication and authorisation are pluggable ([`Authenticator`],
 //! [`Authorizer`]); persistence goes through [`Storage`] (see its module for
-//! why the in-memory state stays the fast path).
+//! why the in-memory state stays the fast path): [`MemoryStorage`], or a
+//! file with `FileStorage` (feature `file-storage`, on with `tokio`), which
+//! is what `persistence true` in a config turns on.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -74,6 +77,8 @@ mod broker;
 mod broker_config;
 mod connection;
 mod event;
+#[cfg(feature = "file-storage")]
+mod file_storage;
 mod log_line;
 mod message;
 mod output;
@@ -93,6 +98,8 @@ pub use broker::Broker;
 pub use broker_config::BrokerConfig;
 pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertificate};
 pub use event::{DisconnectReason, Event};
+#[cfg(feature = "file-storage")]
+pub use file_storage::{FileStorage, FileStorageError};
 pub use stats::Statistics;
 pub use storage::{
     MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState,

@@ -8,7 +8,9 @@
 //! connection, their subscriptions, queued and in-flight messages, incoming
 //! QoS 2 identifiers, retained messages), and is read once at start-up to
 //! restore it. Without a storage nothing is written anywhere, which is the
-//! fast default. A durable implementation only has to implement this trait.
+//! fast default. [`MemoryStorage`] outlives a `Broker` but not the process;
+//! `FileStorage` (feature `file-storage`) is the durable one behind
+//! `persistence true`. Another store only has to implement this trait.
 
 use crate::message::{Delivery, Message};
 use bytes::Bytes;

@@ -229,10 +229,22 @@ fn every_ignored_key_loads_with_a_warning_naming_it() {
 }
 
 #[test]
-fn persistence_true_warns_that_state_is_not_durable() {
+fn persistence_keys_name_the_file_and_autosave_is_explained() {
     let (c, w) = Config::parse_str("persistence true\n", "f").unwrap();
-    assert!(c.persistence);
-    assert!(w[0].message.contains("not implemented yet"), "{}", w[0]);
+    assert!(c.persistence && w.is_empty(), "{w:?}");
+    assert_eq!(c.persistence_path(), std::path::Path::new("mqtt-broker.db"));
+    let (c, w) = Config::parse_str(
+        "persistence true\npersistence_location /var/lib/mqtt/\npersistence_file state.db\nautosave_interval 60\n",
+        "f",
+    )
+    .unwrap();
+    assert_eq!(
+        c.persistence_path(),
+        std::path::Path::new("/var/lib/mqtt/state.db")
+    );
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].key, "autosave_interval");
+    assert!(w[0].message.contains("when it happens"), "{}", w[0]);
 }
 
 #[test]

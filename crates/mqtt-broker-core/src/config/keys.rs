@@ -27,6 +27,8 @@ pub const SUPPORTED: &[&str] = &[
     "password_file",
     "per_listener_settings",
     "persistence",
+    "persistence_file",
+    "persistence_location",
     "persistent_client_expiration",
     "port",
     "protocol",
@@ -52,20 +54,12 @@ pub const IGNORED: &[(&str, &str)] = &[
         "the broker does not change user; run it as the user that should own it",
     ),
     (
-        "persistence_location",
-        "durable storage is not implemented yet; sessions and retained messages are kept in memory",
-    ),
-    (
-        "persistence_file",
-        "durable storage is not implemented yet; sessions and retained messages are kept in memory",
-    ),
-    (
         "autosave_interval",
-        "durable storage is not implemented yet, so there is nothing to save",
+        "with persistence every change is written to the persistence file when it happens, not at intervals",
     ),
     (
         "autosave_on_changes",
-        "durable storage is not implemented yet, so there is nothing to save",
+        "with persistence every change is written to the persistence file when it happens, not at intervals",
     ),
     (
         "log_dest",

@@ -55,6 +55,11 @@ pub use keys::{IGNORED as IGNORED_KEYS, SUPPORTED as SUPPORTED_KEYS};
 /// The port Mosquitto listens on when none is given.
 pub const DEFAULT_PORT: u16 = 1883;
 
+/// The persistence file's name when `persistence_file` is not given. Not
+/// Mosquitto's `mosquitto.db`: the formats differ, so the two brokers can
+/// share a `persistence_location` without touching each other's file.
+pub const DEFAULT_PERSISTENCE_FILE: &str = "mqtt-broker.db";
+
 /// A whole broker configuration: global options and the listeners to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -95,9 +100,16 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// `retain_available`: whether retained messages are supported. Default true.
     pub retain_available: bool,
-    /// `persistence`: accepted; durable storage is not implemented yet, so
-    /// `true` produces a warning.
+    /// `persistence` (or `retained_persistence`): keep persistent sessions,
+    /// their queued and in-flight messages and retained messages in a file
+    /// ([`Config::persistence_path`]) across restarts. Default false.
     pub persistence: bool,
+    /// `persistence_location`: the directory of the persistence file;
+    /// `None` is the working directory (as in Mosquitto).
+    pub persistence_location: Option<PathBuf>,
+    /// `persistence_file`: the persistence file's name; `None` is
+    /// [`DEFAULT_PERSISTENCE_FILE`].
+    pub persistence_file: Option<String>,
     /// `persistent_client_expiration`: how long a disconnected persistent
     /// session is kept; `None` = forever (default).
     pub persistent_client_expiration: Option<Duration>,
@@ -289,6 +301,8 @@ impl Default for Config {
             queue_qos0_messages: false,
             retain_available: true,
             persistence: false,
+            persistence_location: None,
+            persistence_file: None,
             persistent_client_expiration: None,
             log_types: [
                 LogType::Error,
@@ -305,6 +319,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where `persistence true` keeps its file: `persistence_location`
+    /// joined with `persistence_file` ([`DEFAULT_PERSISTENCE_FILE`]).
+    pub fn persistence_path(&self) -> PathBuf {
+        let file = self
+            .persistence_file
+            .as_deref()
+            .unwrap_or(DEFAULT_PERSISTENCE_FILE);
+        match &self.persistence_location {
+            Some(dir) => dir.join(file),
+            None => PathBuf::from(file),
+        }
+    }
+
     /// Reads `path` (and the files of its `include_dir`) into a config.
     pub fn load(path: impl AsRef<Path>) -> Result<(Config, Vec<Warning>), ConfigError> {
         let path = path.as_ref();

@@ -424,16 +424,10 @@ impl Parser {
             "queue_qos0_messages" => self.cfg.queue_qos0_messages = line.bool()?,
             "retain_available" => self.cfg.retain_available = line.bool()?,
             "connection_messages" => self.cfg.connection_messages = line.bool()?,
-            "persistence" | "retained_persistence" => {
-                let v = line.bool()?;
-                self.cfg.persistence = v;
-                if v {
-                    self.warnings.push(line.warning(format!(
-                        "{} true is accepted, but durable storage is not implemented yet: \
-                         sessions and retained messages are kept in memory and lost on restart",
-                        line.key
-                    )));
-                }
+            "persistence" | "retained_persistence" => self.cfg.persistence = line.bool()?,
+            "persistence_location" => self.cfg.persistence_location = Some(line.path()?),
+            "persistence_file" => {
+                self.cfg.persistence_file = Some(line.string("a file name")?.to_string())
             }
             "persistent_client_expiration" => {
                 self.cfg.persistent_client_expiration = Some(parse_expiration(line)?)

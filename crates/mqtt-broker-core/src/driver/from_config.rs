@@ -186,9 +186,27 @@ impl ServerBuilder {
     /// A server configured like Mosquitto would be by `config`: its
     /// listeners (IPv4 and IPv6 sockets when no address is given), TLS
     /// files (read now, so a wrong file fails here with an explained
-    /// error), `password_file`, `acl_file` and limits.
+    /// error), `password_file`, `acl_file`, limits and `persistence`.
+    ///
+    /// A persistence file that cannot be used (a directory the broker may
+    /// not write, a Mosquitto database, a damaged file) is logged as an
+    /// error that says why and is left untouched; the broker then keeps its
+    /// state in memory, as Mosquitto keeps running when it cannot save.
     pub fn from_config(config: &Config) -> Result<Self, DriverError> {
         let mut builder = ServerBuilder::new(broker_config(config));
+        if config.persistence {
+            let path = config.persistence_path();
+            match crate::FileStorage::open(&path) {
+                Ok(storage) => {
+                    tracing::info!(target: TARGET, "Persistence file: {}.", path.display());
+                    builder.broker = builder.broker.with_storage(Box::new(storage));
+                }
+                Err(e) => tracing::error!(
+                    target: TARGET,
+                    "Error: {e}. Sessions and retained messages are kept in memory only."
+                ),
+            }
+        }
 
         // Authentication: one password file, or one per listener.
         let authenticator = if config.per_listener_settings {

@@ -1,0 +1,646 @@
+//! Durable storage in one file (feature `file-storage`, part of `tokio`):
+//! what `persistence true` turns on.
+//!
+//! Every change the broker hands its [`Storage`] is appended to the file as
+//! one record when it happens (one `write` call, no buffering), so a broker
+//! that crashes or is killed loses nothing it had stored; the file is
+//! flushed to the disk (`fsync`) when it is rewritten and when the storage
+//! is dropped. At open, and whenever the file holds more replaced or
+//! removed records than live ones, it is rewritten with only the live state
+//! (to a temporary file, then renamed over it, so a crash leaves the old
+//! file or the new one, never half of one).
+//!
+//! Expiry times are stored as wall-clock deadlines, so a message's time
+//! runs while the broker is down, as in Mosquitto.
+//!
+//! The format is this crate's own (a magic line, then records of a kind
+//! byte, a length and a body; application messages are stored as 5.0
+//! PUBLISH packets). It does not read Mosquitto's `mosquitto.db`, and
+//! never writes over one: [`FileStorage::open`] refuses it with
+//! [`FileStorageError::MosquittoDatabase`].
+
+use crate::storage::{Storage, StoredDelivery, StoredMessage, StoredSession, StoredState};
+use bytes::BytesMut;
+use mqtt_codec::{
+    Decoder, Packet, PacketId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
+    TopicFilter,
+};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The first bytes of every file this storage writes (format version 1).
+const MAGIC: &[u8] = b"mqtt-broker-core storage 1\n";
+/// The first bytes of a Mosquitto database (`src/persist_read.c`).
+const MOSQUITTO_MAGIC: &[u8] = b"\x00\xB5\x00mosquitto db";
+/// Rewrite the file once it holds this many records more than live ones.
+const GARBAGE_BEFORE_REWRITE: usize = 1024;
+
+const SESSION: u8 = 1;
+const REMOVE_SESSION: u8 = 2;
+const MESSAGE: u8 = 3;
+const REMOVE_MESSAGE: u8 = 4;
+const RETAINED: u8 = 5;
+const REMOVE_RETAINED: u8 = 6;
+
+/// Why a persistence file cannot be used. The file is left as it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileStorageError {
+    /// The file or its directory could not be read or written.
+    #[error("cannot use the persistence file {}: {source}{}", path.display(), io_hint(source))]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is Mosquitto's database, which this broker cannot read.
+    #[error(
+        "{} is a Mosquitto database, which this broker cannot read; it is left untouched. \
+         Set persistence_file to another name (e.g. mqtt-broker.db) to keep this broker's state",
+        path.display()
+    )]
+    MosquittoDatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not empty and is not a persistence file of this broker.
+    #[error(
+        "{} is not a persistence file of this broker (it does not start with {:?}); \
+         it is left untouched. Point persistence_file at another name, or move the file away",
+        path.display(),
+        String::from_utf8_lossy(MAGIC).trim_end()
+    )]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A record in the file is damaged.
+    #[error(
+        "{}: the record at byte {offset} is damaged ({what}); the file is left untouched. \
+         Move it away to start with an empty state",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where the record starts.
+        offset: usize,
+        /// What is wrong with it.
+        what: String,
+    },
+}
+
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::PermissionDenied => {
+            " (the user this broker runs as may not write there: choose a persistence_location it owns)"
+        }
+        ErrorKind::NotFound => " (does the persistence_location directory exist?)",
+        _ => "",
+    }
+}
+
+/// A [`Storage`] that keeps the broker's persistent state in one file; see
+/// the module documentation.
+///
+/// ```no_run
+/// use mqtt_broker_core::{Broker, BrokerConfig, FileStorage};
+/// let storage = FileStorage::open("/var/lib/my-broker/mqtt-broker.db")?;
+/// let broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+/// # Ok::<(), mqtt_broker_core::FileStorageError>(())
+/// ```
+#[derive(Debug)]
+pub struct FileStorage {
+    path: PathBuf,
+    /// Open for appending; `None` until the file has been read.
+    file: Option<File>,
+    /// The live records' bodies, as written (deadlines are absolute).
+    sessions: BTreeMap<String, Vec<u8>>,
+    messages: BTreeMap<(String, u64), Vec<u8>>,
+    retained: BTreeMap<String, Vec<u8>>,
+    /// Records in the file, live or not.
+    records: usize,
+    /// What was in the file at open, until the broker reads it.
+    loaded: Option<StoredState>,
+    /// A write failed: said once, then the state is kept in memory only.
+    failed: bool,
+}
+
+impl FileStorage {
+    /// Opens (or creates) the file at `path` and reads what it holds. A
+    /// record cut short at the end (a crash while it was written) is
+    /// dropped with a warning; anything else that is wrong is an error and
+    /// the file is not touched.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, FileStorageError> {
+        let path = path.into();
+        let io = |source| FileStorageError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let mut storage = Self {
+            file: None,
+            path: path.clone(),
+            sessions: BTreeMap::new(),
+            messages: BTreeMap::new(),
+            retained: BTreeMap::new(),
+            records: 0,
+            loaded: None,
+            failed: false,
+        };
+        if !bytes.is_empty() {
+            storage.replay(&bytes)?;
+        }
+        // Only now that everything read is good is the file replaced.
+        storage.rewrite().map_err(io)?;
+        storage.loaded = Some(storage.decode_state());
+        Ok(storage)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies the records of a file's `bytes` to the maps.
+    fn replay(&mut self, bytes: &[u8]) -> Result<(), FileStorageError> {
+        if bytes.starts_with(MOSQUITTO_MAGIC) {
+            return Err(FileStorageError::MosquittoDatabase {
+                path: self.path.clone(),
+            });
+        }
+        let Some(mut rest) = bytes.strip_prefix(MAGIC) else {
+            return Err(FileStorageError::NotOurs {
+                path: self.path.clone(),
+            });
+        };
+        let mut offset = MAGIC.len();
+        while !rest.is_empty() {
+            if rest.len() < 5 {
+                warn_truncated(&self.path, rest.len());
+                break;
+            }
+            let kind = rest[0];
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            if rest.len() - 5 < len {
+                warn_truncated(&self.path, rest.len());
+                break;
+            }
+            let body = &rest[5..5 + len];
+            self.apply(kind, body)
+                .map_err(|what| FileStorageError::Corrupt {
+                    path: self.path.clone(),
+                    offset,
+                    what,
+                })?;
+            rest = &rest[5 + len..];
+            offset += 5 + len;
+        }
+        Ok(())
+    }
+
+    /// Applies one record to the maps.
+    fn apply(&mut self, kind: u8, body: &[u8]) -> Result<(), String> {
+        let mut r = Reader(body);
+        match kind {
+            SESSION => {
+                let session = decode_session(&mut r)?;
+                self.sessions.insert(session.client_id, body.to_vec());
+            }
+            REMOVE_SESSION => {
+                let id = r.string()?;
+                self.forget_session(&id);
+            }
+            MESSAGE => {
+                let id = r.string()?;
+                let seq = r.u64()?;
+                decode_delivery(&mut r)?;
+                self.messages.insert((id, seq), body.to_vec());
+            }
+            REMOVE_MESSAGE => {
+                let id = r.string()?;
+                let seq = r.u64()?;
+                self.messages.remove(&(id, seq));
+            }
+            RETAINED => {
+                let m = decode_message(&mut r)?;
+                self.retained.insert(m.topic.to_string(), body.to_vec());
+            }
+            REMOVE_RETAINED => {
+                let topic = r.string()?;
+                self.retained.remove(&topic);
+            }
+            other => return Err(format!("unknown record kind {other}")),
+        }
+        if !r.0.is_empty() {
+            return Err(format!("{} bytes after the record", r.0.len()));
+        }
+        Ok(())
+    }
+
+    fn forget_session(&mut self, client_id: &str) {
+        self.sessions.remove(client_id);
+        let first = (client_id.to_string(), 0);
+        let last = (client_id.to_string(), u64::MAX);
+        let keys: Vec<_> = self
+            .messages
+            .range(first..=last)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.messages.remove(&k);
+        }
+    }
+
+    /// The maps as the broker's stored state. Every body was decoded
+    /// once already when it was read or written, so none is skipped.
+    fn decode_state(&self) -> StoredState {
+        let sessions = self.sessions.values();
+        let messages = self.messages.values();
+        let retained = self.retained.values();
+        StoredState {
+            sessions: sessions
+                .filter_map(|b| decode_session(&mut Reader(b)).ok())
+                .collect(),
+            messages: messages
+                .filter_map(|b| {
+                    let mut r = Reader(b);
+                    Some((
+                        r.string().ok()?,
+                        r.u64().ok()?,
+                        decode_delivery(&mut r).ok()?,
+                    ))
+                })
+                .collect(),
+            retained: retained
+                .filter_map(|b| decode_message(&mut Reader(b)).ok())
+                .collect(),
+        }
+    }
+
+    /// Rewrites the file with the live records only, and flushes it.
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        let records = (self.sessions.values().map(|b| (SESSION, b)))
+            .chain(self.messages.values().map(|b| (MESSAGE, b)))
+            .chain(self.retained.values().map(|b| (RETAINED, b)));
+        self.file = Some(rewrite(&self.path, records)?);
+        self.records = self.live();
+        Ok(())
+    }
+
+    fn live(&self) -> usize {
+        self.sessions.len() + self.messages.len() + self.retained.len()
+    }
+
+    /// Appends one record; rewrites the file when it is mostly garbage.
+    fn append(&mut self, kind: u8, body: &[u8]) {
+        let Some(file) = self.file.as_mut().filter(|_| !self.failed) else {
+            return;
+        };
+        let result = file.write_all(&record(kind, body)).and_then(|()| {
+            self.records += 1;
+            if self.records > 2 * self.live() + GARBAGE_BEFORE_REWRITE {
+                self.rewrite()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            self.failed = true;
+            tracing::error!(
+                target: "mqtt_broker",
+                "Error saving to the persistence file {}: {}; from now on sessions and retained messages are kept in memory only.",
+                self.path.display(),
+                e
+            );
+        }
+    }
+}
+
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            let _ = file.sync_all();
+        }
+    }
+}
+
+impl Storage for FileStorage {
+    fn load(&mut self) -> StoredState {
+        self.loaded.take().unwrap_or_default()
+    }
+
+    fn save_session(&mut self, session: &StoredSession) {
+        let body = encode_session(session);
+        self.append(SESSION, &body);
+        self.sessions.insert(session.client_id.clone(), body);
+    }
+
+    fn remove_session(&mut self, client_id: &str) {
+        let mut body = Vec::new();
+        put_str(&mut body, client_id);
+        self.forget_session(client_id);
+        self.append(REMOVE_SESSION, &body);
+    }
+
+    fn save_message(&mut self, client_id: &str, seq: u64, delivery: &StoredDelivery) {
+        let mut body = Vec::new();
+        put_str(&mut body, client_id);
+        body.extend_from_slice(&seq.to_be_bytes());
+        encode_delivery(&mut body, delivery);
+        self.append(MESSAGE, &body);
+        self.messages.insert((client_id.to_string(), seq), body);
+    }
+
+    fn remove_message(&mut self, client_id: &str, seq: u64) {
+        let mut body = Vec::new();
+        put_str(&mut body, client_id);
+        body.extend_from_slice(&seq.to_be_bytes());
+        self.messages.remove(&(client_id.to_string(), seq));
+        self.append(REMOVE_MESSAGE, &body);
+    }
+
+    fn save_retained(&mut self, message: &StoredMessage) {
+        let mut body = Vec::new();
+        encode_message(&mut body, message);
+        self.append(RETAINED, &body);
+        self.retained.insert(message.topic.to_string(), body);
+    }
+
+    fn remove_retained(&mut self, topic: &str) {
+        let mut body = Vec::new();
+        put_str(&mut body, topic);
+        self.retained.remove(topic);
+        self.append(REMOVE_RETAINED, &body);
+    }
+}
+
+/// Writes `MAGIC` and `records` to a temporary file next to `path`,
+/// flushes it, renames it over `path` and returns it open for appending.
+fn rewrite<'a>(
+    path: &Path,
+    records: impl Iterator<Item = (u8, &'a Vec<u8>)>,
+) -> std::io::Result<File> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let mut out = Vec::from(MAGIC);
+    for (kind, body) in records {
+        out.extend_from_slice(&record(kind, body));
+    }
+    let mut file = File::create(&tmp)?;
+    file.write_all(&out)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    OpenOptions::new().append(true).open(path)
+}
+
+fn warn_truncated(path: &Path, bytes: usize) {
+    tracing::warn!(
+        target: "mqtt_broker",
+        "Persistence file {}: ignoring the last {} bytes, an incomplete record (the broker stopped while writing it).",
+        path.display(),
+        bytes
+    );
+}
+
+fn record(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(5 + body.len());
+    r.push(kind);
+    r.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A duration as a wall-clock deadline in milliseconds since the epoch
+/// (0: none).
+fn put_deadline(out: &mut Vec<u8>, d: Option<Duration>) {
+    let ms = d.map_or(0, |d| {
+        let at = SystemTime::now() + d;
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+    });
+    out.extend_from_slice(&ms.to_be_bytes());
+}
+
+fn encode_session(s: &StoredSession) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_str(&mut out, &s.client_id);
+    match &s.username {
+        Some(u) => {
+            out.push(1);
+            put_str(&mut out, u);
+        }
+        None => out.push(0),
+    }
+    out.push(s.protocol.level());
+    match s.expiry {
+        // Session expiry runs from the restart (the session is offline
+        // then), so it is kept as a duration.
+        Some(d) => {
+            out.push(1);
+            out.extend_from_slice(
+                &u64::try_from(d.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .to_be_bytes(),
+            );
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&(s.subscriptions.len() as u32).to_be_bytes());
+    for (filter, o, id) in &s.subscriptions {
+        put_str(&mut out, filter.as_str());
+        out.extend_from_slice(&[
+            o.qos.as_u8(),
+            u8::from(o.no_local),
+            u8::from(o.retain_as_published),
+            o.retain_handling as u8,
+        ]);
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out.extend_from_slice(&(s.incoming_qos2.len() as u32).to_be_bytes());
+    for id in &s.incoming_qos2 {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out
+}
+
+fn decode_session(r: &mut Reader<'_>) -> Result<StoredSession, String> {
+    let client_id = r.string()?;
+    let username = match r.u8()? {
+        0 => None,
+        _ => Some(r.string()?),
+    };
+    let level = r.u8()?;
+    let protocol = ProtocolVersion::from_level(level)
+        .ok_or_else(|| format!("unknown protocol level {level}"))?;
+    let expiry = match r.u8()? {
+        0 => None,
+        _ => Some(Duration::from_millis(r.u64()?)),
+    };
+    let mut subscriptions = Vec::new();
+    for _ in 0..r.u32()? {
+        let text = r.string()?;
+        let filter =
+            TopicFilter::try_from(text.as_str()).map_err(|e| format!("filter {text:?}: {e}"))?;
+        let [qos, no_local, rap, rh] = r.array()?;
+        let options = SubscriptionOptions {
+            qos: qos_of(qos)?,
+            no_local: no_local != 0,
+            retain_as_published: rap != 0,
+            retain_handling: match rh {
+                0 => RetainHandling::SendOnSubscribe,
+                1 => RetainHandling::SendIfNew,
+                2 => RetainHandling::DoNotSend,
+                other => return Err(format!("retain handling {other}")),
+            },
+        };
+        subscriptions.push((filter, options, r.u32()?));
+    }
+    let mut incoming_qos2 = Vec::new();
+    for _ in 0..r.u32()? {
+        incoming_qos2.push(u16::from_be_bytes(r.array()?));
+    }
+    Ok(StoredSession {
+        client_id,
+        username,
+        protocol,
+        expiry,
+        subscriptions,
+        incoming_qos2,
+    })
+}
+
+fn encode_delivery(out: &mut Vec<u8>, d: &StoredDelivery) {
+    out.extend_from_slice(&[d.qos.as_u8(), u8::from(d.retain), u8::from(d.released)]);
+    out.extend_from_slice(&d.packet_id.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&(d.subscription_identifiers.len() as u32).to_be_bytes());
+    for id in &d.subscription_identifiers {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    encode_message(out, &d.message);
+}
+
+fn decode_delivery(r: &mut Reader<'_>) -> Result<StoredDelivery, String> {
+    let [qos, retain, released] = r.array()?;
+    let packet_id = u16::from_be_bytes(r.array()?);
+    let mut subscription_identifiers = Vec::new();
+    for _ in 0..r.u32()? {
+        subscription_identifiers.push(r.u32()?);
+    }
+    Ok(StoredDelivery {
+        qos: qos_of(qos)?,
+        retain: retain != 0,
+        released: released != 0,
+        packet_id: (packet_id != 0).then_some(packet_id),
+        subscription_identifiers,
+        message: decode_message(r)?,
+    })
+}
+
+/// A message: its deadline, then itself as a 5.0 PUBLISH.
+fn encode_message(out: &mut Vec<u8>, m: &StoredMessage) {
+    put_deadline(out, m.expires_in);
+    let mut p = Publish::new(m.topic.clone(), m.payload.clone());
+    p.qos = m.qos;
+    p.retain = m.retain;
+    p.packet_id = (m.qos != QoS::AtMostOnce)
+        .then(|| PacketId::new(1))
+        .flatten();
+    p.properties = m.properties.clone();
+    let mut packet = BytesMut::new();
+    if let Err(e) = p.encode(ProtocolVersion::V5, &mut packet) {
+        // The broker only stores messages it decoded or built, which
+        // encode; a message that does not is stored without properties.
+        tracing::warn!(target: "mqtt_broker", "Stored message on {} without its properties: {}", m.topic.as_str(), e);
+        packet.clear();
+        p.properties = Default::default();
+        let _ = p.encode(ProtocolVersion::V5, &mut packet);
+    }
+    out.extend_from_slice(&(packet.len() as u32).to_be_bytes());
+    out.extend_from_slice(&packet);
+}
+
+fn decode_message(r: &mut Reader<'_>) -> Result<StoredMessage, String> {
+    let deadline = r.u64()?;
+    let len = r.u32()? as usize;
+    let mut packet = BytesMut::from(r.take(len)?);
+    let mut decoder = Decoder::with_version(ProtocolVersion::V5);
+    let p = match decoder.decode(&mut packet) {
+        Ok(Some(Packet::Publish(p))) if packet.is_empty() => p,
+        Ok(_) => return Err("a stored message is not one PUBLISH".to_string()),
+        Err(e) => return Err(format!("a stored message: {e}")),
+    };
+    let expires_in = (deadline != 0).then(|| {
+        let at = UNIX_EPOCH + Duration::from_millis(deadline);
+        at.duration_since(SystemTime::now()).unwrap_or_default()
+    });
+    Ok(StoredMessage {
+        topic: p.topic,
+        payload: p.payload,
+        qos: p.qos,
+        retain: p.retain,
+        properties: p.properties,
+        expires_in,
+    })
+}
+
+fn qos_of(b: u8) -> Result<QoS, String> {
+    QoS::from_u8(b).ok_or_else(|| format!("QoS {b}"))
+}
+
+/// Reads a record body; every read says what was missing.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err(format!("{n} bytes expected, {} left", self.0.len()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a string is not UTF-8".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests;
