@@ -204,9 +204,21 @@ impl Broker {
         }
     }
 
-    /// Gives the storage back (e.g. to build a new broker from it).
-    pub fn into_storage(self) -> Option<Box<dyn Storage>> {
+    /// Gives the storage back (e.g. to build a new broker from it),
+    /// flushed.
+    pub fn into_storage(mut self) -> Option<Box<dyn Storage>> {
+        self.flush_storage();
         self.ctx.storage
+    }
+
+    /// Lets the storage write what it buffered ([`Storage::flush`]). A
+    /// driver calls it after handling input and before writing the bytes
+    /// that input produced (the tokio driver does), so nothing is
+    /// acknowledged to a client before it is stored.
+    pub fn flush_storage(&mut self) {
+        if let Some(s) = self.ctx.storage.as_mut() {
+            s.flush();
+        }
     }
 
     /// The configuration.

@@ -1,11 +1,15 @@
 //! Durable storage in one file (feature `file-storage`, part of `tokio`):
 //! what `persistence true` turns on.
 //!
-//! Every change the broker hands its [`Storage`] is appended to the file as
-//! one record when it happens (one `write` call, no buffering), so a broker
-//! that crashes or is killed loses nothing it had stored; the file is
-//! flushed to the disk (`fsync`) when it is rewritten and when the storage
-//! is dropped. At open, and whenever the file holds more replaced or
+//! Every change the broker hands its [`Storage`] becomes one record, and
+//! the records of one broker call are appended to the file with one
+//! `write` at [`Storage::flush`], which the tokio driver calls after every
+//! call and before the bytes it produced go out: a broker that crashes or
+//! is killed loses nothing it had acknowledged. (An embedder driving a
+//! [`crate::Broker`] itself calls [`crate::Broker::flush_storage`] before
+//! writing what `take_transmit` gives; records are also written when 64 KiB
+//! are waiting, and on drop.) The file is flushed to the disk (`fsync`)
+//! when it is rewritten and when the storage is dropped. At open, and whenever the file holds more replaced or
 //! removed records than live ones, it is rewritten with only the live state
 //! (to a temporary file, then renamed over it, so a crash leaves the old
 //! file or the new one, never half of one).
@@ -37,6 +41,8 @@ const MAGIC: &[u8] = b"mqtt-broker-core storage 1\n";
 const MOSQUITTO_MAGIC: &[u8] = b"\x00\xB5\x00mosquitto db";
 /// Rewrite the file once it holds this many records more than live ones.
 const GARBAGE_BEFORE_REWRITE: usize = 1024;
+/// Write buffered records without waiting for a flush beyond this size.
+const MAX_PENDING: usize = 64 * 1024;
 
 const SESSION: u8 = 1;
 const REMOVE_SESSION: u8 = 2;
@@ -122,8 +128,10 @@ pub struct FileStorage {
     sessions: BTreeMap<String, Vec<u8>>,
     messages: BTreeMap<(String, u64), Vec<u8>>,
     retained: BTreeMap<String, Vec<u8>>,
-    /// Records in the file, live or not.
+    /// Records in the file (and `pending`), live or not.
     records: usize,
+    /// Records not written yet.
+    pending: Vec<u8>,
     /// What was in the file at open, until the broker reads it.
     loaded: Option<StoredState>,
     /// A write failed: said once, then the state is kept in memory only.
@@ -153,6 +161,7 @@ impl FileStorage {
             messages: BTreeMap::new(),
             retained: BTreeMap::new(),
             records: 0,
+            pending: Vec::new(),
             loaded: None,
             failed: false,
         };
@@ -286,8 +295,10 @@ impl FileStorage {
         }
     }
 
-    /// Rewrites the file with the live records only, and flushes it.
+    /// Rewrites the file with the live records only, and flushes it (what
+    /// was pending is in the live records).
     fn rewrite(&mut self) -> std::io::Result<()> {
+        self.pending.clear();
         let records = (self.sessions.values().map(|b| (SESSION, b)))
             .chain(self.messages.values().map(|b| (MESSAGE, b)))
             .chain(self.retained.values().map(|b| (RETAINED, b)));
@@ -300,19 +311,34 @@ impl FileStorage {
         self.sessions.len() + self.messages.len() + self.retained.len()
     }
 
-    /// Appends one record; rewrites the file when it is mostly garbage.
+    /// Queues one record for the next [`Storage::flush`].
     fn append(&mut self, kind: u8, body: &[u8]) {
-        let Some(file) = self.file.as_mut().filter(|_| !self.failed) else {
+        if self.failed {
             return;
+        }
+        push_record(&mut self.pending, kind, body);
+        self.records += 1;
+        if self.pending.len() > MAX_PENDING {
+            self.write_pending();
+        }
+    }
+
+    /// Writes the pending records; rewrites the file instead when it is
+    /// mostly garbage.
+    fn write_pending(&mut self) {
+        if self.failed || self.file.is_none() {
+            return;
+        }
+        let result = if self.records > 2 * self.live() + GARBAGE_BEFORE_REWRITE {
+            self.rewrite()
+        } else {
+            let r = match self.file.as_mut() {
+                Some(file) => file.write_all(&self.pending),
+                None => Ok(()),
+            };
+            self.pending.clear();
+            r
         };
-        let result = file.write_all(&record(kind, body)).and_then(|()| {
-            self.records += 1;
-            if self.records > 2 * self.live() + GARBAGE_BEFORE_REWRITE {
-                self.rewrite()
-            } else {
-                Ok(())
-            }
-        });
         if let Err(e) = result {
             self.failed = true;
             tracing::error!(
@@ -327,6 +353,7 @@ impl FileStorage {
 
 impl Drop for FileStorage {
     fn drop(&mut self) {
+        self.write_pending();
         if let Some(file) = &self.file {
             let _ = file.sync_all();
         }
@@ -381,6 +408,12 @@ impl Storage for FileStorage {
         self.retained.remove(topic);
         self.append(REMOVE_RETAINED, &body);
     }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.write_pending();
+        }
+    }
 }
 
 /// Writes `MAGIC` and `records` to a temporary file next to `path`,
@@ -394,7 +427,7 @@ fn rewrite<'a>(
     let tmp = PathBuf::from(tmp);
     let mut out = Vec::from(MAGIC);
     for (kind, body) in records {
-        out.extend_from_slice(&record(kind, body));
+        push_record(&mut out, kind, body);
     }
     let mut file = File::create(&tmp)?;
     file.write_all(&out)?;
@@ -412,12 +445,10 @@ fn warn_truncated(path: &Path, bytes: usize) {
     );
 }
 
-fn record(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(5 + body.len());
-    r.push(kind);
-    r.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    r.extend_from_slice(body);
-    r
+fn push_record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
