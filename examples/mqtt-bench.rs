@@ -155,6 +155,11 @@ struct Args {
     /// Topic prefix (the process id and the scenario are appended).
     #[arg(long, default_value = "bench")]
     topic: String,
+    /// Persistent sessions (3.1.1 clean session 0; 5.0 Clean Start 0 and a
+    /// 60 s Session Expiry Interval): what a broker with `persistence true`
+    /// writes to disk. The sessions stay on the broker after the run.
+    #[arg(long)]
+    persistent: bool,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -173,6 +178,7 @@ struct Dial {
     port: u16,
     tls: Option<Tls>,
     version: ProtocolVersion,
+    persistent: bool,
 }
 
 type Handshake = Pin<Box<dyn Future<Output = Result<Box<dyn Io>, mqtt_tls::TlsError>> + Send>>;
@@ -395,6 +401,12 @@ async fn open(dial: &Dial, client_id: &str) -> Result<(Box<dyn Io>, BytesMut, u1
     };
     let mut connect = Connect::new(dial.version, client_id);
     connect.keep_alive = KEEP_ALIVE_SECS;
+    if dial.persistent {
+        connect.clean_start = false;
+        if dial.version.is_v5() {
+            connect.properties.session_expiry_interval = Some(60);
+        }
+    }
     let mut out = BytesMut::new();
     connect.encode(dial.version, &mut out)?;
     io.write_all(&out).await?;
@@ -1136,6 +1148,7 @@ async fn run(args: Args) -> Result<Report, BoxError> {
             Version::V311 => ProtocolVersion::V3_1_1,
             Version::V5 => ProtocolVersion::V5,
         },
+        persistent: args.persistent,
     });
     let plan = plan(&args)?;
     let mut feeds = vec![0usize; plan.publishers.len()];

@@ -9,10 +9,14 @@
 //! [`crate::Broker`] itself calls [`crate::Broker::flush_storage`] before
 //! writing what `take_transmit` gives; records are also written when 64 KiB
 //! are waiting, and on drop.) The file is flushed to the disk (`fsync`)
-//! when it is rewritten and when the storage is dropped. At open, and whenever the file holds more replaced or
-//! removed records than live ones, it is rewritten with only the live state
-//! (to a temporary file, then renamed over it, so a crash leaves the old
-//! file or the new one, never half of one).
+//! when it is rewritten and when the storage is dropped.
+//!
+//! At open, and whenever the file has grown to twice its size after the
+//! last rewrite plus 1 MiB (replaced and removed records: a queued message
+//! is written when it is queued, sent and acknowledged), the file is
+//! rewritten with only the live state, to a temporary file then renamed
+//! over it, so a crash leaves the old file or the new one, never half of
+//! one. Each byte written is thus rewritten at most about once.
 //!
 //! Expiry times are stored as wall-clock deadlines, so a message's time
 //! runs while the broker is down, as in Mosquitto.
@@ -39,8 +43,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MAGIC: &[u8] = b"mqtt-broker-core storage 1\n";
 /// The first bytes of a Mosquitto database (`src/persist_read.c`).
 const MOSQUITTO_MAGIC: &[u8] = b"\x00\xB5\x00mosquitto db";
-/// Rewrite the file once it holds this many records more than live ones.
-const GARBAGE_BEFORE_REWRITE: usize = 1024;
+/// Rewrite the file once it has grown by this much more than its size
+/// after the last rewrite.
+const REWRITE_SLACK: u64 = 1 << 20;
 /// Write buffered records without waiting for a flush beyond this size.
 const MAX_PENDING: usize = 64 * 1024;
 
@@ -126,10 +131,12 @@ pub struct FileStorage {
     file: Option<File>,
     /// The live records' bodies, as written (deadlines are absolute).
     sessions: BTreeMap<String, Vec<u8>>,
-    messages: BTreeMap<(String, u64), Vec<u8>>,
+    messages: Messages,
     retained: BTreeMap<String, Vec<u8>>,
-    /// Records in the file (and `pending`), live or not.
-    records: usize,
+    /// Bytes in the file and in `pending`.
+    file_bytes: u64,
+    /// The file's size after the last rewrite.
+    rewritten_bytes: u64,
     /// Records not written yet.
     pending: Vec<u8>,
     /// What was in the file at open, until the broker reads it.
@@ -158,9 +165,10 @@ impl FileStorage {
             file: None,
             path: path.clone(),
             sessions: BTreeMap::new(),
-            messages: BTreeMap::new(),
+            messages: Messages::default(),
             retained: BTreeMap::new(),
-            records: 0,
+            file_bytes: 0,
+            rewritten_bytes: 0,
             pending: Vec::new(),
             loaded: None,
             failed: false,
@@ -232,12 +240,12 @@ impl FileStorage {
                 let id = r.string()?;
                 let seq = r.u64()?;
                 decode_delivery(&mut r)?;
-                self.messages.insert((id, seq), body.to_vec());
+                self.messages.insert(&id, seq, body.to_vec());
             }
             REMOVE_MESSAGE => {
                 let id = r.string()?;
                 let seq = r.u64()?;
-                self.messages.remove(&(id, seq));
+                self.messages.remove(&id, seq);
             }
             RETAINED => {
                 let m = decode_message(&mut r)?;
@@ -257,16 +265,7 @@ impl FileStorage {
 
     fn forget_session(&mut self, client_id: &str) {
         self.sessions.remove(client_id);
-        let first = (client_id.to_string(), 0);
-        let last = (client_id.to_string(), u64::MAX);
-        let keys: Vec<_> = self
-            .messages
-            .range(first..=last)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            self.messages.remove(&k);
-        }
+        self.messages.remove_client(client_id);
     }
 
     /// The maps as the broker's stored state. Every body was decoded
@@ -302,13 +301,11 @@ impl FileStorage {
         let records = (self.sessions.values().map(|b| (SESSION, b)))
             .chain(self.messages.values().map(|b| (MESSAGE, b)))
             .chain(self.retained.values().map(|b| (RETAINED, b)));
-        self.file = Some(rewrite(&self.path, records)?);
-        self.records = self.live();
+        let (file, size) = rewrite(&self.path, records)?;
+        self.file = Some(file);
+        self.file_bytes = size;
+        self.rewritten_bytes = size;
         Ok(())
-    }
-
-    fn live(&self) -> usize {
-        self.sessions.len() + self.messages.len() + self.retained.len()
     }
 
     /// Queues one record for the next [`Storage::flush`].
@@ -317,7 +314,7 @@ impl FileStorage {
             return;
         }
         push_record(&mut self.pending, kind, body);
-        self.records += 1;
+        self.file_bytes += 5 + body.len() as u64;
         if self.pending.len() > MAX_PENDING {
             self.write_pending();
         }
@@ -329,7 +326,7 @@ impl FileStorage {
         if self.failed || self.file.is_none() {
             return;
         }
-        let result = if self.records > 2 * self.live() + GARBAGE_BEFORE_REWRITE {
+        let result = if self.file_bytes > 2 * self.rewritten_bytes + REWRITE_SLACK {
             self.rewrite()
         } else {
             let r = match self.file.as_mut() {
@@ -348,6 +345,39 @@ impl FileStorage {
                 e
             );
         }
+    }
+}
+
+/// The queued and in-flight messages' records by client identifier and
+/// sequence number (looked up by `&str`: no key is allocated per message).
+#[derive(Debug, Default)]
+struct Messages {
+    by_client: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+}
+
+impl Messages {
+    fn insert(&mut self, client_id: &str, seq: u64, body: Vec<u8>) {
+        let per_client = match self.by_client.get_mut(client_id) {
+            Some(m) => m,
+            None => self.by_client.entry(client_id.to_string()).or_default(),
+        };
+        per_client.insert(seq, body);
+    }
+
+    fn remove(&mut self, client_id: &str, seq: u64) {
+        // An emptied map stays until the session ends: the next message
+        // of a busy session would allocate its key again.
+        if let Some(m) = self.by_client.get_mut(client_id) {
+            m.remove(&seq);
+        }
+    }
+
+    fn remove_client(&mut self, client_id: &str) {
+        self.by_client.remove(client_id);
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.by_client.values().flat_map(|m| m.values())
     }
 }
 
@@ -384,14 +414,14 @@ impl Storage for FileStorage {
         body.extend_from_slice(&seq.to_be_bytes());
         encode_delivery(&mut body, delivery);
         self.append(MESSAGE, &body);
-        self.messages.insert((client_id.to_string(), seq), body);
+        self.messages.insert(client_id, seq, body);
     }
 
     fn remove_message(&mut self, client_id: &str, seq: u64) {
         let mut body = Vec::new();
         put_str(&mut body, client_id);
         body.extend_from_slice(&seq.to_be_bytes());
-        self.messages.remove(&(client_id.to_string(), seq));
+        self.messages.remove(client_id, seq);
         self.append(REMOVE_MESSAGE, &body);
     }
 
@@ -417,11 +447,12 @@ impl Storage for FileStorage {
 }
 
 /// Writes `MAGIC` and `records` to a temporary file next to `path`,
-/// flushes it, renames it over `path` and returns it open for appending.
+/// flushes it, renames it over `path` and returns it open for appending,
+/// with its size.
 fn rewrite<'a>(
     path: &Path,
     records: impl Iterator<Item = (u8, &'a Vec<u8>)>,
-) -> std::io::Result<File> {
+) -> std::io::Result<(File, u64)> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
@@ -433,7 +464,10 @@ fn rewrite<'a>(
     file.write_all(&out)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    OpenOptions::new().append(true).open(path)
+    Ok((
+        OpenOptions::new().append(true).open(path)?,
+        out.len() as u64,
+    ))
 }
 
 fn warn_truncated(path: &Path, bytes: usize) {
