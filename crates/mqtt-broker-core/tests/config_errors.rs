@@ -117,14 +117,31 @@ fn bad_persistent_client_expiration_explains_the_syntax() {
 }
 
 #[test]
-fn websockets_is_a_clear_not_supported_error() {
-    let e = err("listener 9001\nprotocol websockets\n");
-    assert!(matches!(e, ConfigError::Unsupported { line: 2, .. }));
-    assert!(e.to_string().contains("not supported"), "{e}");
+fn protocol_websockets_belongs_to_its_listener_and_other_values_are_errors() {
+    use mqtt_broker_core::config::ListenerProtocol;
+    let (c, w) = Config::parse_str(
+        "listener 1883\nlistener 9001\nprotocol websockets\nwebsockets_log_level 255\n",
+        "f",
+    )
+    .unwrap();
+    let protocols: Vec<_> = c.listeners.iter().map(|l| (l.port, l.protocol)).collect();
+    assert_eq!(
+        protocols,
+        [
+            (1883, ListenerProtocol::Mqtt),
+            (9001, ListenerProtocol::Websockets)
+        ]
+    );
+    assert_eq!(w.len(), 1);
+    assert!(w[0].message.contains("ignored"), "{}", w[0]);
     assert!(matches!(
         err("listener 9001\nprotocol mqttx\n"),
         ConfigError::InvalidValue { .. }
     ));
+    let e = err("listener 9001\nprotocol mqttsn\n");
+    assert!(e.to_string().contains("MQTT-SN is not supported"), "{e}");
+    let e = err("listener 9001\nhttp_dir /var/www\n");
+    assert!(e.to_string().contains("protocol websockets"), "{e}");
 }
 
 #[test]

@@ -62,6 +62,14 @@ pub const IGNORED: &[(&str, &str)] = &[
         "with persistence every change is written to the persistence file when it happens, not at intervals",
     ),
     (
+        "websockets_log_level",
+        "WebSocket upgrades that fail are logged like other failed connections, through `tracing`",
+    ),
+    (
+        "websockets_headers_size",
+        "the WebSocket upgrade's headers are read whatever their size (within the handshake time-out)",
+    ),
+    (
         "log_dest",
         "log lines go through `tracing`; the embedding program chooses where they go (laptop-broker: stderr)",
     ),
@@ -155,8 +163,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "upgrade_outgoing_qos",
     "use_username_as_clientid",
     "username",
-    "websockets_headers_size",
-    "websockets_log_level",
 ];
 
 /// Why an unsupported Mosquitto option is refused, in words a user can act on.
@@ -202,8 +208,8 @@ pub fn unsupported_reason(key: &str) -> String {
     if key.starts_with("ciphers") || key.starts_with("tls_") || key == "dhparamfile" {
         return "cipher and engine selection is fixed by rustls; remove the option".into();
     }
-    if key.starts_with("websockets") || key == "http_dir" {
-        return "websockets are not supported; use protocol mqtt over TCP or TLS".into();
+    if key == "http_dir" {
+        return "serving files over HTTP is not supported (MQTT over WebSockets is: protocol websockets); serve the page from a web server".into();
     }
     "this Mosquitto option is not implemented; remove it (see docs/configuration.md)".into()
 }

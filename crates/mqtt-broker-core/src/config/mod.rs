@@ -153,10 +153,23 @@ pub struct ListenerConfig {
     pub max_topic_alias: u16,
     /// TLS options (TLS is on when `certfile` and `keyfile` are set).
     pub tls: TlsOptions,
+    /// `protocol`: MQTT straight over TCP/TLS (default), or over WebSockets.
+    pub protocol: ListenerProtocol,
     /// Auth options of this listener, used only with `per_listener_settings true`.
     pub security: SecurityOptions,
     /// Where the listener was defined.
     pub origin: Origin,
+}
+
+/// What a listener speaks (`protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// `mqtt`: MQTT over TCP, or TLS with `certfile`/`keyfile`.
+    #[default]
+    Mqtt,
+    /// `websockets`: MQTT over WebSockets (`ws://`, or `wss://` with
+    /// `certfile`/`keyfile`).
+    Websockets,
 }
 
 /// TLS options of a listener. Paths only; nothing is opened here.
@@ -273,6 +286,7 @@ impl ListenerConfig {
             max_connections: None,
             max_topic_alias: 10,
             tls: TlsOptions::default(),
+            protocol: ListenerProtocol::Mqtt,
             security: SecurityOptions::default(),
             origin: Origin {
                 file: String::new(),

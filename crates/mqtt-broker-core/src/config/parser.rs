@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::keys;
 use super::{
-    Config, ConfigError, ListenerConfig, LogType, Origin, SecurityOptions, SocketDomain,
-    TlsVersion, Warning, DEFAULT_PORT,
+    Config, ConfigError, ListenerConfig, ListenerProtocol, LogType, Origin, SecurityOptions,
+    SocketDomain, TlsVersion, Warning, DEFAULT_PORT,
 };
 
 /// Largest payload MQTT can carry (Mosquitto's `MQTT_MAX_PAYLOAD`).
@@ -393,15 +393,15 @@ impl Parser {
                 self.listener(line, true).socket_domain = Some(d);
             }
             "protocol" => {
-                match line.word("mqtt")? {
-                    "mqtt" => {}
-                    "websockets" => return Err(line.unsupported(
-                        "'protocol websockets' is not supported; use 'protocol mqtt' (plain TCP \
-                         or TLS)",
-                    )),
+                let protocol = match line.word("mqtt or websockets")? {
+                    "mqtt" => ListenerProtocol::Mqtt,
+                    "websockets" => ListenerProtocol::Websockets,
                     "mqttsn" => return Err(line.unsupported("MQTT-SN is not supported")),
-                    other => return Err(line.invalid(other, "mqtt")),
-                }
+                    other => return Err(line.invalid(other, "mqtt or websockets")),
+                };
+                // It shapes a listener; by itself it does not open the
+                // default one.
+                self.listener(line, false).protocol = protocol;
             }
             "max_keepalive" => self.cfg.max_keepalive = line.int(0, 65535)? as u16,
             "message_size_limit" => {

@@ -1,5 +1,6 @@
-//! One task per connection: TLS handshake (with a time-out), reading and
-//! framing, and writing what the broker batched for it.
+//! One task per connection: TLS handshake and WebSocket upgrade (with a
+//! time-out), reading and framing, and writing what the broker batched for
+//! it.
 
 use super::shared::{ConnSignal, Shared};
 use super::ListenerRuntime;
@@ -35,7 +36,7 @@ pub(crate) async fn handle(
         tls: None,
     };
     match &listener.tls {
-        None => serve(shared, listener, tcp, info).await,
+        None => upgrade_and_serve(shared, listener, tcp, info).await,
         Some(tls) => {
             let config = tls.current();
             let handshake =
@@ -48,31 +49,68 @@ pub(crate) async fn handle(
                             subject: id.subject,
                         }
                     });
-                    serve(shared, listener, stream, info).await
+                    upgrade_and_serve(shared, listener, stream, info).await
                 }
-                Ok(Err(e)) => {
-                    tracing::info!(
-                        target: TARGET,
-                        "Client connection from {}:{} on port {} failed: {}",
-                        peer.ip(),
-                        peer.port(),
-                        listener.settings.port,
-                        e
-                    );
-                }
-                Err(_) => {
-                    tracing::info!(
-                        target: TARGET,
-                        "Client connection from {}:{} on port {} failed: no TLS handshake within {} s; closing it.",
-                        peer.ip(),
-                        peer.port(),
-                        listener.settings.port,
+                Ok(Err(e)) => failed(peer, &listener, &e),
+                Err(_) => failed(
+                    peer,
+                    &listener,
+                    format_args!(
+                        "no TLS handshake within {} s; closing it.",
                         listener.handshake_timeout.as_secs()
-                    );
-                }
+                    ),
+                ),
             }
         }
     }
+}
+
+/// Serves `stream`, after the WebSocket upgrade on a `protocol websockets`
+/// listener.
+async fn upgrade_and_serve<S>(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerRuntime>,
+    stream: S,
+    info: ConnectionInfo,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !listener.websockets {
+        return serve(shared, listener, stream, info).await;
+    }
+    let peer = info.remote_addr;
+    let port = listener.settings.port;
+    match tokio::time::timeout(listener.handshake_timeout, super::websocket::accept(stream)).await
+    {
+        Ok(Ok(ws)) => serve(shared, listener, ws, info).await,
+        Ok(Err(e)) => failed(
+            peer,
+            &listener,
+            format_args!(
+                "WebSocket upgrade: {e} (port {port} is a protocol websockets listener: connect with ws://HOST:{port}/, or wss:// when it has a certificate)"
+            ),
+        ),
+        Err(_) => failed(
+            peer,
+            &listener,
+            format_args!(
+                "no WebSocket upgrade within {} s; closing it.",
+                listener.handshake_timeout.as_secs()
+            ),
+        ),
+    }
+}
+
+/// Logs a connection that failed before MQTT started (TLS, WebSocket).
+fn failed(peer: SocketAddr, listener: &ListenerRuntime, why: impl std::fmt::Display) {
+    tracing::info!(
+        target: TARGET,
+        "Client connection from {}:{} on port {} failed: {}",
+        peer.ip(),
+        peer.port(),
+        listener.settings.port,
+        why
+    );
 }
 
 async fn serve<S>(

@@ -3,7 +3,7 @@
 
 use super::{DriverError, Listener, ServerBuilder};
 use crate::acl_file::{self, AclFile};
-use crate::config::{Config, ListenerConfig, SocketDomain, TlsVersion};
+use crate::config::{Config, ListenerConfig, ListenerProtocol, SocketDomain, TlsVersion};
 use crate::password_file::PasswordFile;
 use crate::{
     Access, AclRequest, AuthDecision, AuthRequest, Authenticator, Authorizer, BrokerConfig,
@@ -273,11 +273,13 @@ impl ServerBuilder {
                         })?
                     }
                 };
-                builder = builder.listener(
-                    listener
-                        .with_settings(settings.clone())
-                        .with_max_connections(l.max_connections),
-                );
+                let listener = listener
+                    .with_settings(settings.clone())
+                    .with_max_connections(l.max_connections);
+                builder = builder.listener(match l.protocol {
+                    ListenerProtocol::Mqtt => listener,
+                    ListenerProtocol::Websockets => listener.websockets(),
+                });
             }
         }
         if config.local_only {

@@ -27,6 +27,7 @@
 mod conn;
 mod from_config;
 mod shared;
+mod websocket;
 
 pub use from_config::{ConfigAuthenticator, ConfigAuthorizer};
 
@@ -90,6 +91,7 @@ pub struct Listener {
     tls: Option<Arc<mqtt_tls::ReloadableServerConfig>>,
     settings: ListenerSettings,
     max_connections: Option<u32>,
+    websockets: bool,
 }
 
 impl std::fmt::Debug for Listener {
@@ -97,6 +99,7 @@ impl std::fmt::Debug for Listener {
         f.debug_struct("Listener")
             .field("addr", &self.addr)
             .field("tls", &self.tls.is_some())
+            .field("websockets", &self.websockets)
             .field("settings", &self.settings)
             .finish()
     }
@@ -113,6 +116,7 @@ impl Listener {
                 ..ListenerSettings::default()
             },
             max_connections: None,
+            websockets: false,
         }
     }
 
@@ -134,6 +138,7 @@ impl Listener {
                 ..ListenerSettings::default()
             },
             max_connections: None,
+            websockets: false,
         })
     }
 
@@ -153,6 +158,14 @@ impl Listener {
         self
     }
 
+    /// MQTT over WebSockets on this listener (`protocol websockets`):
+    /// clients open it with an HTTP upgrade (`ws://`, or `wss://` on a TLS
+    /// listener), any path, subprotocol `mqtt`.
+    pub fn websockets(mut self) -> Self {
+        self.websockets = true;
+        self
+    }
+
     /// The address to bind.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -165,6 +178,7 @@ pub(crate) struct ListenerRuntime {
     settings: ListenerSettings,
     handshake_timeout: Duration,
     max_connections: Option<u32>,
+    websockets: bool,
     open: AtomicU32,
 }
 
@@ -239,10 +253,15 @@ impl ServerBuilder {
                 source,
                 hint: "",
             })?;
+            // Mosquitto's words: "websockets" instead of the family.
             tracing::info!(
                 target: TARGET,
                 "Opening {} listen socket on port {}.",
-                if local.is_ipv4() { "ipv4" } else { "ipv6" },
+                match (l.websockets, local.is_ipv4()) {
+                    (true, _) => "websockets",
+                    (false, true) => "ipv4",
+                    (false, false) => "ipv6",
+                },
                 local.port()
             );
             let mut settings = l.settings.clone();
@@ -252,6 +271,7 @@ impl ServerBuilder {
                 settings,
                 handshake_timeout: self.handshake_timeout,
                 max_connections: l.max_connections,
+                websockets: l.websockets,
                 open: AtomicU32::new(0),
             });
             bound.push((socket, local, rt));

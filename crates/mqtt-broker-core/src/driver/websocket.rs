@@ -1,0 +1,146 @@
+//! MQTT over WebSockets (`protocol websockets`; section 6 of both
+//! specifications): the HTTP upgrade, then MQTT's bytes in binary frames.
+//!
+//! [`accept`] answers the upgrade (choosing the `mqtt` subprotocol when the
+//! client offers it [MQTT-6.0.0-3], or the older `mqttv3.1`), and
+//! [`WsIo`] turns the frames back into a byte stream, so a WebSocket
+//! connection is served by the same task as a TCP or TLS one. A packet may
+//! span frames and a frame may hold several packets [MQTT-6.0.0-2]; a text
+//! frame ends the connection [MQTT-6.0.0-1]. Each batch the broker writes
+//! for a connection goes out as one binary frame.
+
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// The subprotocols a client may offer, in the order they are preferred.
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Answers a client's WebSocket upgrade on `stream`.
+pub(crate) async fn accept<S>(stream: S) -> Result<WsIo<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ws = tokio_tungstenite::accept_hdr_async(stream, choose_subprotocol).await?;
+    Ok(WsIo {
+        ws,
+        read: Bytes::new(),
+        sending: false,
+    })
+}
+
+/// Names the subprotocol in the upgrade's response.
+// The signature is tungstenite's callback; its error is an HTTP response.
+#[allow(clippy::result_large_err)]
+fn choose_subprotocol(
+    request: &Request,
+    mut response: Response,
+) -> Result<Response, ErrorResponse> {
+    let offered: Vec<&str> = request
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    // A client that offers no subprotocol is served anyway (some JavaScript
+    // clients omit it); one that offers only others gets none back, and
+    // decides.
+    if let Some(p) = SUBPROTOCOLS.iter().find(|p| offered.contains(p)) {
+        response
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+    }
+    Ok(response)
+}
+
+/// A WebSocket connection as a byte stream (see the module documentation).
+pub(crate) struct WsIo<S> {
+    ws: WebSocketStream<S>,
+    /// What is left of the last binary frame.
+    read: Bytes,
+    /// A frame was queued by `poll_write` and is being flushed.
+    sending: bool,
+}
+
+fn io_error(e: Error) -> io::Error {
+    match e {
+        Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.read.is_empty() {
+                let n = this.read.len().min(buf.remaining());
+                buf.put_slice(&this.read.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            // Pings are answered by the WebSocket layer as it reads.
+            match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                Some(Ok(Message::Binary(b))) => this.read = b,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // A close frame or the end of the stream: end of file.
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a WebSocket text frame (MQTT is carried in binary frames) [MQTT-6.0.0-1]",
+                    )))
+                }
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
+    /// Sends `buf` as one binary frame and returns once it is written out,
+    /// so what the broker batched leaves without waiting for a flush.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.sending {
+            ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
+            Pin::new(&mut this.ws)
+                .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+                .map_err(io_error)?;
+            this.sending = true;
+        }
+        // `write_all` polls again with the same bytes until this is ready.
+        let flushed = ready!(Pin::new(&mut this.ws).poll_flush(cx));
+        this.sending = false;
+        flushed.map_err(io_error)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().ws)
+            .poll_flush(cx)
+            .map_err(io_error)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().ws)
+            .poll_close(cx)
+            .map_err(io_error)
+    }
+}
