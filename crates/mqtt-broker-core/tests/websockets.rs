@@ -353,3 +353,61 @@ async fn wss_with_a_client_certificate_from_a_mosquitto_config() {
     }
     server.shutdown().await;
 }
+
+/// A Python that can import Eclipse Paho (Debian's `python3-paho-mqtt`):
+/// `None` (with the reason printed) when there is none, a panic when
+/// `MQTT_INTEROP=1` demands it.
+fn python_with_paho() -> Option<&'static str> {
+    let found = ["/usr/bin/python3", "python3"].into_iter().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", "import paho.mqtt.client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        let why = "Eclipse Paho for Python is not installed (apt-get install python3-paho-mqtt)";
+        if std::env::var("MQTT_INTEROP").as_deref() == Ok("1") {
+            panic!("{why}, and MQTT_INTEROP=1 requires it");
+        }
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+#[tokio::test]
+async fn eclipse_paho_over_websockets_in_both_versions() {
+    let Some(python) = python_with_paho() else {
+        return;
+    };
+    let server = ws_and_tcp_server().await;
+    let (ws_addr, tcp_addr) = (server.local_addrs()[0], server.local_addrs()[1]);
+    // A TCP subscriber sees what Paho publishes over WebSockets.
+    let (mut tcp_sub, _) =
+        RawClient::connect(tcp(tcp_addr).await, ProtocolVersion::V5, "tcp-sub", |_| {}).await;
+    tcp_sub.subscribe("paho/ws", QoS::AtLeastOnce).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/paho_websockets.py"
+    );
+    for version in ["311", "5"] {
+        let run = tokio::process::Command::new(python)
+            .args([script, &ws_addr.port().to_string(), version])
+            .output();
+        let out = tokio::time::timeout(WAIT * 2, run)
+            .await
+            .expect("paho finishes")
+            .expect("python runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "MQTT {version}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("over websockets"), "{stdout}");
+        assert_eq!(
+            &tcp_sub.expect_publish().await.payload[..],
+            b"over websockets"
+        );
+    }
+    server.shutdown().await;
+}
