@@ -71,6 +71,14 @@ pub enum Error {
         /// The time-out.
         timeout: std::time::Duration,
     },
+    /// The broker did not accept the WebSocket upgrade.
+    #[error("WebSocket upgrade to {url} failed: {detail}; is that port a WebSocket listener (Mosquitto: protocol websockets), and is the path right?")]
+    WebSocket {
+        /// The URL asked for.
+        url: String,
+        /// What the WebSocket layer said.
+        detail: String,
+    },
     /// TLS failed, in mqtt-tls's words (what is wrong and what to do).
     #[error("{0}")]
     Tls(Arc<TlsError>),

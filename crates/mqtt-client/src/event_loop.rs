@@ -48,6 +48,7 @@ pub struct EventLoop {
     port: u16,
     address: String,
     tls: Option<Arc<rustls::ClientConfig>>,
+    websocket: Option<String>,
     reconnect: ReconnectOptions,
     connect_timeout: Duration,
     max_held: usize,
@@ -89,6 +90,7 @@ impl EventLoop {
             host: options.host,
             port: options.port,
             tls: options.tls,
+            websocket: options.websocket,
             reconnect: options.reconnect,
             connect_timeout: session.connect_timeout,
             max_held,
@@ -219,8 +221,8 @@ impl EventLoop {
         // DECISIONS.md: without TCP_NODELAY a TLS CONNACK waits ~40 ms behind
         // the peer's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
             Some(config) => {
                 let tls = tokio::time::timeout(
                     self.connect_timeout,
@@ -231,8 +233,25 @@ impl EventLoop {
                     address: self.address.clone(),
                     timeout: self.connect_timeout,
                 })??;
-                Ok(Box::new(tls))
+                Box::new(tls)
             }
+        };
+        let Some(path) = &self.websocket else {
+            return Ok(stream);
+        };
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{path}", self.address);
+        let upgrade = mqtt_tls::websocket::connect(stream, &url);
+        match tokio::time::timeout(self.connect_timeout, upgrade).await {
+            Err(_) => Err(Error::DialTimeout {
+                address: self.address.clone(),
+                timeout: self.connect_timeout,
+            }),
+            Ok(Err(e)) => Err(Error::WebSocket {
+                url,
+                detail: e.to_string(),
+            }),
+            Ok(Ok((ws, _))) => Ok(Box::new(ws)),
         }
     }
 

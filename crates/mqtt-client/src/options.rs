@@ -22,6 +22,9 @@ pub struct ClientOptions {
     pub port: u16,
     /// TLS configuration (from [`mqtt_tls::ClientTlsOptions::build`]); `None` is plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// MQTT over WebSockets to this path (e.g. `/mqtt`): `ws://host:port/path`,
+    /// or `wss://` with [`Self::tls`]. `None` is MQTT straight over TCP/TLS.
+    pub websocket: Option<String>,
     /// Session options that go into CONNECT, and the core's limits.
     pub session: ConnectOptions,
     /// Reconnect policy (on by default, with back-off and jitter).
@@ -41,6 +44,7 @@ impl ClientOptions {
             host: host.into(),
             port,
             tls: None,
+            websocket: None,
             session: ConnectOptions::new(ProtocolVersion::V5, ""),
             reconnect: ReconnectOptions::default(),
             message_capacity: 128,
@@ -51,6 +55,20 @@ impl ClientOptions {
     /// Uses TLS with this rustls config.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Speaks MQTT over WebSockets to `path` (`ws://host:port/path`; with
+    /// TLS, `wss://`), offering the `mqtt` subprotocol: for brokers behind
+    /// an HTTP proxy or with only a WebSocket port open (Mosquitto's
+    /// `protocol websockets`, this workspace's broker, cloud brokers).
+    pub fn websocket(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.websocket = Some(if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        });
         self
     }
 

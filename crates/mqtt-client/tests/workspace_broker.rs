@@ -820,3 +820,73 @@ async fn reauthentication_succeeds_and_a_refused_one_fails_with_the_reason() {
     within(5, "disconnect", client.disconnect()).await.unwrap();
     shutdown(server).await;
 }
+
+// ------------------------------------------------------------ WebSockets
+
+#[tokio::test]
+async fn over_websockets_plain_and_with_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    certificates(dir);
+    let tls = mqtt_tls::ServerTlsOptions {
+        cafile: Some(dir.join("ca.crt")),
+        require_certificate: true,
+        ..mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
+    };
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let server = ServerBuilder::new(BrokerConfig::default())
+        .listener(Listener::tcp(loopback).websockets())
+        .listener(Listener::tls(loopback, tls).unwrap().websockets())
+        .listener(Listener::tcp(loopback))
+        .start()
+        .await
+        .unwrap();
+    let [ws, wss, tcp] = [0, 1, 2].map(|i| server.local_addrs()[i].port());
+    for version in VERSIONS {
+        // ws:// and wss:// clients each receive what a TCP client publishes.
+        let (plain, mut plain_msgs) = connect(options(ws, version, "ws").websocket("mqtt")).await;
+        let secure_opts = options(wss, version, "wss")
+            .tls_files(&client_tls(dir, true))
+            .unwrap()
+            .websocket("/mqtt");
+        let (secure, mut secure_msgs) = connect(secure_opts).await;
+        for c in [&plain, &secure] {
+            within(5, "subscribe", c.subscribe("pi/+", QoS::ExactlyOnce))
+                .await
+                .unwrap();
+        }
+        let (publisher, _) = connect(options(tcp, version, "tcp")).await;
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            within(
+                5,
+                "publish",
+                publisher.publish("pi/temp", qos, false, "21.5"),
+            )
+            .await
+            .unwrap();
+            for msgs in [&mut plain_msgs, &mut secure_msgs] {
+                let m = recv(msgs, "message over WebSockets").await;
+                assert_eq!((&m.payload[..], m.qos), (&b"21.5"[..], qos));
+            }
+        }
+        // And they publish over WebSockets too.
+        assert_own_messages_arrive(&plain, &mut plain_msgs).await;
+        for c in [plain, secure, publisher] {
+            within(5, "disconnect", c.disconnect()).await.unwrap();
+        }
+    }
+    // A WebSocket client at a plain MQTT port is told what is wrong.
+    let wrong = options(tcp, ProtocolVersion::V5, "wrong")
+        .websocket("/mqtt")
+        .reconnect(ReconnectOptions::disabled());
+    let err = within(10, "refused upgrade", Client::connect(wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("WebSocket upgrade to ws://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("protocol websockets"), "{err}");
+    shutdown(server).await;
+}

@@ -4,7 +4,9 @@
 //! explicitly) built from the files Mosquitto uses — `cafile`/`capath`,
 //! `certfile`, `keyfile`, `require_certificate`, `crlfile` — tokio handshakes,
 //! the identity of a verified peer, certificate generation, an offline
-//! checker, and errors that explain themselves.
+//! checker, and errors that explain themselves. With feature `websocket`,
+//! also MQTT's WebSocket transport ([`websocket`]), shared by the broker and
+//! the client.
 //!
 //! Every [`TlsError`] names the file, the address dialled or the certificate
 //! names involved, and says what to do, e.g.
@@ -62,6 +64,8 @@ mod identity;
 mod load;
 mod server;
 mod verify;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use client::ClientTlsOptions;
 pub use error::TlsError;

@@ -80,7 +80,7 @@ async fn upgrade_and_serve<S>(
     }
     let peer = info.remote_addr;
     let port = listener.settings.port;
-    match tokio::time::timeout(listener.handshake_timeout, super::websocket::accept(stream)).await
+    match tokio::time::timeout(listener.handshake_timeout, mqtt_tls::websocket::accept(stream)).await
     {
         Ok(Ok(ws)) => serve(shared, listener, ws, info).await,
         Ok(Err(e)) => failed(

@@ -27,7 +27,6 @@
 mod conn;
 mod from_config;
 mod shared;
-mod websocket;
 
 pub use from_config::{ConfigAuthenticator, ConfigAuthorizer};
 

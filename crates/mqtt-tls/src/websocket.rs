@@ -1,13 +1,15 @@
-//! MQTT over WebSockets (`protocol websockets`; section 6 of both
-//! specifications): the HTTP upgrade, then MQTT's bytes in binary frames.
+//! MQTT over WebSockets (feature `websocket`; section 6 of both
+//! specifications): the HTTP upgrade, then MQTT's bytes in binary frames,
+//! over TCP (`ws://`) or over a TLS stream from this crate (`wss://`).
 //!
-//! [`accept`] answers the upgrade (choosing the `mqtt` subprotocol when the
-//! client offers it [MQTT-6.0.0-3], or the older `mqttv3.1`), and
-//! [`WsIo`] turns the frames back into a byte stream, so a WebSocket
-//! connection is served by the same task as a TCP or TLS one. A packet may
-//! span frames and a frame may hold several packets [MQTT-6.0.0-2]; a text
-//! frame ends the connection [MQTT-6.0.0-1]. Each batch the broker writes
-//! for a connection goes out as one binary frame.
+//! [`accept`] answers a client's upgrade (choosing the `mqtt` subprotocol
+//! when the client offers it [MQTT-6.0.0-3], or the older `mqttv3.1`);
+//! [`connect`] asks for one, offering `mqtt`. Either gives a [`WsStream`],
+//! which turns the frames back into a byte stream, so the broker's
+//! connection task and the client's event loop run over it as over TCP or
+//! TLS. A packet may span frames and a frame may hold several packets
+//! [MQTT-6.0.0-2]; a text frame is an error [MQTT-6.0.0-1]. Each write goes
+//! out as one binary frame (callers write a batch at a time).
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
@@ -15,25 +17,44 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+pub use tokio_tungstenite::tungstenite::Error;
 
 /// The subprotocols a client may offer, in the order they are preferred.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
-/// Answers a client's WebSocket upgrade on `stream`.
-pub(crate) async fn accept<S>(stream: S) -> Result<WsIo<S>, Error>
+/// Answers a client's WebSocket upgrade on `stream` (any path).
+pub async fn accept<S>(stream: S) -> Result<WsStream<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ws = tokio_tungstenite::accept_hdr_async(stream, choose_subprotocol).await?;
-    Ok(WsIo {
-        ws,
-        read: Bytes::new(),
-        sending: false,
-    })
+    Ok(WsStream::new(ws))
+}
+
+/// Asks the broker at `url` (`ws://host:port/path`, or `wss://...` when
+/// `stream` is TLS) for a WebSocket upgrade on `stream`, offering the `mqtt`
+/// subprotocol. Returns the stream and the subprotocol the broker chose.
+pub async fn connect<S>(stream: S, url: &str) -> Result<(WsStream<S>, Option<String>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+    let (ws, response) = tokio_tungstenite::client_async(request, stream).await?;
+    let chosen = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((WsStream::new(ws), chosen))
 }
 
 /// Names the subprotocol in the upgrade's response.
@@ -63,12 +84,30 @@ fn choose_subprotocol(
 }
 
 /// A WebSocket connection as a byte stream (see the module documentation).
-pub(crate) struct WsIo<S> {
+pub struct WsStream<S> {
     ws: WebSocketStream<S>,
     /// What is left of the last binary frame.
     read: Bytes,
     /// A frame was queued by `poll_write` and is being flushed.
     sending: bool,
+}
+
+impl<S> std::fmt::Debug for WsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsStream")
+            .field("buffered", &self.read.len())
+            .finish()
+    }
+}
+
+impl<S> WsStream<S> {
+    fn new(ws: WebSocketStream<S>) -> Self {
+        Self {
+            ws,
+            read: Bytes::new(),
+            sending: false,
+        }
+    }
 }
 
 fn io_error(e: Error) -> io::Error {
@@ -78,7 +117,7 @@ fn io_error(e: Error) -> io::Error {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,9 +148,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     /// Sends `buf` as one binary frame and returns once it is written out,
-    /// so what the broker batched leaves without waiting for a flush.
+    /// so a batch leaves without waiting for a flush.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
