@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The first bytes of every file this storage writes (format version 1).
 const MAGIC: &[u8] = b"mqtt-broker-core storage 1\n";
@@ -48,6 +48,9 @@ const MOSQUITTO_MAGIC: &[u8] = b"\x00\xB5\x00mosquitto db";
 const REWRITE_SLACK: u64 = 1 << 20;
 /// Write buffered records without waiting for a flush beyond this size.
 const MAX_PENDING: usize = 64 * 1024;
+/// After a failed write (a full disk), how often the whole file is tried
+/// again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 const SESSION: u8 = 1;
 const REMOVE_SESSION: u8 = 2;
@@ -141,8 +144,12 @@ pub struct FileStorage {
     pending: Vec<u8>,
     /// What was in the file at open, until the broker reads it.
     loaded: Option<StoredState>,
-    /// A write failed: said once, then the state is kept in memory only.
-    failed: bool,
+    /// When a write last failed: until a rewrite succeeds (tried every
+    /// [`RETRY_AFTER_FAILURE`]) the state is kept in memory only.
+    failed_at: Option<Instant>,
+    /// Tests make writes fail with this.
+    #[cfg(test)]
+    fail_writes: bool,
 }
 
 impl FileStorage {
@@ -171,7 +178,9 @@ impl FileStorage {
             rewritten_bytes: 0,
             pending: Vec::new(),
             loaded: None,
-            failed: false,
+            failed_at: None,
+            #[cfg(test)]
+            fail_writes: false,
         };
         if !bytes.is_empty() {
             storage.replay(&bytes)?;
@@ -298,6 +307,10 @@ impl FileStorage {
     /// was pending is in the live records).
     fn rewrite(&mut self) -> std::io::Result<()> {
         self.pending.clear();
+        #[cfg(test)]
+        if self.fail_writes {
+            return Err(std::io::Error::other("no space left on device (test)"));
+        }
         let records = (self.sessions.values().map(|b| (SESSION, b)))
             .chain(self.messages.values().map(|b| (MESSAGE, b)))
             .chain(self.retained.values().map(|b| (RETAINED, b)));
@@ -310,40 +323,66 @@ impl FileStorage {
 
     /// Queues one record for the next [`Storage::flush`].
     fn append(&mut self, kind: u8, body: &[u8]) {
-        if self.failed {
+        if self.failed_at.is_some() {
+            // The maps have the change; the next rewrite writes it.
             return;
         }
         push_record(&mut self.pending, kind, body);
         self.file_bytes += 5 + body.len() as u64;
         if self.pending.len() > MAX_PENDING {
-            self.write_pending();
+            self.write_pending(false);
         }
     }
 
     /// Writes the pending records; rewrites the file instead when it is
-    /// mostly garbage.
-    fn write_pending(&mut self) {
-        if self.failed || self.file.is_none() {
+    /// mostly garbage, or when a write failed (at most every
+    /// [`RETRY_AFTER_FAILURE`], unless `force`).
+    fn write_pending(&mut self, force: bool) {
+        if self.file.is_none() {
             return;
         }
-        let result = if self.file_bytes > 2 * self.rewritten_bytes + REWRITE_SLACK {
-            self.rewrite()
-        } else {
-            let r = match self.file.as_mut() {
-                Some(file) => file.write_all(&self.pending),
-                None => Ok(()),
-            };
-            self.pending.clear();
-            r
+        let result = match self.failed_at {
+            Some(at) if !force && at.elapsed() < RETRY_AFTER_FAILURE => return,
+            Some(_) => self.rewrite(),
+            None if self.file_bytes > 2 * self.rewritten_bytes + REWRITE_SLACK => self.rewrite(),
+            None => {
+                #[cfg(test)]
+                let failing = self.fail_writes;
+                #[cfg(not(test))]
+                let failing = false;
+                let r = match self.file.as_mut() {
+                    Some(_) if failing => {
+                        Err(std::io::Error::other("no space left on device (test)"))
+                    }
+                    Some(file) => file.write_all(&self.pending),
+                    None => Ok(()),
+                };
+                self.pending.clear();
+                r
+            }
         };
-        if let Err(e) = result {
-            self.failed = true;
-            tracing::error!(
-                target: "mqtt_broker",
-                "Error saving to the persistence file {}: {}; from now on sessions and retained messages are kept in memory only.",
-                self.path.display(),
-                e
-            );
+        match (result, self.failed_at) {
+            (Ok(()), Some(_)) => {
+                self.failed_at = None;
+                tracing::info!(
+                    target: "mqtt_broker",
+                    "Persistence file {} written again: it holds the current state.",
+                    self.path.display()
+                );
+            }
+            (Ok(()), None) => {}
+            (Err(e), failed_before) => {
+                self.failed_at = Some(Instant::now());
+                if failed_before.is_none() {
+                    tracing::error!(
+                        target: "mqtt_broker",
+                        "Error saving to the persistence file {}: {}; sessions and retained messages are kept in memory, and the whole file is written again every {} s until that works.",
+                        self.path.display(),
+                        e,
+                        RETRY_AFTER_FAILURE.as_secs()
+                    );
+                }
+            }
         }
     }
 }
@@ -383,7 +422,7 @@ impl Messages {
 
 impl Drop for FileStorage {
     fn drop(&mut self) {
-        self.write_pending();
+        self.write_pending(true);
         if let Some(file) = &self.file {
             let _ = file.sync_all();
         }
@@ -440,8 +479,8 @@ impl Storage for FileStorage {
     }
 
     fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            self.write_pending();
+        if !self.pending.is_empty() || self.failed_at.is_some() {
+            self.write_pending(false);
         }
     }
 }

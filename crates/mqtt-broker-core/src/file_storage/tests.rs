@@ -334,3 +334,44 @@ fn a_big_batch_is_written_before_the_flush() {
     assert!(st.pending.is_empty());
     assert!(std::fs::metadata(file(&dir)).unwrap().len() > MAX_PENDING as u64);
 }
+
+/// What a second broker would load from the file now (read from a copy:
+/// opening rewrites the file).
+fn state_in_file(dir: &tempfile::TempDir) -> StoredState {
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(file(dir), &copy).unwrap();
+    FileStorage::open(copy).unwrap().load()
+}
+
+#[test]
+fn a_failed_write_is_retried_with_the_whole_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = FileStorage::open(file(&dir)).unwrap();
+    st.save_session(&session("pi"));
+    st.flush();
+    // The disk fills up.
+    st.fail_writes = true;
+    st.save_retained(&message("r/1", "one", None));
+    st.flush();
+    assert!(st.failed_at.is_some());
+    st.remove_session("pi");
+    st.save_retained(&message("r/2", "two", None));
+    st.flush();
+    // Room again, but the retry waits for its interval.
+    st.fail_writes = false;
+    st.flush();
+    assert_eq!(state_in_file(&dir).sessions, [session("pi")]);
+    st.failed_at = Instant::now().checked_sub(RETRY_AFTER_FAILURE);
+    st.flush();
+    assert!(st.failed_at.is_none());
+    let state = state_in_file(&dir);
+    assert!(state.sessions.is_empty());
+    assert_eq!(
+        state.retained,
+        [message("r/1", "one", None), message("r/2", "two", None)]
+    );
+    // And appending works again.
+    st.save_retained(&message("r/3", "three", None));
+    st.flush();
+    assert_eq!(state_in_file(&dir).retained.len(), 3);
+}
