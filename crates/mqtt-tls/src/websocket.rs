@@ -9,7 +9,7 @@
 //! connection task and the client's event loop run over it as over TCP or
 //! TLS. A packet may span frames and a frame may hold several packets
 //! [MQTT-6.0.0-2]; a text frame is an error [MQTT-6.0.0-1]. Each write goes
-//! out as one binary frame (callers write a batch at a time).
+//! out as one binary frame (callers write a batch at a time, then flush).
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
@@ -88,8 +88,6 @@ pub struct WsStream<S> {
     ws: WebSocketStream<S>,
     /// What is left of the last binary frame.
     read: Bytes,
-    /// A frame was queued by `poll_write` and is being flushed.
-    sending: bool,
 }
 
 impl<S> std::fmt::Debug for WsStream<S> {
@@ -105,7 +103,6 @@ impl<S> WsStream<S> {
         Self {
             ws,
             read: Bytes::new(),
-            sending: false,
         }
     }
 }
@@ -149,25 +146,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
-    /// Sends `buf` as one binary frame and returns once it is written out,
-    /// so a batch leaves without waiting for a flush.
+    /// Queues `buf` as one binary frame (accepted whole, as a `BufWriter`
+    /// accepts) and starts writing it out; `poll_flush` finishes that, so
+    /// callers flush after a batch, as the `AsyncWrite` contract asks. A
+    /// cancelled write loses or repeats nothing.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.sending {
-            ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
-            Pin::new(&mut this.ws)
-                .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
-                .map_err(io_error)?;
-            this.sending = true;
+        ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
+        Pin::new(&mut this.ws)
+            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .map_err(io_error)?;
+        if let Poll::Ready(Err(e)) = Pin::new(&mut this.ws).poll_flush(cx) {
+            return Poll::Ready(Err(io_error(e)));
         }
-        // `write_all` polls again with the same bytes until this is ready.
-        let flushed = ready!(Pin::new(&mut this.ws).poll_flush(cx));
-        this.sending = false;
-        flushed.map_err(io_error)?;
         Poll::Ready(Ok(buf.len()))
     }
 

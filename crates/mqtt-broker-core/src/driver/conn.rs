@@ -263,7 +263,9 @@ where
             _ = signal.notify.notified() => shared.lock().broker().take_transmit(id),
         };
         if let Some(out) = out {
-            if wr.write_all(&out).await.is_err() {
+            // Flushed too: a TLS or WebSocket stream may hold back what
+            // it accepted until then.
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                 return None;
             }
         }
