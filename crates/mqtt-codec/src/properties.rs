@@ -320,7 +320,6 @@ macro_rules! boxed_values {
         }
     };
 }
-pub(crate) use boxed_values;
 
 boxed_values!(Properties, PropertyValues, NO_PROPERTIES);
 

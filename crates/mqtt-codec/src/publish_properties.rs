@@ -5,8 +5,8 @@
 use crate::error::{DecodeError, EncodeError};
 use crate::out::Out;
 use crate::properties::{
-    boxed_values, flag, put_single, response_topic, set_once, subscription_identifier,
-    user_property, valid_subscription_identifier, Properties, PropertyContext, PropertyId, Value,
+    flag, put_single, response_topic, set_once, subscription_identifier, user_property,
+    valid_subscription_identifier, Properties, PropertyContext, PropertyId, Value,
 };
 use crate::string::MqttString;
 use crate::user_properties::UserProperties;
@@ -56,7 +56,35 @@ pub struct PublishPropertyValues {
 /// assert!(!p.properties.is_empty());
 /// ```
 #[derive(Clone, Default)]
-pub struct PublishProperties(Option<Box<PublishPropertyValues>>);
+pub struct PublishProperties(Option<Box<Stored>>);
+
+/// The boxed values and, for values as the decoder read them, their
+/// length on the wire.
+///
+/// A broker writes out most PUBLISHes as it read them (only their packet
+/// identifier and flags change, which are not properties), so the length
+/// the decoder read saves [`PublishProperties::measure`] a walk over every
+/// property. Every way to change a value goes through `DerefMut`, which
+/// forgets the length.
+#[derive(Clone)]
+struct Stored {
+    values: PublishPropertyValues,
+    /// The values' length on the wire, or [`UNMEASURED`].
+    wire_len: u32,
+}
+
+/// [`Stored::wire_len`] of values not known to be as decoded. (A property
+/// length is at most 268,435,455.)
+const UNMEASURED: u32 = u32::MAX;
+
+impl Default for Stored {
+    fn default() -> Self {
+        Self {
+            values: PublishPropertyValues::default(),
+            wire_len: UNMEASURED,
+        }
+    }
+}
 
 /// The empty property set every PUBLISH without properties reads through.
 static NO_PUBLISH_PROPERTIES: PublishPropertyValues = PublishPropertyValues {
@@ -70,13 +98,55 @@ static NO_PUBLISH_PROPERTIES: PublishPropertyValues = PublishPropertyValues {
     user_properties: UserProperties::new(),
 };
 
-boxed_values!(
-    PublishProperties,
-    PublishPropertyValues,
-    NO_PUBLISH_PROPERTIES
-);
+impl core::ops::Deref for PublishProperties {
+    type Target = PublishPropertyValues;
+    fn deref(&self) -> &PublishPropertyValues {
+        self.values().unwrap_or(&NO_PUBLISH_PROPERTIES)
+    }
+}
+
+impl core::ops::DerefMut for PublishProperties {
+    fn deref_mut(&mut self) -> &mut PublishPropertyValues {
+        let stored = self.0.get_or_insert_with(Default::default);
+        stored.wire_len = UNMEASURED;
+        &mut stored.values
+    }
+}
+
+impl PartialEq for PublishProperties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PublishProperties {}
+
+impl core::fmt::Debug for PublishProperties {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<PublishPropertyValues> for PublishProperties {
+    fn from(values: PublishPropertyValues) -> Self {
+        Self(Some(Box::new(Stored {
+            values,
+            wire_len: UNMEASURED,
+        })))
+    }
+}
 
 impl PublishProperties {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.values().is_none_or(|v| *v == NO_PUBLISH_PROPERTIES)
+    }
+
+    /// The values, if any property was ever set.
+    pub fn values(&self) -> Option<&PublishPropertyValues> {
+        self.0.as_deref().map(|s| &s.values)
+    }
+
     /// The properties a will message is published with (3.1.3.2): every
     /// will property except the Will Delay Interval, which only tells the
     /// server when to publish it.
@@ -106,8 +176,8 @@ impl PublishProperties {
         }
         let outer = r.limit(len)?;
         // One allocation, filled in place.
-        let mut values = Box::<PublishPropertyValues>::default();
-        let p = &mut *values;
+        let mut stored = Box::<Stored>::default();
+        let p = &mut stored.values;
         while !r.is_empty() {
             use PropertyId::*;
             match r.variable_integer()? {
@@ -147,7 +217,12 @@ impl PublishProperties {
             }
         }
         r.restore(outer);
-        Ok(PublishProperties(Some(values)))
+        // Every value read can be written back, to the same length: the
+        // strings and binary data came with two-byte lengths, a
+        // Subscription Identifier of 0 was refused, and variable integers
+        // were in their shortest form (as they are written).
+        stored.wire_len = len as u32;
+        Ok(PublishProperties(Some(stored)))
     }
 
     /// Length of the properties, without the length prefix, and whether
@@ -166,9 +241,19 @@ impl PublishProperties {
     /// PUBLISH encode).
     #[inline]
     pub(crate) fn measure(&self) -> (usize, bool) {
-        let Some(v) = self.0.as_deref() else {
+        let Some(stored) = self.0.as_deref() else {
             return (0, true);
         };
+        if stored.wire_len != UNMEASURED {
+            debug_assert_eq!(Self::walk(&stored.values), (stored.wire_len as usize, true));
+            return (stored.wire_len as usize, true);
+        }
+        Self::walk(&stored.values)
+    }
+
+    /// [`Self::measure`] by visiting every value.
+    #[inline]
+    fn walk(v: &PublishPropertyValues) -> (usize, bool) {
         // Any length above 65,535 leaves a bit above the low 16 in the OR
         // of them all (cheaper than a running maximum).
         let mut bits = 0;
@@ -231,7 +316,7 @@ impl PublishProperties {
     #[inline]
     pub(crate) fn encode(&self, len: usize, buf: &mut Out<'_>) {
         put_variable_integer(buf, len);
-        let Some(v) = self.0.as_deref() else {
+        let Some(v) = self.values() else {
             return;
         };
         use PropertyId::*;

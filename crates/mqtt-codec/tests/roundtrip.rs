@@ -61,10 +61,30 @@ proptest! {
         let written = packet.encode(v, &mut buf).unwrap();
         prop_assert_eq!(written, buf.len());
         prop_assert_eq!(packet.encoded_len(v), buf.len());
+        let wire = buf.clone();
         let mut decoder = Decoder::with_version(v);
         let decoded = decoder.decode(&mut buf).unwrap();
         prop_assert_eq!(decoded.as_ref(), Some(&packet));
         prop_assert!(buf.is_empty());
+        // A decoded packet is written back as it was read (a decoded
+        // PUBLISH's properties remember their length on the wire)...
+        let mut decoded = decoded.unwrap();
+        let mut again = BytesMut::new();
+        decoded.encode(v, &mut again).unwrap();
+        prop_assert_eq!(&again, &wire);
+        prop_assert_eq!(decoded.encoded_len(v), wire.len());
+        // ...and changed properties are measured again.
+        if let Packet::Publish(p) = &mut decoded {
+            p.properties.user_properties.push(("added".into(), "after decoding".into()));
+            let mut changed = BytesMut::new();
+            let n = decoded.encode(v, &mut changed).unwrap();
+            prop_assert_eq!(n, changed.len());
+            prop_assert_eq!(decoded.encoded_len(v), changed.len());
+            let back = Decoder::with_version(v).decode(&mut changed).unwrap();
+            if v == ProtocolVersion::V5 {
+                prop_assert_eq!(back.as_ref(), Some(&decoded));
+            }
+        }
     }
 
     /// The per-type `encode`/`encoded_len` agree with `Packet`'s, and
