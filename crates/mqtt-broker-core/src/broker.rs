@@ -1389,7 +1389,10 @@ impl Broker {
             return;
         };
         let v5 = conn.version.is_v5();
-        if let Some(alias) = p.properties.topic_alias.take() {
+        // (Read first: writing through the properties makes the encoder
+        // measure them again when the message goes out.)
+        if let Some(alias) = p.properties.topic_alias {
+            p.properties.topic_alias = None;
             // [MQTT-3.3.2-8] 0 and [MQTT-3.3.2-9] above our maximum are invalid.
             if alias == 0 || alias > max_alias {
                 return self.violation(
@@ -1505,11 +1508,12 @@ impl Broker {
         let packet_id = p.packet_id;
         if rc == ReasonCode::Success {
             let mut properties = std::mem::take(&mut p.properties);
-            let expires_at = properties
-                .message_expiry_interval
-                .take()
-                .map(|s| now + Duration::from_secs(u64::from(s)));
-            properties.subscription_identifiers.clear();
+            // Left as decoded unless there is an expiry to take out (a
+            // client PUBLISH with Subscription Identifiers was refused).
+            let expires_at = properties.message_expiry_interval.map(|s| {
+                properties.message_expiry_interval = None;
+                now + Duration::from_secs(u64::from(s))
+            });
             let msg = Message {
                 topic: p.topic,
                 payload: p.payload,

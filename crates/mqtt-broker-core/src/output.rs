@@ -214,12 +214,19 @@ impl Ctx {
         };
         let mut new_alias = None;
         if v5 {
-            publish.properties.message_expiry_interval = expiry;
+            // The properties are changed only where they must be: writing
+            // through them allocates a set for a message without one, and
+            // makes the encoder measure them again.
+            if expiry.is_some() {
+                publish.properties.message_expiry_interval = expiry;
+            }
             // [MQTT-3.3.4-3] every matching Subscription Identifier.
-            publish
-                .properties
-                .subscription_identifiers
-                .extend_from_slice(sub_ids);
+            if !sub_ids.is_empty() {
+                publish
+                    .properties
+                    .subscription_identifiers
+                    .extend_from_slice(sub_ids);
+            }
             // Topic aliases towards the client, up to its Topic Alias Maximum [MQTT-3.3.2-10].
             if conn.topic_alias_max > 0 {
                 if let Some(&a) = conn.aliases_out.get(&msg.topic) {
