@@ -2,7 +2,9 @@
 //! and each codec's read loop.
 
 use bytes::BytesMut;
-use mqtt_codec::{Decoder, PacketId, ProtocolVersion, Publish, QoS, TopicName, UserProperties};
+use mqtt_codec::{
+    Decoder, Packet, PacketId, ProtocolVersion, Publish, QoS, TopicName, UserProperties,
+};
 use rumqttc::mqttbytes::v4 as peer4;
 use rumqttc::v5::mqttbytes::v5 as peer5;
 use std::hint::black_box;
@@ -39,6 +41,17 @@ pub fn repeated(one: &[u8], copies: usize) -> BytesMut {
         b.extend_from_slice(one);
     }
     b
+}
+
+/// The one packet in `bytes`, decoded by mqtt-codec.
+pub fn ours_decode_one(v: ProtocolVersion, bytes: &[u8]) -> Packet {
+    let mut b = BytesMut::from(bytes);
+    let p = Decoder::with_version(v)
+        .decode(&mut b)
+        .expect("we decode our own bytes")
+        .expect("a whole packet");
+    assert!(b.is_empty());
+    p
 }
 
 /// A connection's read loop with mqtt-codec: decode every packet in `buf`.

@@ -55,6 +55,12 @@ pub struct PublishPropertyValues {
 /// p.properties.user_properties.push(("site".into(), "pi".into()));
 /// assert!(!p.properties.is_empty());
 /// ```
+///
+/// A set the decoder read remembers its length on the wire, so writing it
+/// back unchanged (a broker forwarding a message) does not measure it
+/// again; anything that changes a value goes through `DerefMut` and makes
+/// the encoder measure it. To keep that, read a value (`Deref`) before
+/// deciding to change it.
 #[derive(Clone, Default)]
 pub struct PublishProperties(Option<Box<Stored>>);
 
