@@ -695,13 +695,15 @@ impl Broker {
 
     // ----- CONNECT ---------------------------------------------------------
 
-    fn new_client_id(&mut self) -> String {
+    /// A Client Identifier nobody uses: `prefix` (`auto_id_prefix`) and a
+    /// UUID-shaped value, as Mosquitto assigns them.
+    fn new_client_id(&mut self, prefix: &str) -> String {
         loop {
             self.next_auto_id += 1;
             let a = splitmix64(self.next_auto_id);
             let b = splitmix64(a ^ self.next_auto_id.rotate_left(17));
             let id = format!(
-                "auto-{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
+                "{prefix}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
                 a >> 32,
                 (a >> 16) & 0xFFFF,
                 a & 0xFFFF,
@@ -717,6 +719,7 @@ impl Broker {
     fn handle_connect(&mut self, now: Instant, id: ConnectionId, connect: Box<Connect>) {
         let cfg_max_keepalive = self.ctx.config.max_keepalive;
         let retain_available = self.ctx.config.retain_available;
+        let allow_zero_length_clientid = self.ctx.config.allow_zero_length_clientid;
         let version = connect.protocol;
         let v5 = version.is_v5();
         let Some(conn) = self.conn_mut(id) else {
@@ -734,6 +737,19 @@ impl Broker {
                 .unwrap_or(mqtt_codec::MAX_PACKET_SIZE);
             conn.topic_alias_max = connect.properties.topic_alias_maximum.unwrap_or(0);
         }
+        let listener = conn.info.listener.clone();
+        // A will above the listener's max_qos [MQTT-3.2.2-12].
+        if let Some(w) = connect.will.as_ref().filter(|w| w.qos > listener.max_qos) {
+            let why = format!(
+                "its will has QoS {} and this listener allows at most QoS {} (max_qos)",
+                w.qos.as_u8(),
+                listener.max_qos.as_u8()
+            );
+            conn.client_id = Some(connect.client_id.clone()).filter(|c| !c.is_empty());
+            tracing::info!(target: TARGET, "Client {} refused: {}.", conn.name(), why);
+            self.refuse(now, id, ReasonCode::QoSNotSupported, Some(why));
+            return;
+        }
         // Client Identifier rules.
         let mut client_id = connect.client_id.clone();
         let mut assigned = false;
@@ -744,8 +760,27 @@ impl Broker {
                 self.refuse(now, id, ReasonCode::ClientIdentifierNotValid, None);
                 return;
             }
+            let allowed = listener
+                .allow_zero_length_clientid
+                .unwrap_or(allow_zero_length_clientid);
+            if !allowed {
+                conn.client_id = None;
+                let why = "an empty client identifier is not allowed here (allow_zero_length_clientid false); connect with a client id";
+                tracing::info!(target: TARGET, "Client <unknown> refused: {}.", why);
+                self.refuse(
+                    now,
+                    id,
+                    ReasonCode::ClientIdentifierNotValid,
+                    Some(why.into()),
+                );
+                return;
+            }
             // [MQTT-3.1.3-6] / [MQTT-3.2.2-16] the server assigns one.
-            client_id = self.new_client_id();
+            let prefix = listener
+                .auto_id_prefix
+                .clone()
+                .unwrap_or_else(|| self.ctx.config.auto_id_prefix.clone());
+            client_id = self.new_client_id(&prefix);
             assigned = true;
         } else if version == ProtocolVersion::V3_1 && client_id.len() > 23 {
             // MQTT 3.1: 1 to 23 characters.
@@ -755,6 +790,18 @@ impl Broker {
         }
         let conn = self.conn_mut(id).expect("exists");
         conn.client_id = Some(client_id.clone());
+        // `clientid_prefixes` (checked, as in Mosquitto, after an
+        // identifier was assigned).
+        if let Some(prefix) = &self.ctx.config.clientid_prefixes {
+            if !client_id.starts_with(prefix.as_str()) {
+                let why =
+                    format!("its client id does not start with '{prefix}' (clientid_prefixes)");
+                tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
+                self.refuse(now, id, ReasonCode::NotAuthorized, Some(why));
+                return;
+            }
+        }
+        let conn = self.conn_mut(id).expect("exists");
         // Keep alive limit: 5.0 clients are told the server's value
         // [MQTT-3.2.2-21]; 3.1.1 clients are refused, as Mosquitto does.
         let mut server_keep_alive = None;
@@ -780,7 +827,6 @@ impl Broker {
             return;
         }
         // The user name, possibly from the certificate.
-        let listener = conn.info.listener.clone();
         let cert = conn.info.tls.clone();
         let (username, from_cert) = if listener.use_identity_as_username {
             match cert.as_ref().and_then(|c| c.common_name.clone()) {
@@ -805,6 +851,23 @@ impl Broker {
             }
         } else {
             (connect.username.clone(), false)
+        };
+        // `use_username_as_clientid`: the session is the user's.
+        let client_id = if listener.use_username_as_clientid {
+            match &username {
+                Some(u) => {
+                    self.conn_mut(id).expect("exists").client_id = Some(u.clone());
+                    u.clone()
+                }
+                None => {
+                    let why = "use_username_as_clientid is set and the client sent no user name; connect with a user name";
+                    tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
+                    self.refuse(now, id, ReasonCode::NotAuthorized, Some(why.into()));
+                    return;
+                }
+            }
+        } else {
+            client_id
         };
         let mut pending = PendingConnect {
             connect,
@@ -1205,6 +1268,14 @@ impl Broker {
             if !cfg.retain_available {
                 p.retain_available = Some(false);
             }
+            // [MQTT-3.2.2-9] Maximum QoS, when it is not 2.
+            if let Some(max_qos) = self
+                .conn_ref(id)
+                .map(|c| c.info.listener.max_qos)
+                .filter(|&q| q != QoS::ExactlyOnce)
+            {
+                p.maximum_qos = Some(max_qos);
+            }
             // Tell the client when its expiry differs from its request (section 3.2.2.3.2).
             let asked = connect.properties.session_expiry_interval.unwrap_or(0);
             let granted =
@@ -1389,6 +1460,21 @@ impl Broker {
             return;
         };
         let v5 = conn.version.is_v5();
+        // Above the listener's max_qos (sent to 5.0 clients as Maximum QoS):
+        // [MQTT-3.3.1-4] DISCONNECT 0x9B; a 3.1.1 connection is closed.
+        if p.qos > conn.info.listener.max_qos {
+            tracing::info!(
+                target: TARGET,
+                "Too high QoS in PUBLISH from {}, disconnecting.",
+                conn.name()
+            );
+            return self.violation(
+                now,
+                id,
+                ReasonCode::QoSNotSupported,
+                "PUBLISH above the listener's max_qos",
+            );
+        }
         // (Read first: writing through the properties makes the encoder
         // measure them again when the message goes out.)
         if let Some(alias) = p.properties.topic_alias {
@@ -1804,10 +1890,13 @@ impl Broker {
             .first()
             .copied()
             .unwrap_or(0);
+        let max_qos = conn.info.listener.max_qos;
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut send_retained = Vec::new();
-        for sub in s.subscriptions {
+        for mut sub in s.subscriptions {
             tracing::debug!(target: TARGET, "\t{} (QoS {})", sub.filter, sub.options.qos.as_u8());
+            // Granted at most the listener's max_qos.
+            sub.options.qos = sub.options.qos.min(max_qos);
             let allowed = self.authorizer.authorize(&AclRequest {
                 client_id: &name,
                 username: username.as_deref(),

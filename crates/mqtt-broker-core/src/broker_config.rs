@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The start of an assigned Client Identifier unless `auto_id_prefix` says
+/// otherwise (as in Mosquitto).
+pub const DEFAULT_AUTO_ID_PREFIX: &str = "auto-";
+
 /// Broker-wide settings. Defaults follow Mosquitto 2.0 without a config file
 /// (anonymous clients allowed), except where noted.
 ///
@@ -48,6 +52,17 @@ pub struct BrokerConfig {
     /// `allow_anonymous`: allow clients with neither a user name nor a
     /// verified client certificate. Listeners may override it.
     pub allow_anonymous: bool,
+    /// `allow_zero_length_clientid`: a client may leave its Client
+    /// Identifier empty and be assigned one (3.1.1 with Clean Session 1,
+    /// 5.0); when false it is refused (Client Identifier not valid).
+    /// Listeners may override it.
+    pub allow_zero_length_clientid: bool,
+    /// `auto_id_prefix`: the start of the Client Identifiers the broker
+    /// assigns ([`DEFAULT_AUTO_ID_PREFIX`]). Listeners may override it.
+    pub auto_id_prefix: String,
+    /// `clientid_prefixes`: only clients whose identifier starts with this
+    /// may connect (others: Not authorized); `None` lets any in.
+    pub clientid_prefixes: Option<String>,
     /// `sys_interval`: period of the `$SYS/broker/...` updates; zero turns them off.
     pub sys_interval: Duration,
     /// Time a new connection has to send CONNECT (and finish an AUTH
@@ -77,6 +92,9 @@ impl Default for BrokerConfig {
             retain_available: true,
             max_topic_alias: 10,
             allow_anonymous: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: DEFAULT_AUTO_ID_PREFIX.to_string(),
+            clientid_prefixes: None,
             sys_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             persistent_client_expiration: None,

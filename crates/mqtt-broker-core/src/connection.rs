@@ -1,5 +1,6 @@
 //! What the driver tells the broker about a transport connection.
 
+use mqtt_codec::QoS;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -47,8 +48,9 @@ pub struct PeerCertificate {
 }
 
 /// Per-listener settings that change how a client on that listener is
-/// authenticated. Names follow Mosquitto's configuration keys.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// authenticated and what it may do. Names follow Mosquitto's
+/// configuration keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSettings {
     /// Local port of the listener (for the `New connection from … on port …` log line).
     pub port: u16,
@@ -65,6 +67,38 @@ pub struct ListenerSettings {
     /// `allow_anonymous` for this listener (`per_listener_settings true`);
     /// `None` uses [`crate::BrokerConfig::allow_anonymous`].
     pub allow_anonymous: Option<bool>,
+    /// `allow_zero_length_clientid` for this listener; `None` uses
+    /// [`crate::BrokerConfig::allow_zero_length_clientid`].
+    pub allow_zero_length_clientid: Option<bool>,
+    /// `auto_id_prefix` for this listener; `None` uses
+    /// [`crate::BrokerConfig::auto_id_prefix`].
+    pub auto_id_prefix: Option<String>,
+    /// `use_username_as_clientid`: the user name (from CONNECT, or from the
+    /// certificate with `use_identity_as_username`) replaces the Client
+    /// Identifier, so a client cannot take over another user's session; a
+    /// client without a user name is refused.
+    pub use_username_as_clientid: bool,
+    /// `max_qos`: the highest QoS clients of this listener may publish with
+    /// and are granted on subscriptions (sent to 5.0 clients as Maximum
+    /// QoS). A PUBLISH above it ends the connection (5.0: DISCONNECT 0x9B),
+    /// a will above it refuses the CONNECT. Default 2.
+    pub max_qos: QoS,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            require_certificate: false,
+            use_identity_as_username: false,
+            use_subject_as_username: false,
+            allow_anonymous: None,
+            allow_zero_length_clientid: None,
+            auto_id_prefix: None,
+            use_username_as_clientid: false,
+            max_qos: QoS::ExactlyOnce,
+        }
+    }
 }
 
 /// Everything the broker needs to know about a new transport connection.

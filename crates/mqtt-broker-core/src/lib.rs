@@ -95,7 +95,7 @@ pub use auth::{
     Authorizer, PasswordMap,
 };
 pub use broker::Broker;
-pub use broker_config::BrokerConfig;
+pub use broker_config::{BrokerConfig, DEFAULT_AUTO_ID_PREFIX};
 pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertificate};
 pub use event::{DisconnectReason, Event};
 #[cfg(feature = "file-storage")]
