@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mqtt_broker_core::config::{Config, LogType, SocketDomain, TlsVersion};
+use mqtt_codec::QoS;
 
 fn parse(text: &str) -> Config {
     let (config, warnings) = Config::parse_str(text, "test.conf").unwrap();
@@ -252,4 +253,67 @@ fn comments_blank_lines_tabs_and_trailing_whitespace_are_accepted() {
 fn booleans_accept_true_false_1_0() {
     assert!(parse("queue_qos0_messages 1\n").queue_qos0_messages);
     assert!(!parse("retain_available 0\n").retain_available);
+}
+
+#[test]
+fn client_id_options_and_max_qos_are_parsed() {
+    let c = parse(
+        "allow_zero_length_clientid false\nauto_id_prefix pi-\n\
+         listener 1883\nmax_qos 1\nuse_username_as_clientid true\n\
+         listener 1884\nmaximum_qos 0\n",
+    );
+    let (a, b) = (&c.listeners[0], &c.listeners[1]);
+    assert_eq!(a.max_qos, QoS::AtLeastOnce);
+    assert!(a.use_username_as_clientid);
+    assert_eq!(b.max_qos, QoS::AtMostOnce);
+    assert!(!b.use_username_as_clientid);
+    // Security options: global without per_listener_settings.
+    for l in [a, b] {
+        assert!(!c.allow_zero_length_clientid(l));
+        assert_eq!(c.auto_id_prefix(l), "pi-");
+    }
+    let d = Config::default();
+    let l = &d.listeners[0];
+    assert_eq!(l.max_qos, QoS::ExactlyOnce);
+    assert!(!l.use_username_as_clientid);
+    assert!(d.allow_zero_length_clientid(l));
+    assert_eq!(d.auto_id_prefix(l), "auto-");
+    assert_eq!(d.clientid_prefixes, None);
+}
+
+#[test]
+fn max_qos_and_use_username_as_clientid_before_a_listener_open_the_default_one() {
+    // As in Mosquitto: only a value other than the default does (the
+    // others are said to apply to no listener).
+    let (c, warnings) = Config::parse_str(
+        "max_qos 2\nuse_username_as_clientid false\nlistener 1884\n",
+        "test.conf",
+    )
+    .unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].to_string().contains("not opened"),
+        "{}",
+        warnings[0]
+    );
+    let c = parse("max_qos 1\nlistener 1884\n");
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[1].port, 1883);
+    assert_eq!(c.listeners[1].max_qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn retry_interval_and_clientid_prefixes_are_accepted_with_a_warning() {
+    let (c, warnings) = Config::parse_str(
+        "retry_interval 20\nclientid_prefixes sensor-\n",
+        "test.conf",
+    )
+    .unwrap();
+    assert_eq!(c.clientid_prefixes.as_deref(), Some("sensor-"));
+    let text: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(text[0].contains("retry_interval") && text[0].contains("no longer available"));
+    assert!(text[1].contains("deprecated") && text[1].contains("honoured"));
+    assert!(Config::parse_str("max_qos 3\n", "test.conf").is_err());
 }

@@ -304,6 +304,33 @@ async fn anonymous_refusal_from_config_names_the_setting() {
 }
 
 #[tokio::test]
+async fn client_id_options_and_max_qos_from_config_are_applied() {
+    let port = free_port();
+    let text = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_qos 1\n\
+         auto_id_prefix pi-\nclientid_prefixes pi-\nretry_interval 20\n"
+    );
+    let (config, warnings) = Config::parse_str(&text, "mosquitto.conf").unwrap();
+    // clientid_prefixes is deprecated, retry_interval gone (as Mosquitto 2 says).
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let server = ServerBuilder::from_config(&config)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_c, ack) = RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "", |_| {}).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let assigned = ack.properties.assigned_client_identifier.clone().unwrap();
+    assert!(assigned.starts_with("pi-"), "{assigned}");
+    assert_eq!(ack.properties.maximum_qos, Some(QoS::AtLeastOnce));
+    let (_c, ack) =
+        RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "laptop", |_| {}).await;
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn password_file_from_config_is_enforced() {
     let Some(mosquitto_passwd) = tool("mosquitto_passwd") else {
         return;

@@ -6,10 +6,12 @@ pub const SUPPORTED: &[&str] = &[
     "acl_file",
     "allow_anonymous",
     "allow_zero_length_clientid",
+    "auto_id_prefix",
     "bind_address",
     "cafile",
     "capath",
     "certfile",
+    "clientid_prefixes",
     "connection_messages",
     "crlfile",
     "include_dir",
@@ -20,9 +22,11 @@ pub const SUPPORTED: &[&str] = &[
     "max_inflight_messages",
     "max_keepalive",
     "max_packet_size",
+    "max_qos",
     "max_queued_bytes",
     "max_queued_messages",
     "max_topic_alias",
+    "maximum_qos",
     "message_size_limit",
     "password_file",
     "per_listener_settings",
@@ -40,6 +44,7 @@ pub const SUPPORTED: &[&str] = &[
     "tls_version",
     "use_identity_as_username",
     "use_subject_as_username",
+    "use_username_as_clientid",
 ];
 
 /// Keys that are read, checked for a value, and otherwise ignored with a
@@ -90,6 +95,10 @@ pub const IGNORED: &[(&str, &str)] = &[
         "TCP_NODELAY is always set on accepted sockets",
     ),
     (
+        "retry_interval",
+        "no longer available in Mosquitto 2 either; QoS 1 and 2 messages are sent again when the client reconnects, as MQTT 3.1.1 and 5.0 require",
+    ),
+    (
         "allow_duplicate_messages",
         "deprecated in Mosquitto 2.0; overlapping subscriptions follow the MQTT specification",
     ),
@@ -103,7 +112,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "auth_opt_",
     "auth_plugin",
     "auth_plugin_deny_special_chars",
-    "auto_id_prefix",
     "bind_interface",
     "bridge_attempt_unsubscribe",
     "bridge_alpn",
@@ -125,7 +133,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "ciphers_tls1.3",
     "cleansession",
     "clientid",
-    "clientid_prefixes",
     "connection",
     "dhparamfile",
     "http_dir",
@@ -136,7 +143,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "local_password",
     "local_username",
     "max_inflight_bytes",
-    "maximum_qos",
     "memory_limit",
     "mount_point",
     "notification_topic",
@@ -151,7 +157,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "remote_password",
     "remote_username",
     "restart_timeout",
-    "retry_interval",
     "round_robin",
     "start_type",
     "threshold",
@@ -161,7 +166,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "topic",
     "try_private",
     "upgrade_outgoing_qos",
-    "use_username_as_clientid",
     "username",
 ];
 

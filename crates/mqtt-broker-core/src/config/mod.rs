@@ -49,6 +49,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mqtt_codec::QoS;
+
 pub use error::{ConfigError, Warning};
 pub use keys::{IGNORED as IGNORED_KEYS, SUPPORTED as SUPPORTED_KEYS};
 
@@ -120,6 +122,10 @@ pub struct Config {
     pub connection_messages: bool,
     /// `sys_interval`: seconds between `$SYS` updates; 0 disables. Default 10.
     pub sys_interval: u16,
+    /// `clientid_prefixes`: only clients whose identifier starts with this
+    /// may connect (deprecated in Mosquitto 2, still honoured). `None`
+    /// (default): any.
+    pub clientid_prefixes: Option<String>,
 }
 
 /// Auth options that are global or per listener depending on
@@ -136,6 +142,9 @@ pub struct SecurityOptions {
     pub acl_file: Option<PathBuf>,
     /// `allow_zero_length_clientid` as written; `None` = default (`true`).
     pub allow_zero_length_clientid: Option<bool>,
+    /// `auto_id_prefix` as written: the start of identifiers the broker
+    /// assigns; `None` = default (`auto-`).
+    pub auto_id_prefix: Option<String>,
 }
 
 /// One listening socket and its options.
@@ -155,6 +164,12 @@ pub struct ListenerConfig {
     pub tls: TlsOptions,
     /// `protocol`: MQTT straight over TCP/TLS (default), or over WebSockets.
     pub protocol: ListenerProtocol,
+    /// `max_qos` (also `maximum_qos`): the highest QoS clients of this
+    /// listener may use. Default 2.
+    pub max_qos: QoS,
+    /// `use_username_as_clientid`: a client's user name replaces its
+    /// Client Identifier; clients without one are refused. Default false.
+    pub use_username_as_clientid: bool,
     /// Auth options of this listener, used only with `per_listener_settings true`.
     pub security: SecurityOptions,
     /// Where the listener was defined.
@@ -287,6 +302,8 @@ impl ListenerConfig {
             max_topic_alias: 10,
             tls: TlsOptions::default(),
             protocol: ListenerProtocol::Mqtt,
+            max_qos: QoS::ExactlyOnce,
+            use_username_as_clientid: false,
             security: SecurityOptions::default(),
             origin: Origin {
                 file: String::new(),
@@ -328,6 +345,7 @@ impl Default for Config {
             .collect(),
             connection_messages: true,
             sys_interval: 10,
+            clientid_prefixes: None,
         }
     }
 }
@@ -392,5 +410,23 @@ impl Config {
         self.security_for(listener)
             .allow_anonymous
             .unwrap_or(self.local_only)
+    }
+
+    /// Whether a client of `listener` may leave its Client Identifier
+    /// empty and have one assigned (`allow_zero_length_clientid`, default
+    /// true).
+    pub fn allow_zero_length_clientid(&self, listener: &ListenerConfig) -> bool {
+        self.security_for(listener)
+            .allow_zero_length_clientid
+            .unwrap_or(true)
+    }
+
+    /// The start of the identifiers assigned to clients of `listener`
+    /// (`auto_id_prefix`, default `auto-`).
+    pub fn auto_id_prefix<'a>(&'a self, listener: &'a ListenerConfig) -> &'a str {
+        self.security_for(listener)
+            .auto_id_prefix
+            .as_deref()
+            .unwrap_or(crate::DEFAULT_AUTO_ID_PREFIX)
     }
 }

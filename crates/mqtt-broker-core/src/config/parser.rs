@@ -10,6 +10,7 @@ use super::{
     Config, ConfigError, ListenerConfig, ListenerProtocol, LogType, Origin, SecurityOptions,
     SocketDomain, TlsVersion, Warning, DEFAULT_PORT,
 };
+use mqtt_codec::QoS;
 
 /// Largest payload MQTT can carry (Mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;
@@ -325,6 +326,32 @@ impl Parser {
                 let v = line.bool()?;
                 let opens = !v;
                 self.security(line, opens).allow_zero_length_clientid = Some(v);
+            }
+            "auto_id_prefix" => {
+                let v = line.string("a prefix")?.to_string();
+                // Mosquitto: a non-default security option opens the
+                // default listener.
+                self.security(line, true).auto_id_prefix = Some(v);
+            }
+            "clientid_prefixes" => {
+                self.cfg.clientid_prefixes = Some(line.string("a prefix")?.to_string());
+                self.warnings.push(line.warning(
+                    "'clientid_prefixes' is deprecated in Mosquitto 2 (an acl_file or a \
+                     password_file is the lasting way to keep clients out); it is honoured: \
+                     clients whose identifier does not start with it are refused",
+                ));
+            }
+            "max_qos" | "maximum_qos" => {
+                let q = match line.int(0, 2)? {
+                    0 => QoS::AtMostOnce,
+                    1 => QoS::AtLeastOnce,
+                    _ => QoS::ExactlyOnce,
+                };
+                self.listener(line, q != QoS::ExactlyOnce).max_qos = q;
+            }
+            "use_username_as_clientid" => {
+                let v = line.bool()?;
+                self.listener(line, v).use_username_as_clientid = v;
             }
             "password_file" => self.set_security_path(line, |s| &mut s.password_file)?,
             "acl_file" => self.set_security_path(line, |s| &mut s.acl_file)?,

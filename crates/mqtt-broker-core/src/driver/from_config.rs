@@ -110,6 +110,13 @@ pub fn broker_config(config: &Config) -> BrokerConfig {
             .max()
             .unwrap_or(defaults.max_topic_alias),
         allow_anonymous: config.security.allow_anonymous.unwrap_or(config.local_only),
+        allow_zero_length_clientid: config.security.allow_zero_length_clientid.unwrap_or(true),
+        auto_id_prefix: config
+            .security
+            .auto_id_prefix
+            .clone()
+            .unwrap_or_else(|| defaults.auto_id_prefix.clone()),
+        clientid_prefixes: config.clientid_prefixes.clone(),
         sys_interval: Duration::from_secs(u64::from(config.sys_interval)),
         persistent_client_expiration: config.persistent_client_expiration,
         ..defaults
@@ -262,6 +269,10 @@ impl ServerBuilder {
                 use_identity_as_username: l.tls.use_identity_as_username,
                 use_subject_as_username: l.tls.use_subject_as_username,
                 allow_anonymous: Some(config.allow_anonymous(l)),
+                allow_zero_length_clientid: Some(config.allow_zero_length_clientid(l)),
+                auto_id_prefix: Some(config.auto_id_prefix(l).to_string()),
+                use_username_as_clientid: l.use_username_as_clientid,
+                max_qos: l.max_qos,
             };
             for addr in addresses(l)? {
                 let listener = match &tls {
