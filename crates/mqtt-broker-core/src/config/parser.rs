@@ -312,7 +312,7 @@ impl Parser {
                 if v && self.security_seen {
                     return Err(line.conflict(
                         "must be set before any security option (allow_anonymous, \
-                         password_file, acl_file, allow_zero_length_clientid); move it to the \
+                         password_file, acl_file, allow_zero_length_clientid, auto_id_prefix); move it to the \
                          top of the main file",
                     ));
                 }
