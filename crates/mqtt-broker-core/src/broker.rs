@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion,
     PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
-    SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe,
+    SubAck, Subscribe, TopicFilter, TopicName, UnsubAck, Unsubscribe,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -750,6 +750,16 @@ impl Broker {
             self.refuse(now, id, ReasonCode::QoSNotSupported, Some(why));
             return;
         }
+        // A will topic that does not fit under the mount_point.
+        if let (Some(m), Some(w)) = (&listener.mount_point, &connect.will) {
+            if mounted_topic(m, &w.topic).is_none() {
+                let why = "its will topic is too long under this listener's mount_point";
+                conn.client_id = Some(connect.client_id.clone()).filter(|c| !c.is_empty());
+                tracing::info!(target: TARGET, "Client {} refused: {}.", conn.name(), why);
+                self.refuse(now, id, ReasonCode::TopicNameInvalid, Some(why.into()));
+                return;
+            }
+        }
         // Client Identifier rules.
         let mut client_id = connect.client_id.clone();
         let mut assigned = false;
@@ -1180,22 +1190,33 @@ impl Broker {
             (e, None) => e,
         };
         let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
-        let will = connect.will.as_ref().map(|w| {
+        let mount = self
+            .conn_ref(id)
+            .and_then(|c| c.info.listener.mount_point.clone());
+        let will = connect.will.as_ref().and_then(|w| {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             let mut properties = PublishProperties::from_will(&w.properties);
             let expiry_secs = properties.message_expiry_interval.take();
-            Will {
-                message: Message {
-                    topic: w.topic.clone(),
-                    payload: w.payload.clone(),
-                    qos: w.qos,
-                    retain: w.retain,
-                    properties,
-                    expires_at: None,
-                },
-                delay: if v5 { delay } else { 0 },
-            }
-            .with_expiry(expiry_secs)
+            // Under the listener's mount_point, like the client's PUBLISHes
+            // (handle_connect refused a will topic too long for it).
+            let topic = match &mount {
+                Some(m) => mounted_topic(m, &w.topic)?,
+                None => w.topic.clone(),
+            };
+            Some(
+                Will {
+                    message: Message {
+                        topic,
+                        payload: w.payload.clone(),
+                        qos: w.qos,
+                        retain: w.retain,
+                        properties,
+                        expires_at: None,
+                    },
+                    delay: if v5 { delay } else { 0 },
+                }
+                .with_expiry(expiry_secs),
+            )
         });
         {
             let session = self.sessions.get_mut(slot).expect("session exists");
@@ -1515,6 +1536,20 @@ impl Broker {
                 ReasonCode::ProtocolError,
                 "subscription identifier in a client PUBLISH",
             );
+        }
+        // The listener's mount_point: the client's topics live under it.
+        if let Some(mount) = &conn.info.listener.mount_point {
+            match mounted_topic(mount, &p.topic) {
+                Some(t) => p.topic = t,
+                None => {
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::TopicNameInvalid,
+                        "topic name too long with the listener's mount_point",
+                    )
+                }
+            }
         }
         // No per-message allocation here: the client id and user name are
         // borrowed from the connection where needed.
@@ -1891,12 +1926,22 @@ impl Broker {
             .copied()
             .unwrap_or(0);
         let max_qos = conn.info.listener.max_qos;
+        let mount = conn.info.listener.mount_point.clone();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut send_retained = Vec::new();
         for mut sub in s.subscriptions {
             tracing::debug!(target: TARGET, "\t{} (QoS {})", sub.filter, sub.options.qos.as_u8());
             // Granted at most the listener's max_qos.
             sub.options.qos = sub.options.qos.min(max_qos);
+            if let Some(m) = &mount {
+                match mounted_filter(m, &sub.filter) {
+                    Some(f) => sub.filter = f,
+                    None => {
+                        codes.push(ReasonCode::TopicFilterInvalid);
+                        continue;
+                    }
+                }
+            }
             let allowed = self.authorizer.authorize(&AclRequest {
                 client_id: &name,
                 username: username.as_deref(),
@@ -1995,9 +2040,24 @@ impl Broker {
         let Some(slot) = conn.session else {
             return;
         };
+        let mount = conn.info.listener.mount_point.clone();
         tracing::debug!(target: TARGET, "Received UNSUBSCRIBE from {}", name);
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
+            let mounted;
+            let f = match &mount {
+                Some(m) => match mounted_filter(m, f) {
+                    Some(g) => {
+                        mounted = g;
+                        &mounted
+                    }
+                    None => {
+                        codes.push(ReasonCode::TopicFilterInvalid);
+                        continue;
+                    }
+                },
+                None => f,
+            };
             tracing::debug!(target: TARGET, "\t{}", f);
             let existed = self
                 .sessions
@@ -2211,6 +2271,22 @@ fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// `topic` under a listener's `mount_point`; `None` when the two are
+/// longer than a topic may be.
+fn mounted_topic(mount: &str, topic: &TopicName) -> Option<TopicName> {
+    TopicName::try_from(format!("{mount}{topic}")).ok()
+}
+
+/// `filter` under a listener's `mount_point`; a shared subscription keeps
+/// its group and mounts the filter it shares (`$share/g/{mount}{filter}`).
+fn mounted_filter(mount: &str, filter: &TopicFilter) -> Option<TopicFilter> {
+    let text = match filter.share_group() {
+        Some(group) => format!("$share/{group}/{mount}{}", filter.filter()),
+        None => format!("{mount}{filter}"),
+    };
+    TopicFilter::new(text).ok()
 }
 
 impl Will {

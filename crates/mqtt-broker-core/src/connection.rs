@@ -83,6 +83,13 @@ pub struct ListenerSettings {
     /// QoS). A PUBLISH above it ends the connection (5.0: DISCONNECT 0x9B),
     /// a will above it refuses the CONNECT. Default 2.
     pub max_qos: QoS,
+    /// `mount_point`: the clients of this listener live under this topic
+    /// prefix. Their PUBLISH topics, subscription and unsubscription
+    /// filters (a shared subscription's shared filter) and will topics are
+    /// prefixed with it, and it is taken off the topics of the messages
+    /// they receive, so they see only their part of the tree and cannot
+    /// reach outside it. `None` (default): no prefix.
+    pub mount_point: Option<String>,
 }
 
 impl Default for ListenerSettings {
@@ -97,6 +104,7 @@ impl Default for ListenerSettings {
             auto_id_prefix: None,
             use_username_as_clientid: false,
             max_qos: QoS::ExactlyOnce,
+            mount_point: None,
         }
     }
 }

@@ -195,11 +195,29 @@ impl Ctx {
             None => None,
         };
         let v5 = conn.version.is_v5();
+        // The listener's mount_point comes off the topic (the client's
+        // subscriptions were mounted, so every message it gets is under it).
+        let topic = match &conn.info.listener.mount_point {
+            None => msg.topic.clone(),
+            Some(m) => match msg
+                .topic
+                .as_str()
+                .strip_prefix(m.as_str())
+                .filter(|rest| !rest.is_empty())
+                .and_then(|rest| TopicName::try_from(rest).ok())
+            {
+                Some(t) => t,
+                None => {
+                    self.stats.publish_messages_dropped += 1;
+                    return false;
+                }
+            },
+        };
         let mut publish = Publish {
             dup,
             qos,
             retain,
-            topic: msg.topic.clone(),
+            topic,
             packet_id: if qos == QoS::AtMostOnce {
                 None
             } else {

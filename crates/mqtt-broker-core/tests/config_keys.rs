@@ -317,3 +317,14 @@ fn retry_interval_and_clientid_prefixes_are_accepted_with_a_warning() {
     assert!(text[1].contains("deprecated") && text[1].contains("honoured"));
     assert!(Config::parse_str("max_qos 3\n", "test.conf").is_err());
 }
+
+#[test]
+fn mount_point_is_a_listener_option_without_wildcards() {
+    let c = parse("listener 1883\nmount_point tenant-a/\nlistener 1884\n");
+    assert_eq!(c.listeners[0].mount_point.as_deref(), Some("tenant-a/"));
+    assert_eq!(c.listeners[1].mount_point, None);
+    for bad in ["mount_point a/+/\n", "mount_point a/#\n", "mount_point\n"] {
+        let text = format!("listener 1883\n{bad}");
+        assert!(Config::parse_str(&text, "test.conf").is_err(), "{bad}");
+    }
+}

@@ -170,6 +170,9 @@ pub struct ListenerConfig {
     /// `use_username_as_clientid`: a client's user name replaces its
     /// Client Identifier; clients without one are refused. Default false.
     pub use_username_as_clientid: bool,
+    /// `mount_point`: topic prefix the clients of this listener live under
+    /// (see [`crate::ListenerSettings::mount_point`]). `None` (default): none.
+    pub mount_point: Option<String>,
     /// Auth options of this listener, used only with `per_listener_settings true`.
     pub security: SecurityOptions,
     /// Where the listener was defined.
@@ -304,6 +307,7 @@ impl ListenerConfig {
             protocol: ListenerProtocol::Mqtt,
             max_qos: QoS::ExactlyOnce,
             use_username_as_clientid: false,
+            mount_point: None,
             security: SecurityOptions::default(),
             origin: Origin {
                 file: String::new(),

@@ -349,6 +349,14 @@ impl Parser {
                 };
                 self.listener(line, q != QoS::ExactlyOnce).max_qos = q;
             }
+            "mount_point" => {
+                let what = "a topic prefix without wildcards, such as 'tenant-a/'";
+                let m = line.string(what)?.to_string();
+                if mqtt_codec::TopicName::try_from(m.as_str()).is_err() {
+                    return Err(line.invalid(&m, what));
+                }
+                self.listener(line, true).mount_point = Some(m);
+            }
             "use_username_as_clientid" => {
                 let v = line.bool()?;
                 self.listener(line, v).use_username_as_clientid = v;

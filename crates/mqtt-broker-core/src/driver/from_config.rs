@@ -273,6 +273,7 @@ impl ServerBuilder {
                 auto_id_prefix: Some(config.auto_id_prefix(l).to_string()),
                 use_username_as_clientid: l.use_username_as_clientid,
                 max_qos: l.max_qos,
+                mount_point: l.mount_point.clone(),
             };
             for addr in addresses(l)? {
                 let listener = match &tls {

@@ -1,6 +1,6 @@
 //! Mosquitto's Client Identifier options (`allow_zero_length_clientid`,
 //! `auto_id_prefix`, `clientid_prefixes`, `use_username_as_clientid`) and a
-//! listener's `max_qos`, in the broker state machine.
+//! listener's `max_qos` and `mount_point`, in the broker state machine.
 
 mod util;
 
@@ -292,4 +292,107 @@ fn a_will_above_max_qos_refuses_the_connect() {
     let why = ack.properties.reason_string.as_deref().unwrap_or("");
     assert!(why.contains("max_qos"), "{why}");
     assert!(h.is_closed(id));
+}
+
+fn mounted(m: &str) -> ListenerSettings {
+    ListenerSettings {
+        mount_point: Some(m.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_mount_point_gives_a_listener_its_own_part_of_the_tree() {
+    for v in BOTH {
+        let mut h = Harness::default_config();
+        // An unmounted client sees everything, under the full names.
+        let admin = h.connect(V5, "admin");
+        h.subscribe(admin, "#", QoS::AtLeastOnce);
+        let a = on_listener(&mut h, 1, mounted("tenant-a/"));
+        h.send_connect(a, connect(v, "a"));
+        let b = on_listener(&mut h, 2, mounted("tenant-b/"));
+        h.send_connect(b, connect(v, "b"));
+        h.subscribe(a, "sensors/#", QoS::AtLeastOnce);
+        h.subscribe(b, "sensors/#", QoS::AtLeastOnce);
+
+        h.publish(a, "sensors/temp", "21.5", QoS::AtLeastOnce);
+        // A gets its own message back without the prefix; B does not see it.
+        let got = h.recv_publishes(a);
+        assert_eq!(got.len(), 1, "{v}");
+        assert_eq!(got[0].topic.as_str(), "sensors/temp", "{v}");
+        assert!(h.recv_publishes(b).is_empty(), "{v}");
+        let seen = h.recv_publishes(admin);
+        assert_eq!(seen[0].topic.as_str(), "tenant-a/sensors/temp", "{v}");
+
+        // Publishing into a tenant's tree from outside reaches it, stripped.
+        h.publish(admin, "tenant-b/sensors/hum", "40", QoS::AtMostOnce);
+        let got = h.recv_publishes(b);
+        assert_eq!(got[0].topic.as_str(), "sensors/hum", "{v}");
+        assert!(h.recv_publishes(a).is_empty(), "{v}");
+
+        // A wildcard cannot reach outside the mount point.
+        h.subscribe(a, "#", QoS::AtMostOnce);
+        h.publish(admin, "elsewhere", "x", QoS::AtMostOnce);
+        assert!(h.recv_publishes(a).is_empty(), "{v}");
+
+        // Unsubscribing is mounted too.
+        h.send(
+            a,
+            Packet::Unsubscribe(mqtt_codec::Unsubscribe {
+                packet_id: pid(900),
+                properties: Default::default(),
+                filters: vec![filter("sensors/#"), filter("#")],
+            }),
+        );
+        let got = h.recv(a);
+        let [Packet::UnsubAck(ack)] = got.as_slice() else {
+            panic!("{v}: {got:?}");
+        };
+        if v == V5 {
+            assert_eq!(ack.reason_codes, [ReasonCode::Success, ReasonCode::Success]);
+        }
+        h.publish(admin, "tenant-a/sensors/temp", "22", QoS::AtMostOnce);
+        assert!(h.recv_publishes(a).is_empty(), "{v}: both were removed");
+    }
+}
+
+#[test]
+fn retained_messages_wills_and_shared_subscriptions_are_mounted() {
+    let mut h = Harness::default_config();
+    let admin = h.connect(V5, "admin");
+    h.subscribe(admin, "#", QoS::AtMostOnce);
+    h.publish_retain(admin, "tenant-a/config", "on", QoS::AtMostOnce, true);
+    h.recv_publishes(admin);
+
+    // The retained message is delivered under the client's own name.
+    let a = on_listener(&mut h, 1, mounted("tenant-a/"));
+    let mut c = connect(V5, "a");
+    c.will = Some(LastWill {
+        topic: topic("status"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    h.send_connect(a, c);
+    h.subscribe(a, "config", QoS::AtMostOnce);
+    let got = h.recv_publishes(a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "config");
+
+    // A shared subscription shares the mounted filter.
+    let s = on_listener(&mut h, 2, mounted("tenant-a/"));
+    h.send_connect(s, connect(V5, "worker"));
+    h.subscribe(s, "$share/workers/jobs", QoS::AtMostOnce);
+    h.publish(admin, "tenant-a/jobs", "job-1", QoS::AtMostOnce);
+    let got = h.recv_publishes(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "jobs");
+    h.recv_publishes(admin);
+
+    // The will goes to the mounted topic.
+    h.drop_transport(a);
+    let seen = h.recv_publishes(admin);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].topic.as_str(), "tenant-a/status");
 }
