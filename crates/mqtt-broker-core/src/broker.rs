@@ -1767,8 +1767,9 @@ impl Broker {
                 continue;
             }
             // [MQTT-3.8.4-8] / [MQTT-3.3.5-1]: the minimum of the message's and
-            // the subscription's QoS; never upgraded.
-            let qos = msg.qos.min(sub_qos);
+            // the subscription's QoS; upgraded only when `upgrade_outgoing_qos`
+            // (Mosquitto's non-conforming option) says so.
+            let qos = outgoing_qos(&self.ctx.config, msg.qos, sub_qos);
             // [MQTT-3.3.1-9] 3.1.1 clears RETAIN on forwarded messages; 5.0
             // keeps it with Retain As Published [MQTT-3.3.1-12], [MQTT-3.3.1-13].
             let retain = msg.retain && retain_as_published;
@@ -2022,7 +2023,7 @@ impl Broker {
                     now,
                     session,
                     conn,
-                    m.qos.min(sub.options.qos),
+                    outgoing_qos(&self.ctx.config, m.qos, sub.options.qos),
                     true,
                     ids,
                     m,
@@ -2271,6 +2272,16 @@ fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// The QoS a message published at `msg` goes out with on a subscription of
+/// `sub`.
+fn outgoing_qos(config: &BrokerConfig, msg: QoS, sub: QoS) -> QoS {
+    if config.upgrade_outgoing_qos {
+        sub
+    } else {
+        msg.min(sub)
+    }
 }
 
 /// `topic` under a listener's `mount_point`; `None` when the two are

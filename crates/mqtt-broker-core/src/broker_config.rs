@@ -47,6 +47,12 @@ pub struct BrokerConfig {
     pub queue_qos0_messages: bool,
     /// `retain_available`: whether retained messages are supported.
     pub retain_available: bool,
+    /// `upgrade_outgoing_qos`: deliver messages at the subscription's QoS
+    /// even when they were published at a lower one. This breaks the MQTT
+    /// rule that a message never goes out above its published QoS
+    /// [MQTT-3.3.5-1]; it exists for Mosquitto configurations that set it
+    /// (default false).
+    pub upgrade_outgoing_qos: bool,
     /// `max_topic_alias`: Topic Alias Maximum offered to 5.0 clients.
     pub max_topic_alias: u16,
     /// `allow_anonymous`: allow clients with neither a user name nor a
@@ -90,6 +96,7 @@ impl Default for BrokerConfig {
             max_queued_bytes: 0,
             queue_qos0_messages: false,
             retain_available: true,
+            upgrade_outgoing_qos: false,
             max_topic_alias: 10,
             allow_anonymous: true,
             allow_zero_length_clientid: true,

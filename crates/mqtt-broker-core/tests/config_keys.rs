@@ -316,6 +316,8 @@ fn retry_interval_and_clientid_prefixes_are_accepted_with_a_warning() {
     assert!(text[0].contains("retry_interval") && text[0].contains("no longer available"));
     assert!(text[1].contains("deprecated") && text[1].contains("honoured"));
     assert!(Config::parse_str("max_qos 3\n", "test.conf").is_err());
+    assert!(parse("upgrade_outgoing_qos true\n").upgrade_outgoing_qos);
+    assert!(!Config::default().upgrade_outgoing_qos);
 }
 
 #[test]

@@ -396,3 +396,28 @@ fn retained_messages_wills_and_shared_subscriptions_are_mounted() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].topic.as_str(), "tenant-a/status");
 }
+
+#[test]
+fn upgrade_outgoing_qos_delivers_at_the_subscription_qos() {
+    for (upgrade, want) in [(false, QoS::AtMostOnce), (true, QoS::AtLeastOnce)] {
+        let mut h = Harness::new(BrokerConfig {
+            upgrade_outgoing_qos: upgrade,
+            ..Default::default()
+        });
+        let s = h.connect(V5, "sub");
+        h.subscribe(s, "up/#", QoS::AtLeastOnce);
+        let p = h.connect(V3, "pub");
+        h.publish(p, "up/live", "live", QoS::AtMostOnce);
+        h.publish_retain(p, "up/kept", "kept", QoS::AtMostOnce, true);
+        let got = h.recv_publishes(s);
+        assert_eq!(got[0].qos, want, "upgrade {upgrade}");
+        assert_eq!(got[0].packet_id.is_some(), upgrade);
+        h.ack_all(s, &got);
+        // A retained message on a new subscription too.
+        let late = h.connect(V5, "late");
+        h.subscribe(late, "up/kept", QoS::AtLeastOnce);
+        let got = h.recv_publishes(late);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].qos, want, "retained, upgrade {upgrade}");
+    }
+}

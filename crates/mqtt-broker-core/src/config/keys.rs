@@ -43,6 +43,7 @@ pub const SUPPORTED: &[&str] = &[
     "socket_domain",
     "sys_interval",
     "tls_version",
+    "upgrade_outgoing_qos",
     "use_identity_as_username",
     "use_subject_as_username",
     "use_username_as_clientid",
@@ -165,7 +166,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "tls_keyform",
     "topic",
     "try_private",
-    "upgrade_outgoing_qos",
     "username",
 ];
 

@@ -102,6 +102,9 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// `retain_available`: whether retained messages are supported. Default true.
     pub retain_available: bool,
+    /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even above
+    /// the published one (not MQTT-conforming; Mosquitto's option). Default false.
+    pub upgrade_outgoing_qos: bool,
     /// `persistence` (or `retained_persistence`): keep persistent sessions,
     /// their queued and in-flight messages and retained messages in a file
     /// ([`Config::persistence_path`]) across restarts. Default false.
@@ -335,6 +338,7 @@ impl Default for Config {
             max_queued_bytes: 0,
             queue_qos0_messages: false,
             retain_available: true,
+            upgrade_outgoing_qos: false,
             persistence: false,
             persistence_location: None,
             persistence_file: None,

@@ -459,6 +459,7 @@ impl Parser {
             "queue_qos0_messages" => self.cfg.queue_qos0_messages = line.bool()?,
             "retain_available" => self.cfg.retain_available = line.bool()?,
             "connection_messages" => self.cfg.connection_messages = line.bool()?,
+            "upgrade_outgoing_qos" => self.cfg.upgrade_outgoing_qos = line.bool()?,
             "persistence" | "retained_persistence" => self.cfg.persistence = line.bool()?,
             "persistence_location" => self.cfg.persistence_location = Some(line.path()?),
             "persistence_file" => {

@@ -103,6 +103,7 @@ pub fn broker_config(config: &Config) -> BrokerConfig {
         max_queued_bytes: usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX),
         queue_qos0_messages: config.queue_qos0_messages,
         retain_available: config.retain_available,
+        upgrade_outgoing_qos: config.upgrade_outgoing_qos,
         max_topic_alias: config
             .listeners
             .iter()
