@@ -716,7 +716,7 @@ impl Broker {
         }
     }
 
-    fn handle_connect(&mut self, now: Instant, id: ConnectionId, connect: Box<Connect>) {
+    fn handle_connect(&mut self, now: Instant, id: ConnectionId, mut connect: Box<Connect>) {
         let cfg_max_keepalive = self.ctx.config.max_keepalive;
         let retain_available = self.ctx.config.retain_available;
         let allow_zero_length_clientid = self.ctx.config.allow_zero_length_clientid;
@@ -746,18 +746,20 @@ impl Broker {
                 listener.max_qos.as_u8()
             );
             conn.client_id = Some(connect.client_id.clone()).filter(|c| !c.is_empty());
-            tracing::info!(target: TARGET, "Client {} refused: {}.", conn.name(), why);
-            self.refuse(now, id, ReasonCode::QoSNotSupported, Some(why));
+            self.refuse_because(now, id, ReasonCode::QoSNotSupported, why);
             return;
         }
-        // A will topic that does not fit under the mount_point.
-        if let (Some(m), Some(w)) = (&listener.mount_point, &connect.will) {
-            if mounted_topic(m, &w.topic).is_none() {
-                let why = "its will topic is too long under this listener's mount_point";
-                conn.client_id = Some(connect.client_id.clone()).filter(|c| !c.is_empty());
-                tracing::info!(target: TARGET, "Client {} refused: {}.", conn.name(), why);
-                self.refuse(now, id, ReasonCode::TopicNameInvalid, Some(why.into()));
-                return;
+        // The will lives under the listener's mount_point, like the
+        // client's PUBLISHes (mounted here, as Mosquitto does on reading it).
+        if let (Some(m), Some(w)) = (&listener.mount_point, connect.will.as_mut()) {
+            match mounted_topic(m, &w.topic) {
+                Some(t) => w.topic = t,
+                None => {
+                    conn.client_id = Some(connect.client_id.clone()).filter(|c| !c.is_empty());
+                    let why = "its will topic is too long under this listener's mount_point";
+                    self.refuse_because(now, id, ReasonCode::TopicNameInvalid, why.into());
+                    return;
+                }
             }
         }
         // Client Identifier rules.
@@ -776,13 +778,7 @@ impl Broker {
             if !allowed {
                 conn.client_id = None;
                 let why = "an empty client identifier is not allowed here (allow_zero_length_clientid false); connect with a client id";
-                tracing::info!(target: TARGET, "Client <unknown> refused: {}.", why);
-                self.refuse(
-                    now,
-                    id,
-                    ReasonCode::ClientIdentifierNotValid,
-                    Some(why.into()),
-                );
+                self.refuse_because(now, id, ReasonCode::ClientIdentifierNotValid, why.into());
                 return;
             }
             // [MQTT-3.1.3-6] / [MQTT-3.2.2-16] the server assigns one.
@@ -806,8 +802,7 @@ impl Broker {
             if !client_id.starts_with(prefix.as_str()) {
                 let why =
                     format!("its client id does not start with '{prefix}' (clientid_prefixes)");
-                tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
-                self.refuse(now, id, ReasonCode::NotAuthorized, Some(why));
+                self.refuse_because(now, id, ReasonCode::NotAuthorized, why);
                 return;
             }
         }
@@ -843,8 +838,7 @@ impl Broker {
                 Some(cn) => (Some(cn), true),
                 None => {
                     let why = "use_identity_as_username is set but the client presented no certificate with a Common Name";
-                    tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
-                    self.refuse(now, id, ReasonCode::NotAuthorized, Some(why.into()));
+                    self.refuse_because(now, id, ReasonCode::NotAuthorized, why.into());
                     return;
                 }
             }
@@ -854,8 +848,7 @@ impl Broker {
                 None => {
                     let why =
                         "use_subject_as_username is set but the client presented no certificate";
-                    tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
-                    self.refuse(now, id, ReasonCode::NotAuthorized, Some(why.into()));
+                    self.refuse_because(now, id, ReasonCode::NotAuthorized, why.into());
                     return;
                 }
             }
@@ -871,8 +864,7 @@ impl Broker {
                 }
                 None => {
                     let why = "use_username_as_clientid is set and the client sent no user name; connect with a user name";
-                    tracing::info!(target: TARGET, "Client {} refused: {}.", client_id, why);
-                    self.refuse(now, id, ReasonCode::NotAuthorized, Some(why.into()));
+                    self.refuse_because(now, id, ReasonCode::NotAuthorized, why.into());
                     return;
                 }
             }
@@ -910,8 +902,7 @@ impl Broker {
             .unwrap_or(self.ctx.config.allow_anonymous);
         if pending.username.is_none() && !cert_verified && !allow_anonymous {
             let why = "anonymous access is off (allow_anonymous false) and the client sent neither a user name nor a client certificate verified under require_certificate true; connect with a user name and password, or a client certificate, or set allow_anonymous true";
-            tracing::info!(target: TARGET, "Client {} refused: {}.", pending.client_id, why);
-            self.refuse(now, id, ReasonCode::NotAuthorized, Some(why.into()));
+            self.refuse_because(now, id, ReasonCode::NotAuthorized, why.into());
             return;
         }
         let decision = {
@@ -1102,6 +1093,16 @@ impl Broker {
         }
     }
 
+    /// Logs why a CONNECT is refused ("Client X refused: why.", as
+    /// Mosquitto words it) and refuses it with `why` as the 5.0 Reason
+    /// String.
+    fn refuse_because(&mut self, now: Instant, id: ConnectionId, rc: ReasonCode, why: String) {
+        if let Some(conn) = self.conn_ref(id) {
+            tracing::info!(target: TARGET, "Client {} refused: {}.", conn.name(), why);
+        }
+        self.refuse(now, id, rc, Some(why));
+    }
+
     /// Sends a refusing CONNACK and closes the connection [MQTT-3.2.2-7].
     fn refuse(&mut self, now: Instant, id: ConnectionId, rc: ReasonCode, reason: Option<String>) {
         let Some(conn) = self.conn_mut(id) else {
@@ -1190,33 +1191,22 @@ impl Broker {
             (e, None) => e,
         };
         let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
-        let mount = self
-            .conn_ref(id)
-            .and_then(|c| c.info.listener.mount_point.clone());
-        let will = connect.will.as_ref().and_then(|w| {
+        let will = connect.will.as_ref().map(|w| {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             let mut properties = PublishProperties::from_will(&w.properties);
             let expiry_secs = properties.message_expiry_interval.take();
-            // Under the listener's mount_point, like the client's PUBLISHes
-            // (handle_connect refused a will topic too long for it).
-            let topic = match &mount {
-                Some(m) => mounted_topic(m, &w.topic)?,
-                None => w.topic.clone(),
-            };
-            Some(
-                Will {
-                    message: Message {
-                        topic,
-                        payload: w.payload.clone(),
-                        qos: w.qos,
-                        retain: w.retain,
-                        properties,
-                        expires_at: None,
-                    },
-                    delay: if v5 { delay } else { 0 },
-                }
-                .with_expiry(expiry_secs),
-            )
+            Will {
+                message: Message {
+                    topic: w.topic.clone(),
+                    payload: w.payload.clone(),
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties,
+                    expires_at: None,
+                },
+                delay: if v5 { delay } else { 0 },
+            }
+            .with_expiry(expiry_secs)
         });
         {
             let session = self.sessions.get_mut(slot).expect("session exists");

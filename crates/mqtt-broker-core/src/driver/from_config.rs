@@ -111,7 +111,10 @@ pub fn broker_config(config: &Config) -> BrokerConfig {
             .max()
             .unwrap_or(defaults.max_topic_alias),
         allow_anonymous: config.security.allow_anonymous.unwrap_or(config.local_only),
-        allow_zero_length_clientid: config.security.allow_zero_length_clientid.unwrap_or(true),
+        allow_zero_length_clientid: config
+            .security
+            .allow_zero_length_clientid
+            .unwrap_or(defaults.allow_zero_length_clientid),
         auto_id_prefix: config
             .security
             .auto_id_prefix
