@@ -29,6 +29,17 @@ async fn plain_server(config: BrokerConfig) -> Server {
         .expect("server starts")
 }
 
+/// Starts the server `config` describes; its one listener is on
+/// 127.0.0.1:`port`.
+async fn server_from_config(config: &Config, port: u16) -> (Server, SocketAddr) {
+    let server = ServerBuilder::from_config(config)
+        .expect("config maps to a server")
+        .start()
+        .await
+        .expect("server starts");
+    (server, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
 #[tokio::test]
 async fn plain_tcp_delivers_in_both_protocol_versions() {
     let server = plain_server(BrokerConfig::default()).await;
@@ -263,12 +274,7 @@ async fn the_seed_guides_ssl_conf_works_unchanged() {
     );
     let (config, warnings) = Config::parse_str(&text, "ssl.conf").expect("config parses");
     assert!(warnings.is_empty(), "{warnings:?}");
-    let server = ServerBuilder::from_config(&config)
-        .expect("config maps to a server")
-        .start()
-        .await
-        .expect("server starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (server, addr) = server_from_config(&config, port).await;
     let stream = tls(addr, "127.0.0.1", &certs.client_options(true))
         .await
         .expect("handshake");
@@ -286,12 +292,7 @@ async fn anonymous_refusal_from_config_names_the_setting() {
     let port = free_port();
     let text = format!("listener {port} 127.0.0.1\n");
     let (config, _) = Config::parse_str(&text, "mosquitto.conf").unwrap();
-    let server = ServerBuilder::from_config(&config)
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (server, addr) = server_from_config(&config, port).await;
     // Mosquitto 2: a configured listener turns anonymous access off.
     let (_c, ack) = RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "anon", |_| {}).await;
     assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
@@ -313,12 +314,7 @@ async fn client_id_options_and_max_qos_from_config_are_applied() {
     let (config, warnings) = Config::parse_str(&text, "mosquitto.conf").unwrap();
     // clientid_prefixes is deprecated, retry_interval gone (as Mosquitto 2 says).
     assert_eq!(warnings.len(), 2, "{warnings:?}");
-    let server = ServerBuilder::from_config(&config)
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (server, addr) = server_from_config(&config, port).await;
     let (_c, ack) = RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "", |_| {}).await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
     let assigned = ack.properties.assigned_client_identifier.clone().unwrap();
@@ -351,12 +347,7 @@ async fn password_file_from_config_is_enforced() {
         passwd.display()
     );
     let (config, _) = Config::parse_str(&text, "mosquitto.conf").unwrap();
-    let server = ServerBuilder::from_config(&config)
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (server, addr) = server_from_config(&config, port).await;
     let login = |password: &'static str| {
         move |c: &mut mqtt_broker_core::mqtt_codec::Connect| {
             c.username = Some("laptop".into());
