@@ -1,0 +1,557 @@
+//! The broker: sessions, subscriptions, retained messages, wills, timers and
+//! statistics, driven by method calls that carry `now`.
+
+use crate::auth::{
+    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
+    Authorizer,
+};
+use crate::broker_config::BrokerConfig;
+use crate::connection::{ConnectionId, ConnectionInfo};
+use crate::event::{DisconnectReason, Event};
+use crate::log_line::PublishSummary;
+use crate::message::Message;
+use crate::output::{Conn, ConnState, Ctx};
+use crate::retained::RetainedStore;
+use crate::session::{Session, StoredSubscription, Will};
+use crate::slab::Slab;
+use crate::stats::Statistics;
+use crate::storage::{Storage, StoredMessage, StoredSession};
+use crate::timer::Timer;
+use crate::topic_tree::{Match, SubEntry, SubscriptionTree};
+use bytes::{Bytes, BytesMut};
+use mqtt_codec::{
+    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion,
+    PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
+    SubAck, Subscribe, TopicFilter, TopicName, UnsubAck, Unsubscribe,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod acks;
+mod connect;
+mod disconnect;
+mod persist;
+mod publish;
+mod sessions;
+mod subscribe;
+mod sys;
+mod timers;
+mod will;
+
+#[allow(unused_imports)]
+use self::{connect::*, publish::*, subscribe::*, timers::*};
+
+const TARGET: &str = "mqtt_broker";
+
+/// A CONNECT held while its AUTH exchange runs.
+#[derive(Debug)]
+pub(crate) struct PendingConnect {
+    connect: Box<Connect>,
+    client_id: String,
+    assigned: bool,
+    server_keep_alive: Option<u16>,
+    username: Option<String>,
+    username_from_certificate: bool,
+    exchange: Option<AuthExchange>,
+}
+
+/// The deterministic MQTT broker state machine.
+///
+/// See the [crate documentation](crate) for the calls a driver makes and in
+/// which order.
+pub struct Broker {
+    ctx: Ctx,
+    authenticator: Box<dyn Authenticator>,
+    authorizer: Box<dyn Authorizer>,
+    conns: Slab<Conn>,
+    sessions: Slab<Session>,
+    by_client_id: HashMap<String, u32>,
+    tree: SubscriptionTree,
+    retained: RetainedStore,
+    matches: Vec<Match>,
+    sub_ids: Vec<u32>,
+    next_auto_id: u64,
+    started: Option<Instant>,
+    now: Option<Instant>,
+    restore: Option<crate::storage::StoredState>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.ctx.config)
+            .field("connections", &self.conns.len())
+            .field("sessions", &self.sessions.len())
+            .field("subscriptions", &self.tree.len())
+            .field("retained", &self.retained.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with `config`, allowing every client and topic (subject to
+    /// `allow_anonymous`), with nothing persisted.
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            ctx: Ctx {
+                config,
+                stats: Statistics::default(),
+                events: Default::default(),
+                storage: None,
+                timers: Default::default(),
+            },
+            authenticator: Box::new(AllowAll),
+            authorizer: Box::new(AllowAll),
+            conns: Slab::default(),
+            sessions: Slab::default(),
+            by_client_id: HashMap::new(),
+            tree: SubscriptionTree::default(),
+            retained: RetainedStore::default(),
+            matches: Vec::new(),
+            sub_ids: Vec::new(),
+            next_auto_id: 0,
+            started: None,
+            now: None,
+            restore: None,
+        }
+    }
+
+    /// Uses `authenticator` to decide who may connect.
+    pub fn with_authenticator(mut self, authenticator: Box<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    /// Uses `authorizer` to decide who may publish, subscribe and receive what.
+    pub fn with_authorizer(mut self, authorizer: Box<dyn Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// Persists sessions, subscriptions, queued and in-flight messages and
+    /// retained messages to `storage`, and restores what it holds now.
+    ///
+    /// The broker always works from its in-memory state (the fast path);
+    /// `storage` receives every change to persistent state (write-through)
+    /// and is read once, here.
+    pub fn with_storage(mut self, mut storage: Box<dyn Storage>) -> Self {
+        // Restored on the first call that brings a `now`: expiry intervals
+        // need a clock value.
+        self.restore = Some(storage.load());
+        self.ctx.storage = Some(storage);
+        self
+    }
+
+    /// Gives the storage back (e.g. to build a new broker from it),
+    /// flushed.
+    pub fn into_storage(mut self) -> Option<Box<dyn Storage>> {
+        self.flush_storage();
+        self.ctx.storage
+    }
+
+    /// Lets the storage write what it buffered ([`Storage::flush`]). A
+    /// driver calls it after handling input and before writing the bytes
+    /// that input produced (the tokio driver does), so nothing is
+    /// acknowledged to a client before it is stored.
+    pub fn flush_storage(&mut self) {
+        if let Some(s) = self.ctx.storage.as_mut() {
+            s.flush();
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.ctx.config
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> Statistics {
+        let mut s = self.ctx.stats.clone();
+        s.clients_total = self.sessions.len() as u64;
+        s.retained_messages = self.retained.len() as u64;
+        s.subscriptions = self.tree.len() as u64;
+        s.messages_stored = self
+            .sessions
+            .iter()
+            .map(|(_, s)| (s.queue.len() + s.inflight.len()) as u64)
+            .sum();
+        s
+    }
+
+    // ----- driver API -----------------------------------------------------
+
+    /// A transport connection was accepted (after its TLS handshake).
+    pub fn connection_opened(&mut self, now: Instant, info: ConnectionInfo) -> ConnectionId {
+        self.touch(now);
+        let max_packet = self.ctx.config.effective_max_packet_size();
+        let slot = self.conns.insert(|slot, generation| {
+            Conn::new(ConnectionId::new(slot, generation), info, now, max_packet)
+        });
+        let conn = self.conns.get_mut(slot).expect("just inserted");
+        let id = conn.id;
+        self.ctx.stats.connections_open += 1;
+        tracing::info!(
+            target: TARGET,
+            "New connection from {}:{} on port {}.",
+            conn.info.remote_addr.ip(),
+            conn.info.remote_addr.port(),
+            conn.info.listener.port
+        );
+        if let Some(max) = self.ctx.config.max_connections {
+            if self.ctx.stats.connections_open > max as u64 {
+                tracing::info!(
+                    target: TARGET,
+                    "Client connection from {} denied: max_connections exceeded.",
+                    conn.info.remote_addr.ip()
+                );
+                conn.state = ConnState::Closing;
+                self.ctx.events.push_back(Event::Close(id));
+                return id;
+            }
+        }
+        let at = now + self.ctx.config.connect_timeout;
+        self.set_timer(at, Timer::ConnectTimeout(id));
+        id
+    }
+
+    /// Bytes arrived on connection `id`: every whole packet is decoded (with
+    /// the connection's own decoder, limited to `max_packet_size`) and
+    /// handled; an incomplete packet stays in `buf`.
+    pub fn handle_bytes(&mut self, now: Instant, id: ConnectionId, buf: &mut BytesMut) {
+        self.touch(now);
+        loop {
+            let Some(conn) = self.conn_mut(id) else {
+                buf.clear();
+                return;
+            };
+            if conn.state == ConnState::Closing {
+                buf.clear();
+                return;
+            }
+            let before = buf.len();
+            match conn.decoder.decode(buf) {
+                Ok(Some(packet)) => {
+                    self.ctx.stats.bytes_received += (before - buf.len()) as u64;
+                    self.dispatch(now, id, packet);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    buf.clear();
+                    self.decode_error(now, id, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A packet decoded by the driver arrived on connection `id`. Use either
+    /// this or [`Broker::handle_bytes`] for a connection, not both.
+    pub fn handle_packet(&mut self, now: Instant, id: ConnectionId, packet: Packet) {
+        self.touch(now);
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.state == ConnState::Closing {
+            return;
+        }
+        let len = packet.encoded_len(conn.version);
+        self.ctx.stats.bytes_received += len as u64;
+        self.dispatch(now, id, packet);
+    }
+
+    /// The driver reports that a decoding error broke connection `id`'s
+    /// byte stream (for drivers that decode with their own [`mqtt_codec::Decoder`]).
+    pub fn handle_decode_error(&mut self, now: Instant, id: ConnectionId, error: DecodeError) {
+        self.touch(now);
+        self.decode_error(now, id, error);
+    }
+
+    /// The transport of `id` ended. Unless the client sent DISCONNECT (or the
+    /// broker closed it), this is an abnormal end: the will is published.
+    pub fn connection_closed(&mut self, now: Instant, id: ConnectionId) {
+        self.touch(now);
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        let state = conn.state;
+        let name = conn.name().to_string();
+        let session = conn.session;
+        if state != ConnState::Closing {
+            tracing::info!(target: TARGET, "Client {} closed its connection.", name);
+            if state == ConnState::Connected {
+                self.ctx.stats.clients_connected =
+                    self.ctx.stats.clients_connected.saturating_sub(1);
+                self.ctx.events.push_back(Event::ClientDisconnected {
+                    connection: id,
+                    client_id: name,
+                    reason: DisconnectReason::ConnectionLost,
+                });
+            }
+            if let Some(s) = session {
+                self.session_offline(now, s, true);
+            }
+        }
+        self.conns.remove(id.slot() as u32);
+        self.ctx.stats.connections_open = self.ctx.stats.connections_open.saturating_sub(1);
+    }
+
+    /// When [`Broker::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ctx.timers.next()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.ctx.events.pop_front()
+    }
+
+    /// Takes everything ready to send on `id`, encoded into one buffer.
+    /// Taking the bytes makes room for queued messages, which are encoded
+    /// next (and announced with another [`Event::Transmit`]).
+    pub fn take_transmit(&mut self, id: ConnectionId) -> Option<BytesMut> {
+        let now = self.now?;
+        let conn = self
+            .conns
+            .get_mut(id.slot() as u32)
+            .filter(|c| c.id == id)?;
+        let out = std::mem::take(&mut conn.out);
+        conn.transmit_pending = false;
+        if let Some(slot) = conn.session {
+            if let Some(session) = self.sessions.get_mut(slot) {
+                self.ctx.pump(now, session, conn);
+            }
+        }
+        if !conn.out.is_empty() && !conn.transmit_pending {
+            conn.transmit_pending = true;
+            self.ctx.events.push_back(Event::Transmit(id));
+        }
+        if out.is_empty() {
+            return None;
+        }
+        self.ctx.stats.bytes_sent += out.len() as u64;
+        Some(out)
+    }
+
+    /// Appends everything ready to send on `id` to `buf`; whether anything was.
+    pub fn poll_transmit(&mut self, id: ConnectionId, buf: &mut BytesMut) -> bool {
+        match self.take_transmit(id) {
+            Some(out) if buf.is_empty() => {
+                *buf = out;
+                true
+            }
+            Some(out) => {
+                buf.extend_from_slice(&out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Graceful shutdown: every connected 5.0 client gets DISCONNECT 0x8B
+    /// Server shutting down, and every connection is closed.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.touch(now);
+        let ids: Vec<ConnectionId> = self.conns.iter().map(|(_, c)| c.id).collect();
+        for id in ids {
+            self.send_disconnect(id, ReasonCode::ServerShuttingDown);
+            self.close_conn(now, id, true, DisconnectReason::ServerShuttingDown);
+        }
+    }
+
+    /// Client identifiers of the sessions (online and offline).
+    pub fn session_client_ids(&self) -> impl Iterator<Item = &str> {
+        self.sessions.iter().map(|(_, s)| s.client_id.as_str())
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    fn touch(&mut self, now: Instant) {
+        if self.started.is_none() {
+            self.started = Some(now);
+            let interval = self.ctx.config.sys_interval;
+            if !interval.is_zero() {
+                self.set_timer(now + interval, Timer::Sys);
+            }
+        }
+        if let Some(state) = self.restore.take() {
+            self.restore_state(now, state);
+        }
+        self.now = Some(now);
+    }
+
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.ctx.timers.set(at, timer);
+    }
+
+    fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Conn> {
+        self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id)
+    }
+
+    /// The client identifier of `id` for log lines.
+    fn name_of(&self, id: ConnectionId) -> &str {
+        self.conn_ref(id).map_or("<unknown>", |c| c.name())
+    }
+
+    fn conn_ref(&self, id: ConnectionId) -> Option<&Conn> {
+        self.conns.get(id.slot() as u32).filter(|c| c.id == id)
+    }
+
+    fn send_to(&mut self, id: ConnectionId, packet: &Packet) -> bool {
+        match self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id) {
+            Some(conn) => self.ctx.send(conn, packet),
+            None => false,
+        }
+    }
+
+    fn send_disconnect(&mut self, id: ConnectionId, rc: ReasonCode) {
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        // 3.1.1 has no server DISCONNECT: the connection is just closed.
+        if conn.state == ConnState::Connected && conn.version.is_v5() {
+            tracing::debug!(target: TARGET, "Sending DISCONNECT to {} (rc{})", conn.name(), rc.as_u8());
+            self.send_to(id, &Packet::Disconnect(Disconnect::new(rc)));
+        }
+    }
+
+    /// Closes the connection for a protocol violation: DISCONNECT with the
+    /// reason code in 5.0 [MQTT-4.13.1-1], a plain close in 3.1.1. Other
+    /// connections are not affected.
+    fn violation(&mut self, now: Instant, id: ConnectionId, rc: ReasonCode, why: &str) {
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        let name = conn.name().to_string();
+        tracing::debug!(target: TARGET, "Protocol violation by {}: {}.", name, why);
+        if rc == ReasonCode::MalformedPacket {
+            tracing::info!(target: TARGET, "Client {} disconnected due to malformed packet.", name);
+        } else {
+            tracing::info!(target: TARGET, "Client {} disconnected due to protocol error.", name);
+        }
+        self.send_disconnect(id, rc);
+        self.close_conn(now, id, true, DisconnectReason::ProtocolViolation(rc));
+    }
+
+    fn decode_error(&mut self, now: Instant, id: ConnectionId, e: DecodeError) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.state == ConnState::AwaitingConnect {
+            if let DecodeError::UnsupportedProtocolVersion(level) = e {
+                // [MQTT-3.1.2-2] CONNACK 0x01 (3.1.1 form: the version is unknown).
+                conn.version = ProtocolVersion::V3_1_1;
+                tracing::info!(
+                    target: TARGET,
+                    "Client <unknown> uses unsupported protocol level {}.",
+                    level
+                );
+                self.refuse(now, id, ReasonCode::UnsupportedProtocolVersion, None);
+                return;
+            }
+        }
+        self.violation(now, id, e.reason_code(), &e.to_string());
+    }
+
+    /// Marks the connection closing, detaches its session (publishing the
+    /// will if `publish_will`), and asks the driver to close it.
+    fn close_conn(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        publish_will: bool,
+        reason: DisconnectReason,
+    ) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.state == ConnState::Closing {
+            return;
+        }
+        let was_connected = conn.state == ConnState::Connected;
+        conn.state = ConnState::Closing;
+        conn.pending = None;
+        let session = conn.session.take();
+        let name = conn.name().to_string();
+        if was_connected {
+            self.ctx.stats.clients_connected = self.ctx.stats.clients_connected.saturating_sub(1);
+            self.ctx.events.push_back(Event::ClientDisconnected {
+                connection: id,
+                client_id: name,
+                reason,
+            });
+        }
+        self.ctx.events.push_back(Event::Close(id));
+        if let Some(s) = session {
+            self.session_offline(now, s, publish_will);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, id: ConnectionId, packet: Packet) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.last_rx = now;
+        let state = conn.state;
+        self.ctx.stats.messages_received += 1;
+        match (state, packet) {
+            (ConnState::Closing, _) => {}
+            (ConnState::AwaitingConnect, Packet::Connect(c)) => self.handle_connect(now, id, c),
+            (ConnState::AwaitingConnect, p) => {
+                // [MQTT-3.1.0-1] the first packet must be CONNECT.
+                self.violation(
+                    now,
+                    id,
+                    ReasonCode::ProtocolError,
+                    &format!("{} before CONNECT", p.packet_type()),
+                );
+            }
+            (ConnState::Authenticating, Packet::Auth(a)) => self.handle_auth(now, id, a),
+            (ConnState::Authenticating, p) => {
+                // Only AUTH belongs in the exchange (section 4.12).
+                self.violation(
+                    now,
+                    id,
+                    ReasonCode::ProtocolError,
+                    &format!("{} during authentication", p.packet_type()),
+                );
+            }
+            (ConnState::Connected, packet) => match packet {
+                Packet::Connect(_) => {
+                    // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+                    self.violation(now, id, ReasonCode::ProtocolError, "second CONNECT");
+                }
+                Packet::Publish(p) => self.handle_publish(now, id, p),
+                Packet::PubAck(a) => self.handle_puback(now, id, a.packet_id, a.reason_code),
+                Packet::PubRec(a) => self.handle_pubrec(now, id, a),
+                Packet::PubRel(a) => self.handle_pubrel(id, a),
+                Packet::PubComp(a) => self.handle_pubcomp(now, id, a),
+                Packet::Subscribe(s) => self.handle_subscribe(now, id, s),
+                Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
+                Packet::PingReq => {
+                    let name = self
+                        .conn_ref(id)
+                        .map(|c| c.name().to_string())
+                        .unwrap_or_default();
+                    tracing::debug!(target: TARGET, "Received PINGREQ from {}", name);
+                    // [MQTT-3.12.4-1]
+                    tracing::debug!(target: TARGET, "Sending PINGRESP to {}", name);
+                    self.send_to(id, &Packet::PingResp);
+                }
+                Packet::Disconnect(d) => self.handle_disconnect(now, id, d),
+                Packet::Auth(a) => self.handle_auth(now, id, a),
+                p @ (Packet::ConnAck(_)
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_)
+                | Packet::PingResp) => {
+                    self.violation(
+                        now,
+                        id,
+                        ReasonCode::ProtocolError,
+                        &format!("{} sent by a client", p.packet_type()),
+                    );
+                }
+            },
+        }
+    }
+}

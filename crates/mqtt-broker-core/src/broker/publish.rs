@@ -1,0 +1,350 @@
+//! PUBLISH from a client: checks, authorisation, the retained store, and
+//! routing to every matching session.
+
+use super::*;
+
+impl Broker {
+    // ----- PUBLISH ---------------------------------------------------------
+
+    pub(super) fn handle_publish(&mut self, now: Instant, id: ConnectionId, mut p: Publish) {
+        let max_alias = self.ctx.config.max_topic_alias;
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let v5 = conn.version.is_v5();
+        // Above the listener's max_qos (sent to 5.0 clients as Maximum QoS):
+        // [MQTT-3.3.1-4] DISCONNECT 0x9B; a 3.1.1 connection is closed.
+        if p.qos > conn.info.listener.max_qos {
+            tracing::info!(
+                target: TARGET,
+                "Too high QoS in PUBLISH from {}, disconnecting.",
+                conn.name()
+            );
+            return self.violation(
+                now,
+                id,
+                ReasonCode::QoSNotSupported,
+                "PUBLISH above the listener's max_qos",
+            );
+        }
+        // (Read first: writing through the properties makes the encoder
+        // measure them again when the message goes out.)
+        if let Some(alias) = p.properties.topic_alias {
+            p.properties.topic_alias = None;
+            // [MQTT-3.3.2-8] 0 and [MQTT-3.3.2-9] above our maximum are invalid.
+            if alias == 0 || alias > max_alias {
+                return self.violation(
+                    now,
+                    id,
+                    ReasonCode::TopicAliasInvalid,
+                    "topic alias out of range",
+                );
+            }
+            if p.topic.is_empty() {
+                match conn.aliases_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return self.violation(
+                            now,
+                            id,
+                            ReasonCode::ProtocolError,
+                            "unknown topic alias",
+                        )
+                    }
+                }
+            } else {
+                conn.aliases_in.insert(alias, p.topic.clone());
+            }
+        }
+        if p.topic.is_empty() {
+            return self.violation(now, id, ReasonCode::ProtocolError, "empty topic name");
+        }
+        // [MQTT-3.3.4-6] a client PUBLISH must not carry Subscription Identifiers.
+        if !p.properties.subscription_identifiers.is_empty() {
+            return self.violation(
+                now,
+                id,
+                ReasonCode::ProtocolError,
+                "subscription identifier in a client PUBLISH",
+            );
+        }
+        // The listener's mount_point: the client's topics live under it.
+        if let Some(mount) = &conn.info.listener.mount_point {
+            match mounted_topic(mount, &p.topic) {
+                Some(t) => p.topic = t,
+                None => {
+                    return self.violation(
+                        now,
+                        id,
+                        ReasonCode::TopicNameInvalid,
+                        "topic name too long with the listener's mount_point",
+                    )
+                }
+            }
+        }
+        // No per-message allocation here: the client id and user name are
+        // borrowed from the connection where needed.
+        let Some(slot) = conn.session else {
+            return;
+        };
+        let mid = p.packet_id.map_or(0, |p| p.get());
+        tracing::debug!(
+            target: TARGET,
+            "Received PUBLISH from {} {}",
+            self.name_of(id),
+            PublishSummary::of(&p)
+        );
+        self.ctx.stats.publish_messages_received += 1;
+        let window = self.ctx.config.inflight_window();
+        if p.qos != QoS::AtMostOnce && p.packet_id.is_none() {
+            return self.violation(now, id, ReasonCode::ProtocolError, "no packet identifier");
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let Some(session) = self.sessions.get(slot) else {
+                return;
+            };
+            // [MQTT-4.3.3-10] a re-sent PUBLISH before PUBREL is answered
+            // with PUBREC again and not delivered twice.
+            if session.incoming_qos2.contains(&mid) {
+                if let Some(pid) = p.packet_id {
+                    tracing::debug!(target: TARGET, "Sending PUBREC to {} (m{}, rc0)", self.name_of(id), mid);
+                    self.send_to(id, &Packet::PubRec(PubRec::new(pid)));
+                }
+                return;
+            }
+            // [MQTT-3.3.4-9] no more unreleased QoS 2 messages than the
+            // Receive Maximum we sent (5.0 only: 3.1.1 has no such limit, and
+            // the set is bounded by the 65,535 packet identifiers).
+            if v5 && session.incoming_qos2.len() >= usize::from(window) {
+                return self.violation(
+                    now,
+                    id,
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                );
+            }
+        }
+        if p.retain && !self.ctx.config.retain_available {
+            // Retain not supported, as the CONNACK said (section 3.2.2.3.5).
+            return self.violation(
+                now,
+                id,
+                ReasonCode::RetainNotSupported,
+                "retain not available",
+            );
+        }
+        let limit = self.ctx.config.message_size_limit;
+        let mut rc = ReasonCode::Success;
+        if limit != 0 && p.payload.len() > limit as usize {
+            tracing::info!(
+                target: TARGET,
+                "Dropped too large PUBLISH from {} {}",
+                self.name_of(id),
+                PublishSummary::of(&p)
+            );
+            self.ctx.stats.publish_messages_dropped += 1;
+            rc = ReasonCode::ImplementationSpecificError;
+        } else if !self
+            .conn_ref(id)
+            .is_some_and(|c| self.may_publish(c.name(), c.username.as_deref(), p.topic.as_str()))
+        {
+            tracing::debug!(
+                target: TARGET,
+                "Denied PUBLISH from {} {}",
+                self.name_of(id),
+                PublishSummary::of(&p)
+            );
+            rc = ReasonCode::NotAuthorized;
+        }
+        let qos = p.qos;
+        let packet_id = p.packet_id;
+        if rc == ReasonCode::Success {
+            let mut properties = std::mem::take(&mut p.properties);
+            // Left as decoded unless there is an expiry to take out (a
+            // client PUBLISH with Subscription Identifiers was refused).
+            let expires_at = properties.message_expiry_interval.map(|s| {
+                properties.message_expiry_interval = None;
+                now + Duration::from_secs(u64::from(s))
+            });
+            let msg = Message {
+                topic: p.topic,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                properties,
+                expires_at,
+            };
+            let delivered = self.publish_message(now, msg, Some(slot));
+            if delivered == 0 && v5 {
+                rc = ReasonCode::NoMatchingSubscribers;
+            }
+        }
+        // In 3.1.1 a refused message is acknowledged normally (no reason codes).
+        let rc = if v5 { rc } else { ReasonCode::Success };
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(pid)) => {
+                tracing::debug!(target: TARGET, "Sending PUBACK to {} (m{}, rc{})", self.name_of(id), mid, rc.as_u8());
+                self.send_to(id, &Packet::PubAck(PubAck::with_reason(pid, rc)));
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                if !rc.is_error() {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        s.incoming_qos2.insert(mid);
+                    }
+                    if self.ctx.storage.is_some() {
+                        self.save_session(slot);
+                    }
+                }
+                tracing::debug!(target: TARGET, "Sending PUBREC to {} (m{}, rc{})", self.name_of(id), mid, rc.as_u8());
+                self.send_to(id, &Packet::PubRec(PubRec::with_reason(pid, rc)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Stores or deletes the retained message, then routes `msg` to every
+    /// matching session. Returns how many sessions it went to.
+    pub(super) fn publish_message(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        publisher: Option<u32>,
+    ) -> usize {
+        let mut shared = None;
+        if msg.retain && self.ctx.config.retain_available {
+            if msg.payload.is_empty() {
+                // [MQTT-3.3.1-10] (3.1.1) / [MQTT-3.3.1-6] (5.0): an empty
+                // retained message deletes the stored one.
+                if self.retained.remove(msg.topic.as_str()) {
+                    if let Some(s) = self.ctx.storage.as_mut() {
+                        s.remove_retained(msg.topic.as_str());
+                    }
+                }
+            } else {
+                // [MQTT-3.3.1-5] store it, replacing the previous one.
+                let arc = Arc::new(msg.clone());
+                self.retained.set(arc.clone());
+                if let Some(at) = msg.expires_at {
+                    self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
+                }
+                // `$SYS` values are the broker's own, published again
+                // after a restart: not worth a write every `sys_interval`
+                // (an SD card on a Pi wears out).
+                let own = publisher.is_none() && msg.topic.as_str().starts_with("$SYS/");
+                if let Some(s) = self.ctx.storage.as_mut().filter(|_| !own) {
+                    s.save_retained(&StoredMessage::from_message(&arc, Some(now)));
+                }
+                shared = Some(arc);
+            }
+        }
+        self.route(now, &msg, publisher, &mut shared)
+    }
+
+    pub(super) fn route(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        publisher: Option<u32>,
+        shared: &mut Option<Arc<Message>>,
+    ) -> usize {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        {
+            let sessions = &self.sessions;
+            self.tree.collect(msg.topic.as_str(), &mut matches, &|s| {
+                sessions.get(s).is_some_and(|s| s.conn.is_some())
+            });
+        }
+        // One copy per session at the highest QoS of its matching
+        // subscriptions [MQTT-3.3.5-1], with every Subscription Identifier
+        // [MQTT-3.3.4-3]; shared subscriptions each deliver their own copy.
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|m| (m.shared, m.session));
+        }
+        let mut ids = std::mem::take(&mut self.sub_ids);
+        let mut delivered = 0;
+        let mut i = 0;
+        while i < matches.len() {
+            let first = matches[i];
+            let mut j = i + 1;
+            if !first.shared {
+                while j < matches.len() && !matches[j].shared && matches[j].session == first.session
+                {
+                    j += 1;
+                }
+            }
+            ids.clear();
+            let mut best: Option<QoS> = None;
+            let mut retain_as_published = false;
+            for m in &matches[i..j] {
+                // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
+                if m.no_local && Some(m.session) == publisher {
+                    continue;
+                }
+                best = best.max(Some(m.qos));
+                retain_as_published |= m.retain_as_published;
+                if m.id != 0 {
+                    ids.push(m.id);
+                }
+            }
+            i = j;
+            let Some(sub_qos) = best else {
+                continue;
+            };
+            let Some(session) = self.sessions.get_mut(first.session) else {
+                continue;
+            };
+            if !self.authorizer.authorize(&AclRequest {
+                client_id: &session.client_id,
+                username: session.username.as_deref(),
+                topic: msg.topic.as_str(),
+                access: Access::Read,
+            }) {
+                continue;
+            }
+            // [MQTT-3.8.4-8] / [MQTT-3.3.5-1]: the minimum of the message's and
+            // the subscription's QoS; upgraded only when `upgrade_outgoing_qos`
+            // (Mosquitto's non-conforming option) says so.
+            let qos = outgoing_qos(&self.ctx.config, msg.qos, sub_qos);
+            // [MQTT-3.3.1-9] 3.1.1 clears RETAIN on forwarded messages; 5.0
+            // keeps it with Retain As Published [MQTT-3.3.1-12], [MQTT-3.3.1-13].
+            let retain = msg.retain && retain_as_published;
+            let conn = session
+                .conn
+                .and_then(|c| self.conns.get_mut(c.slot() as u32).filter(|x| x.id == c));
+            self.ctx
+                .deliver(now, session, conn, qos, retain, &ids, msg, shared);
+            delivered += 1;
+        }
+        self.matches = matches;
+        self.sub_ids = ids;
+        delivered
+    }
+
+    pub(super) fn may_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        // Clients do not publish into the broker's own $SYS tree.
+        !topic.starts_with("$SYS/")
+            && self.authorizer.authorize(&AclRequest {
+                client_id,
+                username,
+                topic,
+                access: Access::Write,
+            })
+    }
+}
+
+/// The QoS a message published at `msg` goes out with on a subscription of
+/// `sub`.
+pub(super) fn outgoing_qos(config: &BrokerConfig, msg: QoS, sub: QoS) -> QoS {
+    if config.upgrade_outgoing_qos {
+        sub
+    } else {
+        msg.min(sub)
+    }
+}
+
+/// `topic` under a listener's `mount_point`; `None` when the two are
+/// longer than a topic may be.
+pub(super) fn mounted_topic(mount: &str, topic: &TopicName) -> Option<TopicName> {
+    TopicName::try_from(format!("{mount}{topic}")).ok()
+}

@@ -1,0 +1,194 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the subscription tree, the session's
+//! subscriptions and retained messages on subscribe.
+
+use super::*;
+
+impl Broker {
+    // ----- SUBSCRIBE -------------------------------------------------------
+
+    pub(super) fn handle_subscribe(&mut self, now: Instant, id: ConnectionId, s: Subscribe) {
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        let name = conn.name().to_string();
+        let username = conn.username.clone();
+        let Some(slot) = conn.session else {
+            return;
+        };
+        tracing::debug!(target: TARGET, "Received SUBSCRIBE from {}", name);
+        let sub_id = s
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let max_qos = conn.info.listener.max_qos;
+        let mount = conn.info.listener.mount_point.clone();
+        let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let mut send_retained = Vec::new();
+        for mut sub in s.subscriptions {
+            tracing::debug!(target: TARGET, "\t{} (QoS {})", sub.filter, sub.options.qos.as_u8());
+            // Granted at most the listener's max_qos.
+            sub.options.qos = sub.options.qos.min(max_qos);
+            if let Some(m) = &mount {
+                match mounted_filter(m, &sub.filter) {
+                    Some(f) => sub.filter = f,
+                    None => {
+                        codes.push(ReasonCode::TopicFilterInvalid);
+                        continue;
+                    }
+                }
+            }
+            let allowed = self.authorizer.authorize(&AclRequest {
+                client_id: &name,
+                username: username.as_deref(),
+                topic: sub.filter.as_str(),
+                access: Access::Subscribe,
+            });
+            if !allowed {
+                // 5.0: 0x87 Not authorized; 3.1.1: 0x80 Failure (the encoder maps it).
+                codes.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+            let entry = SubEntry {
+                session: slot,
+                options: sub.options,
+                id: sub_id,
+            };
+            let is_new = self.tree.insert(&sub.filter, entry);
+            if let Some(session) = self.sessions.get_mut(slot) {
+                session.subscriptions.insert(
+                    sub.filter.as_str().to_string(),
+                    StoredSubscription {
+                        filter: sub.filter.clone(),
+                        options: sub.options,
+                        id: sub_id,
+                    },
+                );
+            }
+            codes.push(ReasonCode::granted(sub.options.qos));
+            // Retained messages: not for shared subscriptions (section 4.8.2),
+            // and as Retain Handling says [MQTT-3.3.1-9..11].
+            let wanted = !sub.filter.is_shared()
+                && match sub.options.retain_handling {
+                    RetainHandling::SendOnSubscribe => true,
+                    RetainHandling::SendIfNew => is_new,
+                    RetainHandling::DoNotSend => false,
+                };
+            if wanted {
+                send_retained.push(sub);
+            }
+        }
+        tracing::debug!(target: TARGET, "Sending SUBACK to {}", name);
+        // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6].
+        self.send_to(
+            id,
+            &Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                properties: Properties::default(),
+                reason_codes: codes,
+            }),
+        );
+        self.save_session(slot);
+        let mut found = Vec::new();
+        for sub in send_retained {
+            found.clear();
+            self.retained.collect(sub.filter.filter(), &mut found);
+            for m in &found {
+                if m.is_expired(now) {
+                    // [MQTT-3.3.2-5] expired retained messages are deleted.
+                    self.retained.remove(m.topic.as_str());
+                    continue;
+                }
+                if !self.authorizer.authorize(&AclRequest {
+                    client_id: &name,
+                    username: username.as_deref(),
+                    topic: m.topic.as_str(),
+                    access: Access::Read,
+                }) {
+                    continue;
+                }
+                let Some(session) = self.sessions.get_mut(slot) else {
+                    return;
+                };
+                let conn = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id);
+                let ids: &[u32] = if sub_id != 0 { &[sub_id] } else { &[] };
+                let mut shared = Some(m.clone());
+                // [MQTT-3.3.1-8] retained messages go out with RETAIN set.
+                self.ctx.deliver(
+                    now,
+                    session,
+                    conn,
+                    outgoing_qos(&self.ctx.config, m.qos, sub.options.qos),
+                    true,
+                    ids,
+                    m,
+                    &mut shared,
+                );
+            }
+        }
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, id: ConnectionId, u: Unsubscribe) {
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        let name = conn.name().to_string();
+        let Some(slot) = conn.session else {
+            return;
+        };
+        let mount = conn.info.listener.mount_point.clone();
+        tracing::debug!(target: TARGET, "Received UNSUBSCRIBE from {}", name);
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let mounted;
+            let f = match &mount {
+                Some(m) => match mounted_filter(m, f) {
+                    Some(g) => {
+                        mounted = g;
+                        &mounted
+                    }
+                    None => {
+                        codes.push(ReasonCode::TopicFilterInvalid);
+                        continue;
+                    }
+                },
+                None => f,
+            };
+            tracing::debug!(target: TARGET, "\t{}", f);
+            let existed = self
+                .sessions
+                .get_mut(slot)
+                .is_some_and(|s| s.subscriptions.remove(f.as_str()).is_some());
+            if existed {
+                self.tree.remove(f, slot);
+            }
+            codes.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        tracing::debug!(target: TARGET, "Sending UNSUBACK to {}", name);
+        // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
+        self.send_to(
+            id,
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Properties::default(),
+                reason_codes: codes,
+            }),
+        );
+        self.save_session(slot);
+    }
+}
+
+/// `filter` under a listener's `mount_point`; a shared subscription keeps
+/// its group and mounts the filter it shares (`$share/g/{mount}{filter}`).
+pub(super) fn mounted_filter(mount: &str, filter: &TopicFilter) -> Option<TopicFilter> {
+    let text = match filter.share_group() {
+        Some(group) => format!("$share/{group}/{mount}{}", filter.filter()),
+        None => format!("{mount}{filter}"),
+    };
+    TopicFilter::new(text).ok()
+}
