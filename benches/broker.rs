@@ -41,7 +41,9 @@ fn connect(broker: &mut Broker, now: Instant, n: u32) -> ConnectionId {
     let id = broker.connection_opened(now, ConnectionInfo::new(addr));
     let mut c = Connect::new(V3, format!("client-{n}"));
     c.keep_alive = 0;
-    broker.handle_packet(now, id, Packet::Connect(Box::new(c)));
+    let p = Packet::Connect(Box::new(c));
+    let len = p.encoded_len(V3);
+    broker.handle_packet(now, id, p, len);
     id
 }
 
@@ -65,15 +67,17 @@ fn subscribe(
         properties: Default::default(),
         subscriptions,
     };
-    broker.handle_packet(now, id, Packet::Subscribe(s));
+    let p = Packet::Subscribe(s);
+    let len = p.encoded_len(V3);
+    broker.handle_packet(now, id, p, len);
 }
 
 /// Plays the driver: takes every connection's bytes.
-fn drain(broker: &mut Broker) -> usize {
+fn drain(broker: &mut Broker, now: Instant) -> usize {
     let mut bytes = 0;
     while let Some(ev) = broker.poll_event() {
         if let Event::Transmit(id) = ev {
-            if let Some(b) = broker.take_transmit(id) {
+            if let Some(b) = broker.take_transmit(now, id) {
                 bytes += b.len();
             }
         }
@@ -119,16 +123,17 @@ fn bench_topic_matching(c: &mut Criterion) {
             ["site/#".to_string(), "site/+/4/+".to_string()].into_iter(),
         );
         let publisher = connect(&mut broker, now, u32::MAX);
-        drain(&mut broker);
+        drain(&mut broker, now);
         assert_eq!(broker.stats().subscriptions, u64::from(n) + 2);
         let publish = Publish::new(
             TopicName::try_from("site/3/4/0").unwrap(),
             Bytes::from_static(b"21.5"),
         );
+        let len = Packet::Publish(publish.clone()).encoded_len(V3);
         group.bench_function(format!("{n}"), |b| {
             b.iter(|| {
-                broker.handle_packet(now, publisher, Packet::Publish(publish.clone()));
-                black_box(drain(&mut broker));
+                broker.handle_packet(now, publisher, Packet::Publish(publish.clone()), len);
+                black_box(drain(&mut broker, now));
             })
         });
     }
@@ -151,7 +156,7 @@ fn bench_fan_out(c: &mut Criterion) {
             );
         }
         let publisher = connect(&mut broker, now, u32::MAX);
-        drain(&mut broker);
+        drain(&mut broker, now);
         let publish = Publish::new(
             TopicName::try_from("sensors/kitchen/temperature").unwrap(),
             Bytes::from_static(b"{\"celsius\":21.5}"),
@@ -159,10 +164,11 @@ fn bench_fan_out(c: &mut Criterion) {
         if n >= 10_000 {
             group.sample_size(20);
         }
+        let len = Packet::Publish(publish.clone()).encoded_len(V3);
         group.bench_function(format!("{n}"), |b| {
             b.iter(|| {
-                broker.handle_packet(now, publisher, Packet::Publish(publish.clone()));
-                black_box(drain(&mut broker));
+                broker.handle_packet(now, publisher, Packet::Publish(publish.clone()), len);
+                black_box(drain(&mut broker, now));
             })
         });
     }

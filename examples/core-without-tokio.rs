@@ -9,7 +9,7 @@
 //! The driver below is the whole contract of the core:
 //! 1. `connection_opened(now, info)` for each accepted socket;
 //! 2. `handle_bytes(now, id, &mut buf)` with what was read;
-//! 3. drain `poll_event()`: `Transmit(id)` → write `take_transmit(id)`,
+//! 3. drain `poll_event()`: `Transmit(id)` → write `take_transmit(now, id)`,
 //!    `Close(id)` → write what is left and shut the socket down;
 //! 4. `connection_closed(now, id)` when the socket ends;
 //! 5. `handle_timeout(now)` at `poll_timeout()` (keep alive, will delay, ...).
@@ -45,7 +45,7 @@ impl Core {
         while let Some(event) = self.broker.poll_event() {
             match event {
                 Event::Transmit(id) => {
-                    if let Some(bytes) = self.broker.take_transmit(id) {
+                    if let Some(bytes) = self.broker.take_transmit(Instant::now(), id) {
                         if let Some(socket) = self.sockets.get_mut(&id) {
                             // One write for everything the broker batched.
                             let _ = socket.write_all(&bytes);
@@ -53,7 +53,7 @@ impl Core {
                     }
                 }
                 Event::Close(id) => {
-                    let rest = self.broker.take_transmit(id);
+                    let rest = self.broker.take_transmit(Instant::now(), id);
                     if let Some(mut socket) = self.sockets.remove(&id) {
                         if let Some(rest) = rest {
                             let _ = socket.write_all(&rest);

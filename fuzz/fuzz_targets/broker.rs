@@ -128,13 +128,13 @@ fn drain(broker: &mut Broker, conns: &mut Vec<Conn>, now: Instant) {
         if let mqtt_broker_core::Event::Close(id) = event {
             if let Some(i) = conns.iter().position(|c| c.id == id) {
                 let c = conns.swap_remove(i);
-                let _ = broker.take_transmit(c.id);
+                let _ = broker.take_transmit(now, c.id);
                 broker.connection_closed(now, c.id);
             }
         }
     }
     for c in conns.iter_mut() {
-        while let Some(out) = broker.take_transmit(c.id) {
+        while let Some(out) = broker.take_transmit(now, c.id) {
             if let Some(decoder) = &mut c.client {
                 c.inbox.extend_from_slice(&out);
                 while let Some(_packet) = decoder

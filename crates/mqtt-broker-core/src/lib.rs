@@ -10,7 +10,8 @@
 //!    verified client certificate; it returns a [`ConnectionId`].
 //! 2. [`Broker::handle_bytes`] with the bytes read (the broker decodes them
 //!    with that connection's [`mqtt_codec::Decoder`]), or
-//!    [`Broker::handle_packet`] with packets the driver decoded itself.
+//!    [`Broker::handle_packet`] with packets the driver decoded itself
+//!    (with the bytes each took, for the statistics).
 //! 3. After each call, drain [`Broker::poll_event`]:
 //!    [`Event::Transmit`] means [`Broker::take_transmit`] has bytes for that
 //!    connection (everything ready, batched into one buffer: write it with
@@ -56,7 +57,7 @@
 //! broker.handle_bytes(now, conn, &mut wire);
 //!
 //! assert_eq!(broker.poll_event(), Some(Event::Transmit(conn)));
-//! let mut out = broker.take_transmit(conn).unwrap();
+//! let mut out = broker.take_transmit(now, conn).unwrap();
 //! let mut client = Decoder::with_version(ProtocolVersion::V3_1_1);
 //! let Some(Packet::ConnAck(ack)) = client.decode(&mut out).unwrap() else { panic!() };
 //! assert_eq!(ack.reason_code, ReasonCode::Success);
@@ -81,14 +82,14 @@ mod event;
 mod file_storage;
 mod log_line;
 mod message;
-mod output;
-mod retained;
+mod outbox;
+mod persistence;
+mod router;
 mod session;
 mod slab;
 mod stats;
 mod storage;
 mod timer;
-mod topic_tree;
 
 pub use auth::{
     Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,

@@ -1,6 +1,7 @@
 //! The broker's timers: one heap, stale entries recognised when they fire.
 
 use crate::connection::ConnectionId;
+use crate::session::SessionKey;
 use mqtt_codec::TopicName;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -11,11 +12,11 @@ use std::time::Instant;
 pub(crate) enum Timer {
     KeepAlive(ConnectionId),
     ConnectTimeout(ConnectionId),
-    /// Delayed will of (session slot, generation).
-    Will(u32, u32),
-    SessionExpiry(u32, u32),
-    /// A queued message of (session slot, generation) expires.
-    QueueExpiry(u32, u32),
+    /// A session's delayed will is due.
+    Will(SessionKey),
+    SessionExpiry(SessionKey),
+    /// A message in a session's queue expires.
+    QueueExpiry(SessionKey),
     /// The retained message of a topic expires.
     RetainedExpiry(TopicName),
     Sys,

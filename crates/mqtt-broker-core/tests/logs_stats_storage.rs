@@ -134,15 +134,18 @@ fn packets_decoded_by_the_driver_are_handled_like_bytes() {
     let mut broker = Broker::new(BrokerConfig::default());
     let now = std::time::Instant::now();
     let id = broker.connection_opened(now, ConnectionInfo::new(addr(1)));
-    broker.handle_packet(now, id, Packet::Connect(Box::new(connect(V5, "c"))));
-    broker.handle_packet(now, id, Packet::PingReq);
+    let connect = Packet::Connect(Box::new(connect(V5, "c")));
+    let len = connect.encoded_len(V5);
+    broker.handle_packet(now, id, connect, len);
+    broker.handle_packet(now, id, Packet::PingReq, 2);
+    assert_eq!(broker.stats().bytes_received, len as u64 + 2);
     let mut events = Vec::new();
     while let Some(e) = broker.poll_event() {
         events.push(e);
     }
     assert!(events.contains(&Event::Transmit(id)));
     let mut out = BytesMut::new();
-    assert!(broker.poll_transmit(id, &mut out));
+    assert!(broker.poll_transmit(now, id, &mut out));
     let mut d = mqtt_codec::Decoder::with_version(V5);
     assert!(matches!(
         d.decode(&mut out).unwrap(),
@@ -170,7 +173,7 @@ fn everything_ready_for_a_connection_is_batched_into_one_buffer() {
         transmits_before.is_none(),
         "Transmit is raised once until the bytes are taken"
     );
-    let buf = h.broker.take_transmit(s).unwrap();
+    let buf = h.broker.take_transmit(h.now, s).unwrap();
     let mut d = mqtt_codec::Decoder::with_version(V3);
     let mut buf = buf;
     let mut n = 0;

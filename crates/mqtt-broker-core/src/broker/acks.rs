@@ -1,6 +1,8 @@
 //! Acknowledgements from a client for messages the broker sent it
 //! (PUBACK, PUBREC, PUBCOMP) and PUBREL for messages it sent (section 4.3).
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
@@ -11,7 +13,7 @@ impl Broker {
         pid: PacketId,
         rc: ReasonCode,
     ) {
-        let Some(conn) = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         tracing::debug!(target: TARGET, "Received PUBACK from {} (Mid: {}, RC:{})", conn.name(), pid, rc.as_u8());
@@ -27,14 +29,14 @@ impl Broker {
             .position(|o| o.packet_id == pid && o.delivery.qos == QoS::AtLeastOnce)
         {
             if let Some(o) = session.inflight.remove(pos) {
-                self.ctx.forget(session, o.delivery.seq);
+                self.store.forget(session, o.delivery.seq);
             }
         }
-        self.ctx.pump(now, session, conn);
+        flow!(self).pump(now, session, conn);
     }
 
     pub(super) fn handle_pubrec(&mut self, now: Instant, id: ConnectionId, a: PubRec) {
-        let Some(conn) = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         let name = conn.name().to_string();
@@ -53,30 +55,29 @@ impl Broker {
             Some(pos) if a.reason_code.is_error() => {
                 // 5.0 section 4.3.3: a PUBREC with an error code ends the exchange.
                 if let Some(o) = session.inflight.remove(pos) {
-                    self.ctx.forget(session, o.delivery.seq);
+                    self.store.forget(session, o.delivery.seq);
                 }
-                self.ctx.pump(now, session, conn);
+                flow!(self).pump(now, session, conn);
             }
             Some(pos) => {
                 session.inflight[pos].released = true;
                 let o = &session.inflight[pos];
-                self.ctx
+                self.store
                     .persist(now, session, &o.delivery, Some(o.packet_id), true);
                 tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", name, a.packet_id);
-                self.ctx
-                    .send(conn, &Packet::PubRel(PubRel::new(a.packet_id)));
+                conn.send(&mut self.out, &Packet::PubRel(PubRel::new(a.packet_id)));
             }
             None => {
                 // Unknown identifier: PUBREL 0x92 Packet Identifier not found (5.0).
                 tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", name, a.packet_id);
                 let rel = PubRel::with_reason(a.packet_id, ReasonCode::PacketIdentifierNotFound);
-                self.ctx.send(conn, &Packet::PubRel(rel));
+                conn.send(&mut self.out, &Packet::PubRel(rel));
             }
         }
     }
 
     pub(super) fn handle_pubrel(&mut self, id: ConnectionId, a: PubRel) {
-        let Some(conn) = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         let name = conn.name().to_string();
@@ -95,17 +96,17 @@ impl Broker {
             ReasonCode::PacketIdentifierNotFound
         };
         tracing::debug!(target: TARGET, "Sending PUBCOMP to {} (m{})", name, a.packet_id);
-        self.ctx.send(
-            conn,
+        conn.send(
+            &mut self.out,
             &Packet::PubComp(PubComp::with_reason(a.packet_id, rc)),
         );
-        if known && self.ctx.storage.is_some() {
+        if known && self.store.is_enabled() {
             self.save_session(slot);
         }
     }
 
     pub(super) fn handle_pubcomp(&mut self, now: Instant, id: ConnectionId, a: PubComp) {
-        let Some(conn) = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         tracing::debug!(
@@ -127,9 +128,9 @@ impl Broker {
             .position(|o| o.packet_id == a.packet_id && o.released)
         {
             if let Some(o) = session.inflight.remove(pos) {
-                self.ctx.forget(session, o.delivery.seq);
+                self.store.forget(session, o.delivery.seq);
             }
         }
-        self.ctx.pump(now, session, conn);
+        flow!(self).pump(now, session, conn);
     }
 }

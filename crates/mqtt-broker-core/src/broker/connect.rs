@@ -2,6 +2,8 @@
 //! settled, it is authenticated (also 5.0 enhanced authentication and
 //! re-authentication), refused, or attached to a session with CONNACK.
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
@@ -34,16 +36,16 @@ impl Broker {
         id: ConnectionId,
         mut connect: Box<Connect>,
     ) {
-        let cfg_max_keepalive = self.ctx.config.max_keepalive;
-        let retain_available = self.ctx.config.retain_available;
-        let allow_zero_length_clientid = self.ctx.config.allow_zero_length_clientid;
+        let cfg_max_keepalive = self.config.max_keepalive;
+        let retain_available = self.config.retain_available;
+        let allow_zero_length_clientid = self.config.allow_zero_length_clientid;
         let version = connect.protocol;
         let v5 = version.is_v5();
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         conn.version = version;
-        conn.decoder.set_version(version);
+        // (The decoder took the version from the CONNECT itself.)
         conn.keep_alive = connect.keep_alive;
         conn.connect_session_expiry = connect.properties.session_expiry_interval.unwrap_or(0);
         if v5 {
@@ -102,7 +104,7 @@ impl Broker {
             let prefix = listener
                 .auto_id_prefix
                 .clone()
-                .unwrap_or_else(|| self.ctx.config.auto_id_prefix.clone());
+                .unwrap_or_else(|| self.config.auto_id_prefix.clone());
             client_id = self.new_client_id(&prefix);
             assigned = true;
         } else if version == ProtocolVersion::V3_1 && client_id.len() > 23 {
@@ -115,7 +117,7 @@ impl Broker {
         conn.client_id = Some(client_id.clone());
         // `clientid_prefixes` (checked, as in Mosquitto, after an
         // identifier was assigned).
-        if let Some(prefix) = &self.ctx.config.clientid_prefixes {
+        if let Some(prefix) = &self.config.clientid_prefixes {
             if !client_id.starts_with(prefix.as_str()) {
                 let why =
                     format!("its client id does not start with '{prefix}' (clientid_prefixes)");
@@ -216,7 +218,7 @@ impl Broker {
         let cert_verified = listener.require_certificate && cert.is_some();
         let allow_anonymous = listener
             .allow_anonymous
-            .unwrap_or(self.ctx.config.allow_anonymous);
+            .unwrap_or(self.config.allow_anonymous);
         if pending.username.is_none() && !cert_verified && !allow_anonymous {
             let why = "anonymous access is off (allow_anonymous false) and the client sent neither a user name nor a client certificate verified under require_certificate true; connect with a user name and password, or a client certificate, or set allow_anonymous true";
             self.refuse_because(now, id, ReasonCode::NotAuthorized, why.into());
@@ -505,7 +507,7 @@ impl Broker {
             }
             None => (self.create_session(&client_id, version), false),
         };
-        let cap = self.ctx.config.persistent_client_expiration;
+        let cap = self.config.persistent_client_expiration;
         let expiry = if v5 {
             expiry_from_seconds(connect.properties.session_expiry_interval.unwrap_or(0))
         } else if connect.clean_start {
@@ -557,12 +559,12 @@ impl Broker {
             conn.auth_method = auth.as_ref().map(|(m, _)| m.clone());
             (conn.info.remote_addr, client_id.clone())
         };
-        self.ctx.stats.clients_connected += 1;
-        self.ctx.stats.clients_maximum = self
-            .ctx
+        self.out.stats.clients_connected += 1;
+        self.out.stats.clients_maximum = self
+            .out
             .stats
             .clients_maximum
-            .max(self.ctx.stats.clients_connected);
+            .max(self.out.stats.clients_connected);
         let user_part = username
             .as_ref()
             .map(|u| format!(", u'{u}'"))
@@ -590,7 +592,7 @@ impl Broker {
         }
         let mut ack = ConnAck::new(session_present, ReasonCode::Success);
         if v5 {
-            let cfg = &self.ctx.config;
+            let cfg = &self.config;
             let p = &mut ack.properties;
             if assigned {
                 p.assigned_client_identifier = Some(client_id.as_str().into());
@@ -630,7 +632,7 @@ impl Broker {
         }
         tracing::debug!(target: TARGET, "Sending CONNACK to {} ({}, 0)", client_id, u8::from(session_present));
         self.send_to(id, &Packet::ConnAck(ack));
-        self.ctx.events.push_back(Event::ClientConnected {
+        self.out.events.push_back(Event::ClientConnected {
             connection: id,
             client_id: client_id.clone(),
             username,
@@ -646,31 +648,21 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(id.slot() as u32) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         if session_present {
             for o in session.inflight.iter() {
                 if o.released {
                     tracing::debug!(target: TARGET, "Sending PUBREL to {} (m{})", client_id, o.packet_id);
-                    self.ctx
-                        .send(conn, &Packet::PubRel(PubRel::new(o.packet_id)));
+                    conn.send(&mut self.out, &Packet::PubRel(PubRel::new(o.packet_id)));
                 } else {
-                    let d = &o.delivery;
-                    self.ctx.send_publish(
-                        conn,
-                        now,
-                        &d.msg,
-                        d.qos,
-                        d.retain,
-                        &d.sub_ids,
-                        Some(o.packet_id),
-                        true,
-                    );
+                    let p = OutgoingPublish::of(&o.delivery);
+                    conn.send_publish(&mut self.out, now, &p, Some(o.packet_id), true);
                 }
             }
         }
-        self.ctx.pump(now, session, conn);
+        flow!(self).pump(now, session, conn);
         self.save_session(slot);
     }
 }
@@ -699,24 +691,6 @@ pub(super) fn connack_code(v: ProtocolVersion, rc: ReasonCode) -> u8 {
         rc.as_u8()
     } else {
         rc.to_v3_connack()
-    }
-}
-
-pub(super) fn auth_request<'a>(conn: &'a Conn, pending: &'a PendingConnect) -> AuthRequest<'a> {
-    let listener = &conn.info.listener;
-    AuthRequest {
-        client_id: &pending.client_id,
-        username: pending.username.as_deref(),
-        password: if pending.username_from_certificate {
-            None
-        } else {
-            pending.connect.password.as_deref()
-        },
-        username_from_certificate: pending.username_from_certificate,
-        certificate: conn.info.tls.as_ref(),
-        certificate_verified: listener.require_certificate && conn.info.tls.is_some(),
-        remote_addr: conn.info.remote_addr,
-        listener,
     }
 }
 

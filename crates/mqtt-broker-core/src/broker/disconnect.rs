@@ -1,10 +1,12 @@
 //! A client's DISCONNECT (section 3.14): session expiry update and the will.
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
     pub(super) fn handle_disconnect(&mut self, now: Instant, id: ConnectionId, d: Disconnect) {
-        let cap = self.ctx.config.persistent_client_expiration;
+        let cap = self.config.persistent_client_expiration;
         let Some(conn) = self.conn_ref(id) else {
             return;
         };

@@ -2,31 +2,47 @@
 //! statistics, driven by method calls that carry `now`.
 
 use crate::auth::{
-    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
-    Authorizer,
+    Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthStep, Authenticator, Authorizer,
 };
 use crate::broker_config::BrokerConfig;
-use crate::connection::{ConnectionId, ConnectionInfo};
+use crate::connection::{
+    auth_request, keep_alive_grace, Conn, ConnState, ConnectionId, ConnectionInfo, OutgoingPublish,
+    PendingConnect,
+};
 use crate::event::{DisconnectReason, Event};
 use crate::log_line::PublishSummary;
 use crate::message::Message;
-use crate::output::{Conn, ConnState, Ctx};
-use crate::retained::RetainedStore;
-use crate::session::{Session, StoredSubscription, Will};
+use crate::outbox::Outbox;
+use crate::persistence::Persistence;
+use crate::router::{mounted_filter, mounted_topic, outgoing_qos, Router, SubEntry};
+use crate::session::{FlowCtx, Session, SessionKey, StoredSubscription, Will};
 use crate::slab::Slab;
 use crate::stats::Statistics;
 use crate::storage::{Storage, StoredMessage, StoredSession};
-use crate::timer::Timer;
-use crate::topic_tree::{Match, SubEntry, SubscriptionTree};
+use crate::timer::{Timer, Timers};
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion,
     PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
-    SubAck, Subscribe, TopicFilter, TopicName, UnsubAck, Unsubscribe,
+    SubAck, Subscribe, TopicName, UnsubAck, Unsubscribe,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The [`FlowCtx`] of a broker: its fields a session's flow may touch,
+/// borrowed apart from `sessions` and `conns`.
+macro_rules! flow {
+    ($b:expr) => {
+        FlowCtx {
+            config: &$b.config,
+            out: &mut $b.out,
+            store: &mut $b.store,
+            timers: &mut $b.timers,
+        }
+    };
+}
+use flow;
 
 mod acks;
 mod connect;
@@ -44,47 +60,36 @@ use self::{connect::*, publish::*, subscribe::*, timers::*};
 
 const TARGET: &str = "mqtt_broker";
 
-/// A CONNECT held while its AUTH exchange runs.
-#[derive(Debug)]
-pub(crate) struct PendingConnect {
-    connect: Box<Connect>,
-    client_id: String,
-    assigned: bool,
-    server_keep_alive: Option<u16>,
-    username: Option<String>,
-    username_from_certificate: bool,
-    exchange: Option<AuthExchange>,
-}
-
 /// The deterministic MQTT broker state machine.
 ///
 /// See the [crate documentation](crate) for the calls a driver makes and in
 /// which order.
 pub struct Broker {
-    ctx: Ctx,
+    config: BrokerConfig,
+    /// Events for the driver, and the counters.
+    out: Outbox,
+    /// Write-through to the storage (see [`crate::persistence`]).
+    store: Persistence,
+    timers: Timers,
     authenticator: Box<dyn Authenticator>,
     authorizer: Box<dyn Authorizer>,
-    conns: Slab<Conn>,
-    sessions: Slab<Session>,
-    by_client_id: HashMap<String, u32>,
-    tree: SubscriptionTree,
-    retained: RetainedStore,
-    matches: Vec<Match>,
-    sub_ids: Vec<u32>,
+    conns: Slab<ConnectionId, Conn>,
+    sessions: Slab<SessionKey, Session>,
+    by_client_id: HashMap<String, SessionKey>,
+    router: Router,
     next_auto_id: u64,
     started: Option<Instant>,
-    now: Option<Instant>,
     restore: Option<crate::storage::StoredState>,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("config", &self.ctx.config)
+            .field("config", &self.config)
             .field("connections", &self.conns.len())
             .field("sessions", &self.sessions.len())
-            .field("subscriptions", &self.tree.len())
-            .field("retained", &self.retained.len())
+            .field("subscriptions", &self.router.tree.len())
+            .field("retained", &self.router.retained.len())
             .finish_non_exhaustive()
     }
 }
@@ -94,25 +99,18 @@ impl Broker {
     /// `allow_anonymous`), with nothing persisted.
     pub fn new(config: BrokerConfig) -> Self {
         Self {
-            ctx: Ctx {
-                config,
-                stats: Statistics::default(),
-                events: Default::default(),
-                storage: None,
-                timers: Default::default(),
-            },
+            config,
+            out: Outbox::default(),
+            store: Persistence::default(),
+            timers: Timers::default(),
             authenticator: Box::new(AllowAll),
             authorizer: Box::new(AllowAll),
             conns: Slab::default(),
             sessions: Slab::default(),
             by_client_id: HashMap::new(),
-            tree: SubscriptionTree::default(),
-            retained: RetainedStore::default(),
-            matches: Vec::new(),
-            sub_ids: Vec::new(),
+            router: Router::default(),
             next_auto_id: 0,
             started: None,
-            now: None,
             restore: None,
         }
     }
@@ -135,42 +133,38 @@ impl Broker {
     /// The broker always works from its in-memory state (the fast path);
     /// `storage` receives every change to persistent state (write-through)
     /// and is read once, here.
-    pub fn with_storage(mut self, mut storage: Box<dyn Storage>) -> Self {
+    pub fn with_storage(mut self, storage: Box<dyn Storage>) -> Self {
         // Restored on the first call that brings a `now`: expiry intervals
         // need a clock value.
-        self.restore = Some(storage.load());
-        self.ctx.storage = Some(storage);
+        self.restore = Some(self.store.set(storage).load());
         self
     }
 
     /// Gives the storage back (e.g. to build a new broker from it),
     /// flushed.
     pub fn into_storage(mut self) -> Option<Box<dyn Storage>> {
-        self.flush_storage();
-        self.ctx.storage
+        self.store.take()
     }
 
-    /// Lets the storage write what it buffered ([`Storage::flush`]). A
-    /// driver calls it after handling input and before writing the bytes
-    /// that input produced (the tokio driver does), so nothing is
-    /// acknowledged to a client before it is stored.
+    /// Lets the storage write what it buffered ([`Storage::flush`]) now.
+    /// A driver need not call it: [`Broker::take_transmit`] flushes before
+    /// it hands out any bytes, so nothing is acknowledged to a client
+    /// before it is stored (see the `persistence` module).
     pub fn flush_storage(&mut self) {
-        if let Some(s) = self.ctx.storage.as_mut() {
-            s.flush();
-        }
+        self.store.flush();
     }
 
     /// The configuration.
     pub fn config(&self) -> &BrokerConfig {
-        &self.ctx.config
+        &self.config
     }
 
     /// Current statistics.
     pub fn stats(&self) -> Statistics {
-        let mut s = self.ctx.stats.clone();
+        let mut s = self.out.stats.clone();
         s.clients_total = self.sessions.len() as u64;
-        s.retained_messages = self.retained.len() as u64;
-        s.subscriptions = self.tree.len() as u64;
+        s.retained_messages = self.router.retained.len() as u64;
+        s.subscriptions = self.router.tree.len() as u64;
         s.messages_stored = self
             .sessions
             .iter()
@@ -184,13 +178,11 @@ impl Broker {
     /// A transport connection was accepted (after its TLS handshake).
     pub fn connection_opened(&mut self, now: Instant, info: ConnectionInfo) -> ConnectionId {
         self.touch(now);
-        let max_packet = self.ctx.config.effective_max_packet_size();
-        let slot = self.conns.insert(|slot, generation| {
-            Conn::new(ConnectionId::new(slot, generation), info, now, max_packet)
-        });
-        let conn = self.conns.get_mut(slot).expect("just inserted");
-        let id = conn.id;
-        self.ctx.stats.connections_open += 1;
+        let id = self.conns.insert(|id| Conn::new(id, info, now));
+        let Some(conn) = self.conns.get_mut(id) else {
+            return id;
+        };
+        self.out.stats.connections_open += 1;
         tracing::info!(
             target: TARGET,
             "New connection from {}:{} on port {}.",
@@ -198,30 +190,31 @@ impl Broker {
             conn.info.remote_addr.port(),
             conn.info.listener.port
         );
-        if let Some(max) = self.ctx.config.max_connections {
-            if self.ctx.stats.connections_open > max as u64 {
+        if let Some(max) = self.config.max_connections {
+            if self.out.stats.connections_open > max as u64 {
                 tracing::info!(
                     target: TARGET,
                     "Client connection from {} denied: max_connections exceeded.",
                     conn.info.remote_addr.ip()
                 );
                 conn.state = ConnState::Closing;
-                self.ctx.events.push_back(Event::Close(id));
+                self.out.events.push_back(Event::Close(id));
                 return id;
             }
         }
-        let at = now + self.ctx.config.connect_timeout;
+        let at = now + self.config.connect_timeout;
         self.set_timer(at, Timer::ConnectTimeout(id));
         id
     }
 
     /// Bytes arrived on connection `id`: every whole packet is decoded (with
-    /// the connection's own decoder, limited to `max_packet_size`) and
-    /// handled; an incomplete packet stays in `buf`.
+    /// the connection's own decoder, limited to `max_packet_size`, made on
+    /// the first call) and handled; an incomplete packet stays in `buf`.
     pub fn handle_bytes(&mut self, now: Instant, id: ConnectionId, buf: &mut BytesMut) {
         self.touch(now);
+        let max_packet = self.config.effective_max_packet_size();
         loop {
-            let Some(conn) = self.conn_mut(id) else {
+            let Some(conn) = self.conns.get_mut(id) else {
                 buf.clear();
                 return;
             };
@@ -230,9 +223,19 @@ impl Broker {
                 return;
             }
             let before = buf.len();
-            match conn.decoder.decode(buf) {
+            let version = conn.version;
+            let connected = conn.state != ConnState::AwaitingConnect;
+            let decoder = conn.decoder.get_or_insert_with(|| {
+                let mut d = Box::new(mqtt_codec::Decoder::new());
+                d.set_max_packet_size(max_packet);
+                if connected {
+                    d.set_version(version);
+                }
+                d
+            });
+            match decoder.decode(buf) {
                 Ok(Some(packet)) => {
-                    self.ctx.stats.bytes_received += (before - buf.len()) as u64;
+                    self.out.stats.bytes_received += (before - buf.len()) as u64;
                     self.dispatch(now, id, packet);
                 }
                 Ok(None) => return,
@@ -245,9 +248,18 @@ impl Broker {
         }
     }
 
-    /// A packet decoded by the driver arrived on connection `id`. Use either
-    /// this or [`Broker::handle_bytes`] for a connection, not both.
-    pub fn handle_packet(&mut self, now: Instant, id: ConnectionId, packet: Packet) {
+    /// A packet decoded by the driver arrived on connection `id`;
+    /// `wire_len` is how many bytes it took on the wire (what the decoder
+    /// consumed), for the statistics. Use either this or
+    /// [`Broker::handle_bytes`] for a connection, not both: the connection
+    /// then has one decoder, the driver's.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        packet: Packet,
+        wire_len: usize,
+    ) {
         self.touch(now);
         let Some(conn) = self.conn_mut(id) else {
             return;
@@ -255,8 +267,7 @@ impl Broker {
         if conn.state == ConnState::Closing {
             return;
         }
-        let len = packet.encoded_len(conn.version);
-        self.ctx.stats.bytes_received += len as u64;
+        self.out.stats.bytes_received += wire_len as u64;
         self.dispatch(now, id, packet);
     }
 
@@ -280,9 +291,9 @@ impl Broker {
         if state != ConnState::Closing {
             tracing::info!(target: TARGET, "Client {} closed its connection.", name);
             if state == ConnState::Connected {
-                self.ctx.stats.clients_connected =
-                    self.ctx.stats.clients_connected.saturating_sub(1);
-                self.ctx.events.push_back(Event::ClientDisconnected {
+                self.out.stats.clients_connected =
+                    self.out.stats.clients_connected.saturating_sub(1);
+                self.out.events.push_back(Event::ClientDisconnected {
                     connection: id,
                     client_id: name,
                     reason: DisconnectReason::ConnectionLost,
@@ -292,50 +303,52 @@ impl Broker {
                 self.session_offline(now, s, true);
             }
         }
-        self.conns.remove(id.slot() as u32);
-        self.ctx.stats.connections_open = self.ctx.stats.connections_open.saturating_sub(1);
+        self.conns.remove(id);
+        self.out.stats.connections_open = self.out.stats.connections_open.saturating_sub(1);
     }
 
     /// When [`Broker::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ctx.timers.next()
+        self.timers.next()
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.ctx.events.pop_front()
+        self.out.events.pop_front()
     }
 
     /// Takes everything ready to send on `id`, encoded into one buffer.
     /// Taking the bytes makes room for queued messages, which are encoded
     /// next (and announced with another [`Event::Transmit`]).
-    pub fn take_transmit(&mut self, id: ConnectionId) -> Option<BytesMut> {
-        let now = self.now?;
-        let conn = self
-            .conns
-            .get_mut(id.slot() as u32)
-            .filter(|c| c.id == id)?;
+    ///
+    /// Before it hands out any bytes, the storage is flushed of every record
+    /// written so far: nothing leaves before what it depends on is stored
+    /// (see the `persistence` module).
+    pub fn take_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<BytesMut> {
+        self.touch(now);
+        let conn = self.conns.get_mut(id)?;
         let out = std::mem::take(&mut conn.out);
         conn.transmit_pending = false;
         if let Some(slot) = conn.session {
             if let Some(session) = self.sessions.get_mut(slot) {
-                self.ctx.pump(now, session, conn);
+                flow!(self).pump(now, session, conn);
             }
         }
         if !conn.out.is_empty() && !conn.transmit_pending {
             conn.transmit_pending = true;
-            self.ctx.events.push_back(Event::Transmit(id));
+            self.out.events.push_back(Event::Transmit(id));
         }
         if out.is_empty() {
             return None;
         }
-        self.ctx.stats.bytes_sent += out.len() as u64;
+        self.store.flush();
+        self.out.stats.bytes_sent += out.len() as u64;
         Some(out)
     }
 
     /// Appends everything ready to send on `id` to `buf`; whether anything was.
-    pub fn poll_transmit(&mut self, id: ConnectionId, buf: &mut BytesMut) -> bool {
-        match self.take_transmit(id) {
+    pub fn poll_transmit(&mut self, now: Instant, id: ConnectionId, buf: &mut BytesMut) -> bool {
+        match self.take_transmit(now, id) {
             Some(out) if buf.is_empty() => {
                 *buf = out;
                 true
@@ -369,7 +382,7 @@ impl Broker {
     fn touch(&mut self, now: Instant) {
         if self.started.is_none() {
             self.started = Some(now);
-            let interval = self.ctx.config.sys_interval;
+            let interval = self.config.sys_interval;
             if !interval.is_zero() {
                 self.set_timer(now + interval, Timer::Sys);
             }
@@ -377,15 +390,14 @@ impl Broker {
         if let Some(state) = self.restore.take() {
             self.restore_state(now, state);
         }
-        self.now = Some(now);
     }
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
-        self.ctx.timers.set(at, timer);
+        self.timers.set(at, timer);
     }
 
     fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Conn> {
-        self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id)
+        self.conns.get_mut(id)
     }
 
     /// The client identifier of `id` for log lines.
@@ -394,12 +406,12 @@ impl Broker {
     }
 
     fn conn_ref(&self, id: ConnectionId) -> Option<&Conn> {
-        self.conns.get(id.slot() as u32).filter(|c| c.id == id)
+        self.conns.get(id)
     }
 
     fn send_to(&mut self, id: ConnectionId, packet: &Packet) -> bool {
-        match self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id) {
-            Some(conn) => self.ctx.send(conn, packet),
+        match self.conns.get_mut(id) {
+            Some(conn) => conn.send(&mut self.out, packet),
             None => false,
         }
     }
@@ -474,14 +486,14 @@ impl Broker {
         let session = conn.session.take();
         let name = conn.name().to_string();
         if was_connected {
-            self.ctx.stats.clients_connected = self.ctx.stats.clients_connected.saturating_sub(1);
-            self.ctx.events.push_back(Event::ClientDisconnected {
+            self.out.stats.clients_connected = self.out.stats.clients_connected.saturating_sub(1);
+            self.out.events.push_back(Event::ClientDisconnected {
                 connection: id,
                 client_id: name,
                 reason,
             });
         }
-        self.ctx.events.push_back(Event::Close(id));
+        self.out.events.push_back(Event::Close(id));
         if let Some(s) = session {
             self.session_offline(now, s, publish_will);
         }
@@ -493,7 +505,7 @@ impl Broker {
         };
         conn.last_rx = now;
         let state = conn.state;
-        self.ctx.stats.messages_received += 1;
+        self.out.stats.messages_received += 1;
         match (state, packet) {
             (ConnState::Closing, _) => {}
             (ConnState::AwaitingConnect, Packet::Connect(c)) => self.handle_connect(now, id, c),

@@ -1,14 +1,15 @@
 //! The storage hooks: persistent sessions written through to [`Storage`],
 //! and the state a storage holds restored at the first call.
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
     // ----- storage -------------------------------------------------------------
 
-    pub(super) fn save_session(&mut self, slot: u32) {
-        let (Some(storage), Some(session)) = (self.ctx.storage.as_mut(), self.sessions.get(slot))
-        else {
+    pub(super) fn save_session(&mut self, slot: SessionKey) {
+        let (Some(storage), Some(session)) = (self.store.write(), self.sessions.get(slot)) else {
             return;
         };
         if !session.is_persistent() {
@@ -29,14 +30,14 @@ impl Broker {
         storage.save_session(&stored);
     }
 
-    pub(super) fn restore_session(&mut self, s: StoredSession) -> u32 {
+    pub(super) fn restore_session(&mut self, s: StoredSession) -> SessionKey {
         let slot = self.create_session(&s.client_id, s.protocol);
         let session = self.sessions.get_mut(slot).expect("just created");
         session.username = s.username;
         session.expiry = s.expiry;
         session.incoming_qos2 = s.incoming_qos2.into_iter().collect();
         for (filter, options, id) in s.subscriptions {
-            self.tree.insert(
+            self.router.tree.insert(
                 &filter,
                 SubEntry {
                     session: slot,
@@ -62,7 +63,7 @@ impl Broker {
             if let Some(at) = msg.expires_at {
                 self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
             }
-            self.retained.set(Arc::new(msg));
+            self.router.retained.set(Arc::new(msg));
         }
         let mut slots = Vec::new();
         for s in state.sessions {
@@ -89,9 +90,7 @@ impl Broker {
                 }),
                 None => {
                     if let Some(at) = delivery.msg.expires_at {
-                        self.ctx
-                            .timers
-                            .set(at, Timer::QueueExpiry(session.slot, session.generation));
+                        self.timers.set(at, Timer::QueueExpiry(session.key));
                     }
                     session.queued_bytes += delivery.msg.size();
                     session.queue.push_back(delivery);

@@ -1,13 +1,15 @@
 //! PUBLISH from a client: checks, authorisation, the retained store, and
 //! routing to every matching session.
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
     // ----- PUBLISH ---------------------------------------------------------
 
     pub(super) fn handle_publish(&mut self, now: Instant, id: ConnectionId, mut p: Publish) {
-        let max_alias = self.ctx.config.max_topic_alias;
+        let max_alias = self.config.max_topic_alias;
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
@@ -94,8 +96,8 @@ impl Broker {
             self.name_of(id),
             PublishSummary::of(&p)
         );
-        self.ctx.stats.publish_messages_received += 1;
-        let window = self.ctx.config.inflight_window();
+        self.out.stats.publish_messages_received += 1;
+        let window = self.config.inflight_window();
         if p.qos != QoS::AtMostOnce && p.packet_id.is_none() {
             return self.violation(now, id, ReasonCode::ProtocolError, "no packet identifier");
         }
@@ -124,7 +126,7 @@ impl Broker {
                 );
             }
         }
-        if p.retain && !self.ctx.config.retain_available {
+        if p.retain && !self.config.retain_available {
             // Retain not supported, as the CONNACK said (section 3.2.2.3.5).
             return self.violation(
                 now,
@@ -133,7 +135,7 @@ impl Broker {
                 "retain not available",
             );
         }
-        let limit = self.ctx.config.message_size_limit;
+        let limit = self.config.message_size_limit;
         let mut rc = ReasonCode::Success;
         if limit != 0 && p.payload.len() > limit as usize {
             tracing::info!(
@@ -142,7 +144,7 @@ impl Broker {
                 self.name_of(id),
                 PublishSummary::of(&p)
             );
-            self.ctx.stats.publish_messages_dropped += 1;
+            self.out.stats.publish_messages_dropped += 1;
             rc = ReasonCode::ImplementationSpecificError;
         } else if !self
             .conn_ref(id)
@@ -191,7 +193,7 @@ impl Broker {
                     if let Some(s) = self.sessions.get_mut(slot) {
                         s.incoming_qos2.insert(mid);
                     }
-                    if self.ctx.storage.is_some() {
+                    if self.store.is_enabled() {
                         self.save_session(slot);
                     }
                 }
@@ -208,22 +210,22 @@ impl Broker {
         &mut self,
         now: Instant,
         msg: Message,
-        publisher: Option<u32>,
+        publisher: Option<SessionKey>,
     ) -> usize {
         let mut shared = None;
-        if msg.retain && self.ctx.config.retain_available {
+        if msg.retain && self.config.retain_available {
             if msg.payload.is_empty() {
                 // [MQTT-3.3.1-10] (3.1.1) / [MQTT-3.3.1-6] (5.0): an empty
                 // retained message deletes the stored one.
-                if self.retained.remove(msg.topic.as_str()) {
-                    if let Some(s) = self.ctx.storage.as_mut() {
+                if self.router.retained.remove(msg.topic.as_str()) {
+                    if let Some(s) = self.store.write() {
                         s.remove_retained(msg.topic.as_str());
                     }
                 }
             } else {
                 // [MQTT-3.3.1-5] store it, replacing the previous one.
                 let arc = Arc::new(msg.clone());
-                self.retained.set(arc.clone());
+                self.router.retained.set(arc.clone());
                 if let Some(at) = msg.expires_at {
                     self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
                 }
@@ -231,7 +233,7 @@ impl Broker {
                 // after a restart: not worth a write every `sys_interval`
                 // (an SD card on a Pi wears out).
                 let own = publisher.is_none() && msg.topic.as_str().starts_with("$SYS/");
-                if let Some(s) = self.ctx.storage.as_mut().filter(|_| !own) {
+                if let Some(s) = self.store.write().filter(|_| !own) {
                     s.save_retained(&StoredMessage::from_message(&arc, Some(now)));
                 }
                 shared = Some(arc);
@@ -240,58 +242,26 @@ impl Broker {
         self.route(now, &msg, publisher, &mut shared)
     }
 
+    /// Delivers `msg` to every session the router says it goes to;
+    /// returns how many.
     pub(super) fn route(
         &mut self,
         now: Instant,
         msg: &Message,
-        publisher: Option<u32>,
+        publisher: Option<SessionKey>,
         shared: &mut Option<Arc<Message>>,
     ) -> usize {
-        let mut matches = std::mem::take(&mut self.matches);
-        matches.clear();
         {
             let sessions = &self.sessions;
-            self.tree.collect(msg.topic.as_str(), &mut matches, &|s| {
-                sessions.get(s).is_some_and(|s| s.conn.is_some())
-            });
+            let online = |s| sessions.get(s).is_some_and(|s: &Session| s.conn.is_some());
+            self.router
+                .find_targets(msg.topic.as_str(), publisher, &online);
         }
-        // One copy per session at the highest QoS of its matching
-        // subscriptions [MQTT-3.3.5-1], with every Subscription Identifier
-        // [MQTT-3.3.4-3]; shared subscriptions each deliver their own copy.
-        if matches.len() > 1 {
-            matches.sort_unstable_by_key(|m| (m.shared, m.session));
-        }
-        let mut ids = std::mem::take(&mut self.sub_ids);
+        let sessions = &mut self.sessions;
+        let router = &self.router;
         let mut delivered = 0;
-        let mut i = 0;
-        while i < matches.len() {
-            let first = matches[i];
-            let mut j = i + 1;
-            if !first.shared {
-                while j < matches.len() && !matches[j].shared && matches[j].session == first.session
-                {
-                    j += 1;
-                }
-            }
-            ids.clear();
-            let mut best: Option<QoS> = None;
-            let mut retain_as_published = false;
-            for m in &matches[i..j] {
-                // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
-                if m.no_local && Some(m.session) == publisher {
-                    continue;
-                }
-                best = best.max(Some(m.qos));
-                retain_as_published |= m.retain_as_published;
-                if m.id != 0 {
-                    ids.push(m.id);
-                }
-            }
-            i = j;
-            let Some(sub_qos) = best else {
-                continue;
-            };
-            let Some(session) = self.sessions.get_mut(first.session) else {
+        for t in router.targets() {
+            let Some(session) = sessions.get_mut(t.session) else {
                 continue;
             };
             if !self.authorizer.authorize(&AclRequest {
@@ -302,22 +272,18 @@ impl Broker {
             }) {
                 continue;
             }
-            // [MQTT-3.8.4-8] / [MQTT-3.3.5-1]: the minimum of the message's and
-            // the subscription's QoS; upgraded only when `upgrade_outgoing_qos`
-            // (Mosquitto's non-conforming option) says so.
-            let qos = outgoing_qos(&self.ctx.config, msg.qos, sub_qos);
-            // [MQTT-3.3.1-9] 3.1.1 clears RETAIN on forwarded messages; 5.0
-            // keeps it with Retain As Published [MQTT-3.3.1-12], [MQTT-3.3.1-13].
-            let retain = msg.retain && retain_as_published;
-            let conn = session
-                .conn
-                .and_then(|c| self.conns.get_mut(c.slot() as u32).filter(|x| x.id == c));
-            self.ctx
-                .deliver(now, session, conn, qos, retain, &ids, msg, shared);
+            let publish = OutgoingPublish {
+                msg,
+                qos: outgoing_qos(&self.config, msg.qos, t.qos),
+                // [MQTT-3.3.1-9] 3.1.1 clears RETAIN on forwarded messages; 5.0
+                // keeps it with Retain As Published [MQTT-3.3.1-12], [MQTT-3.3.1-13].
+                retain: msg.retain && t.retain_as_published,
+                sub_ids: router.sub_ids(t),
+            };
+            let conn = session.conn.and_then(|c| self.conns.get_mut(c));
+            flow!(self).deliver(now, session, conn, &publish, shared);
             delivered += 1;
         }
-        self.matches = matches;
-        self.sub_ids = ids;
         delivered
     }
 
@@ -331,20 +297,4 @@ impl Broker {
                 access: Access::Write,
             })
     }
-}
-
-/// The QoS a message published at `msg` goes out with on a subscription of
-/// `sub`.
-pub(super) fn outgoing_qos(config: &BrokerConfig, msg: QoS, sub: QoS) -> QoS {
-    if config.upgrade_outgoing_qos {
-        sub
-    } else {
-        msg.min(sub)
-    }
-}
-
-/// `topic` under a listener's `mount_point`; `None` when the two are
-/// longer than a topic may be.
-pub(super) fn mounted_topic(mount: &str, topic: &TopicName) -> Option<TopicName> {
-    TopicName::try_from(format!("{mount}{topic}")).ok()
 }

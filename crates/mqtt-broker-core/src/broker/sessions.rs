@@ -1,31 +1,36 @@
 //! Session lifecycle: created at CONNECT, offline when the connection
 //! ends, expired or discarded (section 4.1).
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
-    pub(super) fn create_session(&mut self, client_id: &str, version: ProtocolVersion) -> u32 {
-        let slot = self.sessions.insert(|slot, generation| {
-            Session::new(slot, generation, client_id.to_string(), version)
-        });
+    pub(super) fn create_session(
+        &mut self,
+        client_id: &str,
+        version: ProtocolVersion,
+    ) -> SessionKey {
+        let slot = self
+            .sessions
+            .insert(|key| Session::new(key, client_id.to_string(), version));
         self.by_client_id.insert(client_id.to_string(), slot);
         slot
     }
 
-    pub(super) fn schedule_expiry(&mut self, now: Instant, slot: u32) {
+    pub(super) fn schedule_expiry(&mut self, now: Instant, slot: SessionKey) {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
         if let Some(d) = session.expiry {
             let at = now + d;
             session.expires_at = Some(at);
-            let generation = session.generation;
-            self.set_timer(at, Timer::SessionExpiry(slot, generation));
+            self.set_timer(at, Timer::SessionExpiry(slot));
         }
     }
 
     /// The session lost its connection: handle the will and the expiry.
-    pub(super) fn session_offline(&mut self, now: Instant, slot: u32, publish_will: bool) {
+    pub(super) fn session_offline(&mut self, now: Instant, slot: SessionKey, publish_will: bool) {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
@@ -45,8 +50,7 @@ impl Broker {
                 let at = now + session.expiry.map_or(delay, |e| e.min(delay));
                 session.will = Some(w);
                 session.will_at = Some(at);
-                let generation = session.generation;
-                self.set_timer(at, Timer::Will(slot, generation));
+                self.set_timer(at, Timer::Will(slot));
             }
         }
         if persistent {
@@ -60,17 +64,22 @@ impl Broker {
         }
     }
 
-    pub(super) fn destroy_session(&mut self, now: Instant, slot: u32, send_pending_will: bool) {
+    pub(super) fn destroy_session(
+        &mut self,
+        now: Instant,
+        slot: SessionKey,
+        send_pending_will: bool,
+    ) {
         let Some(session) = self.sessions.remove(slot) else {
             return;
         };
         for sub in session.subscriptions.values() {
-            self.tree.remove(&sub.filter, slot);
+            self.router.tree.remove(&sub.filter, slot);
         }
         if self.by_client_id.get(&session.client_id) == Some(&slot) {
             self.by_client_id.remove(&session.client_id);
         }
-        if let Some(storage) = self.ctx.storage.as_mut() {
+        if let Some(storage) = self.store.write() {
             storage.remove_session(&session.client_id);
         }
         if send_pending_will && session.will_at.is_some() {

@@ -1,6 +1,8 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the subscription tree, the session's
 //! subscriptions and retained messages on subscribe.
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
@@ -55,7 +57,7 @@ impl Broker {
                 options: sub.options,
                 id: sub_id,
             };
-            let is_new = self.tree.insert(&sub.filter, entry);
+            let is_new = self.router.tree.insert(&sub.filter, entry);
             if let Some(session) = self.sessions.get_mut(slot) {
                 session.subscriptions.insert(
                     sub.filter.as_str().to_string(),
@@ -93,11 +95,13 @@ impl Broker {
         let mut found = Vec::new();
         for sub in send_retained {
             found.clear();
-            self.retained.collect(sub.filter.filter(), &mut found);
+            self.router
+                .retained
+                .collect(sub.filter.filter(), &mut found);
             for m in &found {
                 if m.is_expired(now) {
                     // [MQTT-3.3.2-5] expired retained messages are deleted.
-                    self.retained.remove(m.topic.as_str());
+                    self.router.retained.remove(m.topic.as_str());
                     continue;
                 }
                 if !self.authorizer.authorize(&AclRequest {
@@ -111,20 +115,17 @@ impl Broker {
                 let Some(session) = self.sessions.get_mut(slot) else {
                     return;
                 };
-                let conn = self.conns.get_mut(id.slot() as u32).filter(|c| c.id == id);
+                let conn = self.conns.get_mut(id);
                 let ids: &[u32] = if sub_id != 0 { &[sub_id] } else { &[] };
                 let mut shared = Some(m.clone());
                 // [MQTT-3.3.1-8] retained messages go out with RETAIN set.
-                self.ctx.deliver(
-                    now,
-                    session,
-                    conn,
-                    outgoing_qos(&self.ctx.config, m.qos, sub.options.qos),
-                    true,
-                    ids,
-                    m,
-                    &mut shared,
-                );
+                let publish = OutgoingPublish {
+                    msg: m,
+                    qos: outgoing_qos(&self.config, m.qos, sub.options.qos),
+                    retain: true,
+                    sub_ids: ids,
+                };
+                flow!(self).deliver(now, session, conn, &publish, &mut shared);
             }
         }
     }
@@ -161,7 +162,7 @@ impl Broker {
                 .get_mut(slot)
                 .is_some_and(|s| s.subscriptions.remove(f.as_str()).is_some());
             if existed {
-                self.tree.remove(f, slot);
+                self.router.tree.remove(f, slot);
             }
             codes.push(if existed {
                 ReasonCode::Success
@@ -181,14 +182,4 @@ impl Broker {
         );
         self.save_session(slot);
     }
-}
-
-/// `filter` under a listener's `mount_point`; a shared subscription keeps
-/// its group and mounts the filter it shares (`$share/g/{mount}{filter}`).
-pub(super) fn mounted_filter(mount: &str, filter: &TopicFilter) -> Option<TopicFilter> {
-    let text = match filter.share_group() {
-        Some(group) => format!("$share/{group}/{mount}{}", filter.filter()),
-        None => format!("{mount}{filter}"),
-    };
-    TopicFilter::new(text).ok()
 }

@@ -1,6 +1,8 @@
 //! Timers firing: keep alive, CONNECT time-out, will delay, session and
 //! message expiry, `$SYS` updates.
 
+#[allow(unused_imports)]
+use super::flow;
 use super::*;
 
 impl Broker {
@@ -8,7 +10,7 @@ impl Broker {
     /// delay, session expiry, `$SYS` updates.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.touch(now);
-        while let Some(timer) = self.ctx.timers.pop_due(now) {
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::KeepAlive(id) => self.check_keep_alive(now, id),
                 Timer::ConnectTimeout(id) => {
@@ -23,10 +25,7 @@ impl Broker {
                         self.close_conn(now, id, false, DisconnectReason::KeepAliveTimeout);
                     }
                 }
-                Timer::Will(slot, generation) => {
-                    if self.sessions.generation(slot) != Some(generation) {
-                        continue;
-                    }
+                Timer::Will(slot) => {
                     let Some(s) = self.sessions.get_mut(slot) else {
                         continue;
                     };
@@ -38,10 +37,7 @@ impl Broker {
                         }
                     }
                 }
-                Timer::SessionExpiry(slot, generation) => {
-                    if self.sessions.generation(slot) != Some(generation) {
-                        continue;
-                    }
+                Timer::SessionExpiry(slot) => {
                     let due = self.sessions.get(slot).is_some_and(|s| {
                         s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now)
                     });
@@ -49,30 +45,27 @@ impl Broker {
                         self.destroy_session(now, slot, true);
                     }
                 }
-                Timer::QueueExpiry(slot, generation) => {
-                    if self.sessions.generation(slot) != Some(generation) {
-                        continue;
-                    }
+                Timer::QueueExpiry(slot) => {
                     if let Some(session) = self.sessions.get_mut(slot) {
-                        self.ctx.drop_expired(now, session);
+                        flow!(self).drop_expired(now, session);
                     }
                 }
                 Timer::RetainedExpiry(topic) => {
                     let expired = {
                         let mut found = Vec::new();
-                        self.retained.collect(topic.as_str(), &mut found);
+                        self.router.retained.collect(topic.as_str(), &mut found);
                         found.first().is_some_and(|m| m.is_expired(now))
                     };
                     // [MQTT-3.3.2-5] an expired retained message is deleted.
-                    if expired && self.retained.remove(topic.as_str()) {
-                        if let Some(s) = self.ctx.storage.as_mut() {
+                    if expired && self.router.retained.remove(topic.as_str()) {
+                        if let Some(s) = self.store.write() {
                             s.remove_retained(topic.as_str());
                         }
                     }
                 }
                 Timer::Sys => {
                     self.publish_sys(now);
-                    let interval = self.ctx.config.sys_interval;
+                    let interval = self.config.sys_interval;
                     if !interval.is_zero() {
                         self.set_timer(now + interval, Timer::Sys);
                     }
@@ -85,12 +78,14 @@ impl Broker {
         let Some(conn) = self.conn_ref(id) else {
             return;
         };
-        if conn.state != ConnState::Connected || conn.keep_alive == 0 {
+        if conn.state != ConnState::Connected {
             return;
         }
         // [MQTT-3.1.2-24] one and a half times the Keep Alive, measured from
         // the last packet received.
-        let deadline = conn.last_rx + keep_alive_grace(conn.keep_alive);
+        let Some(deadline) = conn.keep_alive_deadline() else {
+            return;
+        };
         if deadline > now {
             self.set_timer(deadline, Timer::KeepAlive(id));
             return;
@@ -99,8 +94,4 @@ impl Broker {
         self.send_disconnect(id, ReasonCode::KeepAliveTimeout);
         self.close_conn(now, id, true, DisconnectReason::KeepAliveTimeout);
     }
-}
-
-pub(super) fn keep_alive_grace(keep_alive: u16) -> Duration {
-    Duration::from_millis(u64::from(keep_alive) * 1500)
 }

@@ -206,7 +206,7 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
-    let mut packets: Vec<Packet> = Vec::new();
+    let mut packets: Vec<(Packet, usize)> = Vec::new();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -234,8 +234,9 @@ where
                         }
                     }
                     let error = loop {
+                        let before = buf.len();
                         match decoder.decode(&mut buf) {
-                            Ok(Some(p)) => packets.push(p),
+                            Ok(Some(p)) => packets.push((p, before - buf.len())),
                             Ok(None) => break None,
                             Err(e) => {
                                 // The stream cannot be resynchronised: stop reading it.
@@ -250,17 +251,17 @@ where
                     let mut g = shared.lock();
                     let broker = g.broker();
                     let now = Instant::now();
-                    for p in packets.drain(..) {
-                        broker.handle_packet(now, id, p);
+                    for (p, len) in packets.drain(..) {
+                        broker.handle_packet(now, id, p, len);
                     }
                     if let Some(e) = error {
                         broker.handle_decode_error(now, id, e);
                     }
                     // Answer in the same wake-up: no extra round through the signal.
-                    broker.take_transmit(id)
+                    broker.take_transmit(now, id)
                 }
             },
-            _ = signal.notify.notified() => shared.lock().broker().take_transmit(id),
+            _ = signal.notify.notified() => shared.lock().broker().take_transmit(Instant::now(), id),
         };
         if let Some(out) = out {
             // Flushed too: a TLS or WebSocket stream may hold back what
@@ -271,7 +272,7 @@ where
         }
         if signal.close.load(Ordering::Acquire) {
             // Flush what is left (e.g. DISCONNECT 0x8B, a refused CONNACK), then close.
-            let rest = shared.lock().broker().take_transmit(id);
+            let rest = shared.lock().broker().take_transmit(Instant::now(), id);
             if let Some(rest) = rest {
                 let _ = wr.write_all(&rest).await;
             }

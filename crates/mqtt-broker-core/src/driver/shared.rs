@@ -79,8 +79,6 @@ impl Guard<'_> {
 
     fn dispatch(&mut self) {
         let inner = &mut *self.inner;
-        // Stored before any task can write what this call produced.
-        inner.broker.flush_storage();
         while let Some(event) = inner.broker.poll_event() {
             match event {
                 Event::Transmit(id) => {

@@ -214,7 +214,7 @@ impl Harness {
     }
 
     fn take(&mut self, id: ConnectionId) {
-        while let Some(bytes) = self.broker.take_transmit(id) {
+        while let Some(bytes) = self.broker.take_transmit(self.now, id) {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
             };

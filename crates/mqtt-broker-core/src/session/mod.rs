@@ -1,10 +1,37 @@
-//! Session state (section 4.1): what outlives a connection.
+//! Session state (section 4.1): what outlives a connection. Its QoS 1 and 2
+//! flows towards the client and its queue are in [`flows`] and [`queue`].
+
+mod flows;
+mod queue;
+
+pub(crate) use flows::FlowCtx;
 
 use crate::connection::ConnectionId;
 use crate::message::{Delivery, Message};
+use crate::slab::Key;
 use mqtt_codec::{PacketId, ProtocolVersion, SubscriptionOptions, TopicFilter};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// Names one session in the broker for as long as it lives: a slot and a
+/// generation, so a timer or subscription left from an ended session never
+/// reaches the session that reuses its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionKey(u64);
+
+impl Key for SessionKey {
+    fn from_parts(slot: u32, generation: u32) -> Self {
+        Self((u64::from(generation) << 32) | u64::from(slot))
+    }
+
+    fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
 
 /// A QoS 1 or 2 message sent to the client and not yet fully acknowledged.
 #[derive(Debug, Clone)]
@@ -33,10 +60,8 @@ pub(crate) struct Will {
 
 #[derive(Debug)]
 pub(crate) struct Session {
-    /// Where the session lives in the broker's slab.
-    pub slot: u32,
-    /// Distinguishes this session from earlier ones in the same slot (timers).
-    pub generation: u32,
+    /// Its key in the broker's slab (timers and subscriptions name it by this).
+    pub key: SessionKey,
     pub client_id: String,
     pub username: Option<String>,
     pub protocol: ProtocolVersion,
@@ -64,10 +89,9 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(slot: u32, generation: u32, client_id: String, protocol: ProtocolVersion) -> Self {
+    pub fn new(key: SessionKey, client_id: String, protocol: ProtocolVersion) -> Self {
         Self {
-            slot,
-            generation,
+            key,
             client_id,
             username: None,
             protocol,
@@ -108,15 +132,5 @@ impl Session {
     pub fn take_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq
-    }
-
-    /// Removes the first queued delivery, keeping the byte count.
-    pub fn pop_queue(&mut self) -> Option<Delivery> {
-        let d = self.queue.pop_front()?;
-        self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.size());
-        if self.queue.is_empty() {
-            self.dropping = false;
-        }
-        Some(d)
     }
 }

@@ -1,5 +1,6 @@
 //! The subscription tree: one node per topic level, walked once per message.
 
+use crate::session::SessionKey;
 use mqtt_codec::{QoS, SubscriptionOptions, TopicFilter};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -38,7 +39,7 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<LevelHasher>>;
 /// One subscription of one session, as stored in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SubEntry {
-    pub session: u32,
+    pub session: SessionKey,
     pub options: SubscriptionOptions,
     /// Subscription Identifier, 0 for none.
     pub id: u32,
@@ -47,7 +48,7 @@ pub(crate) struct SubEntry {
 /// A subscription that matched a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Match {
-    pub session: u32,
+    pub session: SessionKey,
     pub qos: QoS,
     pub no_local: bool,
     pub retain_as_published: bool,
@@ -160,7 +161,7 @@ impl SubscriptionTree {
     }
 
     /// Removes the subscription of `session` to `filter`; whether it existed.
-    pub fn remove(&mut self, filter: &TopicFilter, session: u32) -> bool {
+    pub fn remove(&mut self, filter: &TopicFilter, session: SessionKey) -> bool {
         let mut levels = filter.filter().split('/');
         let removed = remove_in(&mut self.root, &mut levels, filter.share_group(), session);
         if removed {
@@ -172,7 +173,12 @@ impl SubscriptionTree {
     /// Appends every subscription matching `topic` to `out`: all ordinary
     /// ones, and one member per shared group, chosen round-robin among the
     /// members for which `online` is true (any member if none is).
-    pub fn collect(&mut self, topic: &str, out: &mut Vec<Match>, online: &dyn Fn(u32) -> bool) {
+    pub fn collect(
+        &mut self,
+        topic: &str,
+        out: &mut Vec<Match>,
+        online: &dyn Fn(SessionKey) -> bool,
+    ) {
         let dollar = topic.starts_with('$');
         walk(&mut self.root, Some(topic), true, dollar, out, online);
     }
@@ -182,7 +188,7 @@ fn remove_in<'a>(
     node: &mut Node,
     levels: &mut impl Iterator<Item = &'a str>,
     group: Option<&str>,
-    session: u32,
+    session: SessionKey,
 ) -> bool {
     match levels.next() {
         None => match group {
@@ -239,7 +245,7 @@ fn remove_in<'a>(
     }
 }
 
-fn emit(node: &mut Node, out: &mut Vec<Match>, online: &dyn Fn(u32) -> bool) {
+fn emit(node: &mut Node, out: &mut Vec<Match>, online: &dyn Fn(SessionKey) -> bool) {
     out.extend(node.subs.iter().map(|e| Match::of(e, false)));
     for g in &mut node.shared {
         let n = g.members.len();
@@ -266,7 +272,7 @@ fn walk(
     root: bool,
     dollar: bool,
     out: &mut Vec<Match>,
-    online: &dyn Fn(u32) -> bool,
+    online: &dyn Fn(SessionKey) -> bool,
 ) {
     match rest {
         None => {
@@ -301,10 +307,15 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slab::Key;
+
+    fn key(n: u32) -> SessionKey {
+        SessionKey::from_parts(n, 0)
+    }
 
     fn entry(session: u32) -> SubEntry {
         SubEntry {
-            session,
+            session: key(session),
             options: SubscriptionOptions::qos(QoS::AtLeastOnce),
             id: 0,
         }
@@ -313,7 +324,7 @@ mod tests {
     fn matching(tree: &mut SubscriptionTree, topic: &str) -> Vec<u32> {
         let mut out = Vec::new();
         tree.collect(topic, &mut out, &|_| true);
-        let mut v: Vec<u32> = out.iter().map(|m| m.session).collect();
+        let mut v: Vec<u32> = out.iter().map(|m| m.session.slot()).collect();
         v.sort_unstable();
         v
     }
@@ -349,8 +360,8 @@ mod tests {
         assert!(tree.insert(&f, entry(1)));
         assert!(!tree.insert(&f, entry(1)));
         assert_eq!(tree.len(), 1);
-        assert!(tree.remove(&f, 1));
-        assert!(!tree.remove(&f, 1));
+        assert!(tree.remove(&f, key(1)));
+        assert!(!tree.remove(&f, key(1)));
         assert_eq!(tree.len(), 0);
         assert!(tree.root.is_empty());
     }
@@ -365,7 +376,7 @@ mod tests {
         let picks: Vec<u32> = (0..6).map(|_| matching(&mut tree, "t")[0]).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         let mut out = Vec::new();
-        tree.collect("t", &mut out, &|s| s == 2);
-        assert_eq!(out[0].session, 2);
+        tree.collect("t", &mut out, &|s| s == key(2));
+        assert_eq!(out[0].session, key(2));
     }
 }

@@ -1,4 +1,18 @@
-//! What the driver tells the broker about a transport connection.
+//! One transport connection: the handles and facts the driver gives the
+//! broker (this file), and the per-connection protocol state, one concern
+//! per module: the handshake and authentication, keep alive, flow control,
+//! and writing packets out.
+
+mod flow_control;
+mod handshake;
+mod keep_alive;
+mod state;
+mod transmit;
+
+pub(crate) use handshake::{auth_request, PendingConnect};
+pub(crate) use keep_alive::keep_alive_grace;
+pub(crate) use state::{Conn, ConnState};
+pub(crate) use transmit::OutgoingPublish;
 
 use mqtt_codec::QoS;
 use std::fmt;
@@ -11,19 +25,21 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub(crate) u64);
 
-impl ConnectionId {
-    pub(crate) fn new(slot: u32, generation: u32) -> Self {
+impl crate::slab::Key for ConnectionId {
+    fn from_parts(slot: u32, generation: u32) -> Self {
         Self((u64::from(generation) << 32) | u64::from(slot))
     }
 
-    pub(crate) fn slot(self) -> usize {
-        (self.0 & 0xFFFF_FFFF) as usize
+    fn slot(self) -> u32 {
+        self.0 as u32
     }
 
-    pub(crate) fn generation(self) -> u32 {
+    fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
+}
 
+impl ConnectionId {
     /// A number for logs and maps; unique per broker.
     pub fn as_u64(self) -> u64 {
         self.0
@@ -32,7 +48,7 @@ impl ConnectionId {
 
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}.{}", self.slot(), self.generation())
+        write!(f, "#{}.{}", self.0 as u32, self.0 >> 32)
     }
 }
 

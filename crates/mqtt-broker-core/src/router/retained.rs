@@ -1,7 +1,7 @@
 //! Retained messages in a tree of topic levels, walked by a filter on SUBSCRIBE.
 
+use super::FastMap;
 use crate::message::Message;
-use crate::topic_tree::FastMap;
 use std::sync::Arc;
 
 #[derive(Debug, Default)]

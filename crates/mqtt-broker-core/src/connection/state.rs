@@ -1,0 +1,91 @@
+//! Per-connection protocol state: what the broker knows about one transport
+//! connection. What outlives it is in the [`crate::session::Session`].
+
+use super::{ConnectionId, ConnectionInfo, PendingConnect};
+use crate::session::SessionKey;
+use bytes::BytesMut;
+use mqtt_codec::{Decoder, ProtocolVersion, TopicName};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// Waiting for CONNECT [MQTT-3.1.0-1].
+    AwaitingConnect,
+    /// CONNECT received, 5.0 AUTH exchange under way.
+    Authenticating,
+    /// CONNACK sent.
+    Connected,
+    /// The broker asked the driver to close it; input is ignored.
+    Closing,
+}
+
+/// One transport connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub id: ConnectionId,
+    pub info: ConnectionInfo,
+    pub state: ConnState,
+    /// The decoder of [`crate::Broker::handle_bytes`], made on its first
+    /// call: a driver that decodes itself ([`crate::Broker::handle_packet`])
+    /// keeps the connection's only decoder.
+    pub decoder: Option<Box<Decoder>>,
+    pub version: ProtocolVersion,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub session: Option<SessionKey>,
+    pub keep_alive: u16,
+    pub last_rx: Instant,
+    /// Encoded packets not yet taken by the driver ([`super::transmit`]).
+    pub out: BytesMut,
+    pub transmit_pending: bool,
+    /// The client's Receive Maximum ([`super::flow_control`]).
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size.
+    pub max_packet_size: u32,
+    /// The client's Topic Alias Maximum (aliases we may send).
+    pub topic_alias_max: u16,
+    pub aliases_in: HashMap<u16, TopicName>,
+    pub aliases_out: HashMap<TopicName, u16>,
+    /// Session Expiry Interval of the CONNECT (for [MQTT-3.14.2-2]).
+    pub connect_session_expiry: u32,
+    /// Authentication Method of the CONNECT (5.0 enhanced authentication).
+    pub auth_method: Option<String>,
+    /// The CONNECT held while its AUTH exchange runs ([`super::handshake`]).
+    pub pending: Option<Box<PendingConnect>>,
+    pub reauth: Option<crate::auth::AuthExchange>,
+}
+
+impl Conn {
+    pub fn new(id: ConnectionId, info: ConnectionInfo, now: Instant) -> Self {
+        Self {
+            id,
+            info,
+            state: ConnState::AwaitingConnect,
+            decoder: None,
+            version: ProtocolVersion::V3_1_1,
+            client_id: None,
+            username: None,
+            session: None,
+            keep_alive: 0,
+            last_rx: now,
+            out: BytesMut::new(),
+            transmit_pending: false,
+            receive_maximum: u16::MAX,
+            max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
+            topic_alias_max: 0,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            connect_session_expiry: 0,
+            auth_method: None,
+            pending: None,
+            reauth: None,
+        }
+    }
+
+    /// The client identifier for log lines (`<unknown>` before CONNECT, as Mosquitto).
+    pub fn name(&self) -> &str {
+        self.client_id.as_deref().unwrap_or("<unknown>")
+    }
+}
