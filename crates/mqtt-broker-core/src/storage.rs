@@ -163,10 +163,11 @@ pub trait Storage: Send {
     fn save_retained(&mut self, message: &StoredMessage);
     /// A retained message was deleted.
     fn remove_retained(&mut self, topic: &str);
-    /// Called by [`crate::Broker::flush_storage`] before the bytes that
-    /// followed the changes above are written to clients (e.g. the PUBACK
-    /// of a stored message): a store may buffer its writes until then, and
-    /// write them as one. The default does nothing.
+    /// Called by the broker before it hands out the bytes that followed
+    /// the changes above ([`crate::Broker::take_transmit`] flushes first;
+    /// e.g. the PUBACK of a stored message), and by
+    /// [`crate::Broker::flush_storage`]: a store may buffer its writes
+    /// until then, and write them as one. The default does nothing.
     fn flush(&mut self) {}
 }
 

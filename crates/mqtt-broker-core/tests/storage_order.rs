@@ -1,0 +1,153 @@
+//! The core's own guarantee: no byte leaves the broker before the storage
+//! records it depends on are flushed. Checked with a storage that records
+//! the order of its writes and flushes, and a driver that records when it
+//! takes bytes.
+
+use bytes::BytesMut;
+use mqtt_broker_core::mqtt_codec::{
+    Connect, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions, TopicFilter,
+    TopicName,
+};
+use mqtt_broker_core::{
+    Broker, BrokerConfig, ConnectionId, ConnectionInfo, Event, MemoryStorage, Storage,
+    StoredDelivery, StoredMessage, StoredSession, StoredState,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const V: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Write(&'static str),
+    Flush,
+    Transmit(ConnectionId),
+}
+
+type Log = Arc<Mutex<Vec<Step>>>;
+
+/// A [`MemoryStorage`] that logs every call.
+struct Recording {
+    inner: MemoryStorage,
+    log: Log,
+}
+
+impl Recording {
+    fn write(&self, what: &'static str) {
+        self.log.lock().unwrap().push(Step::Write(what));
+    }
+}
+
+impl Storage for Recording {
+    fn load(&mut self) -> StoredState {
+        self.inner.load()
+    }
+    fn save_session(&mut self, session: &StoredSession) {
+        self.write("save_session");
+        self.inner.save_session(session)
+    }
+    fn remove_session(&mut self, client_id: &str) {
+        self.write("remove_session");
+        self.inner.remove_session(client_id)
+    }
+    fn save_message(&mut self, client_id: &str, seq: u64, delivery: &StoredDelivery) {
+        self.write("save_message");
+        self.inner.save_message(client_id, seq, delivery)
+    }
+    fn remove_message(&mut self, client_id: &str, seq: u64) {
+        self.write("remove_message");
+        self.inner.remove_message(client_id, seq)
+    }
+    fn save_retained(&mut self, message: &StoredMessage) {
+        self.write("save_retained");
+        self.inner.save_retained(message)
+    }
+    fn remove_retained(&mut self, topic: &str) {
+        self.write("remove_retained");
+        self.inner.remove_retained(topic)
+    }
+    fn flush(&mut self) {
+        self.log.lock().unwrap().push(Step::Flush);
+    }
+}
+
+/// A driver that takes every connection's bytes when told, logging it.
+fn drain(broker: &mut Broker, now: Instant, log: &Log) {
+    while let Some(e) = broker.poll_event() {
+        if let Event::Transmit(id) | Event::Close(id) = e {
+            if broker.take_transmit(now, id).is_some() {
+                log.lock().unwrap().push(Step::Transmit(id));
+            }
+        }
+    }
+}
+
+fn send(broker: &mut Broker, now: Instant, id: ConnectionId, p: Packet, log: &Log) {
+    let mut buf = BytesMut::new();
+    p.encode(V, &mut buf).unwrap();
+    broker.handle_bytes(now, id, &mut buf);
+    drain(broker, now, log);
+}
+
+fn persistent(client_id: &str) -> Packet {
+    let mut c = Connect::new(V, client_id);
+    c.clean_start = false;
+    Packet::Connect(Box::new(c))
+}
+
+#[test]
+fn no_byte_leaves_before_the_storage_records_it_depends_on() {
+    let log: Log = Arc::default();
+    let storage = Recording {
+        inner: MemoryStorage::new(),
+        log: log.clone(),
+    };
+    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let now = Instant::now();
+
+    // A persistent subscriber (its session and subscription are stored
+    // before CONNACK and SUBACK), a persistent publisher of QoS 1 and 2
+    // retained messages (stored before PUBACK / PUBREC), with the
+    // subscriber's copies stored before they are sent.
+    let sub = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:1".parse().unwrap()));
+    send(&mut broker, now, sub, persistent("sub"), &log);
+    let subscribe = Subscribe::new(
+        mqtt_broker_core::mqtt_codec::PacketId::new(1).unwrap(),
+        TopicFilter::new("t/#").unwrap(),
+        SubscriptionOptions::qos(QoS::ExactlyOnce),
+    );
+    send(&mut broker, now, sub, Packet::Subscribe(subscribe), &log);
+    let publisher =
+        broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:2".parse().unwrap()));
+    send(&mut broker, now, publisher, persistent("pub"), &log);
+    for (n, qos) in [(1, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)] {
+        let mut p = Publish::new(TopicName::try_from("t/x").unwrap(), "m");
+        p.qos = qos;
+        p.retain = true;
+        p.packet_id = mqtt_broker_core::mqtt_codec::PacketId::new(n);
+        send(&mut broker, now, publisher, Packet::Publish(p), &log);
+    }
+
+    let log = log.lock().unwrap().clone();
+    for what in ["save_session", "save_message", "save_retained"] {
+        assert!(log.contains(&Step::Write(what)), "{what} in {log:?}");
+    }
+    assert!(log
+        .iter()
+        .any(|s| matches!(s, Step::Transmit(id) if *id == sub)));
+    assert!(log
+        .iter()
+        .any(|s| matches!(s, Step::Transmit(id) if *id == publisher)));
+    // Every write is followed by a flush before the next transmit.
+    let mut unflushed = None;
+    for (i, step) in log.iter().enumerate() {
+        match step {
+            Step::Write(what) => unflushed = unflushed.or(Some((i, *what))),
+            Step::Flush => unflushed = None,
+            Step::Transmit(id) => assert_eq!(
+                unflushed, None,
+                "bytes for {id} left at step {i} before a stored record was flushed: {log:?}"
+            ),
+        }
+    }
+}
