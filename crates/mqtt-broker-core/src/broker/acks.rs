@@ -1,8 +1,6 @@
 //! Acknowledgements from a client for messages the broker sent it
 //! (PUBACK, PUBREC, PUBCOMP) and PUBREL for messages it sent (section 4.3).
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

@@ -2,8 +2,6 @@
 //! settled, it is authenticated (also 5.0 enhanced authentication and
 //! re-authentication), refused, or attached to a session with CONNACK.
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {
@@ -676,7 +674,7 @@ pub(super) fn expiry_from_seconds(secs: u32) -> Option<Duration> {
     }
 }
 
-pub(super) fn protocol_number(v: ProtocolVersion) -> u8 {
+fn protocol_number(v: ProtocolVersion) -> u8 {
     // Mosquitto's `p` in "New client connected": mosq_p_mqtt31 = 1,
     // mosq_p_mqtt311 = 2, mosq_p_mqtt5 = 5.
     match v {
@@ -686,7 +684,7 @@ pub(super) fn protocol_number(v: ProtocolVersion) -> u8 {
     }
 }
 
-pub(super) fn connack_code(v: ProtocolVersion, rc: ReasonCode) -> u8 {
+fn connack_code(v: ProtocolVersion, rc: ReasonCode) -> u8 {
     if v.is_v5() {
         rc.as_u8()
     } else {
@@ -694,7 +692,7 @@ pub(super) fn connack_code(v: ProtocolVersion, rc: ReasonCode) -> u8 {
     }
 }
 
-pub(super) fn splitmix64(mut x: u64) -> u64 {
+fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -1,7 +1,6 @@
 //! A client's DISCONNECT (section 3.14): session expiry update and the will.
 
-#[allow(unused_imports)]
-use super::flow;
+use super::connect::expiry_from_seconds;
 use super::*;
 
 impl Broker {

@@ -42,7 +42,6 @@ macro_rules! flow {
         }
     };
 }
-use flow;
 
 mod acks;
 mod connect;
@@ -55,8 +54,6 @@ mod sys;
 mod timers;
 mod will;
 
-#[allow(unused_imports)]
-use self::{connect::*, publish::*, subscribe::*, timers::*};
 
 const TARGET: &str = "mqtt_broker";
 

@@ -1,8 +1,6 @@
 //! The storage hooks: persistent sessions written through to [`Storage`],
 //! and the state a storage holds restored at the first call.
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

@@ -1,8 +1,6 @@
 //! PUBLISH from a client: checks, authorisation, the retained store, and
 //! routing to every matching session.
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

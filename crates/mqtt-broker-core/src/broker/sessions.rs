@@ -1,8 +1,6 @@
 //! Session lifecycle: created at CONNECT, offline when the connection
 //! ends, expired or discarded (section 4.1).
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

@@ -1,8 +1,6 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the subscription tree, the session's
 //! subscriptions and retained messages on subscribe.
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

@@ -1,8 +1,6 @@
 //! `$SYS/broker/...`: the broker's statistics as retained messages,
 //! published every `sys_interval`.
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

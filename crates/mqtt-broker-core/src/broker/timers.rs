@@ -1,8 +1,6 @@
 //! Timers firing: keep alive, CONNECT time-out, will delay, session and
 //! message expiry, `$SYS` updates.
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {

@@ -1,8 +1,6 @@
 //! Wills (section 3.1.2.5): published when a connection ends abnormally,
 //! after the Will Delay Interval [MQTT-3.1.3-9].
 
-#[allow(unused_imports)]
-use super::flow;
 use super::*;
 
 impl Broker {
