@@ -14,6 +14,8 @@
 //!   refuse packets above the peer's Maximum Packet Size.
 //! - Topic names and filters are validated types with the matching rules of
 //!   both specifications, including `$share/{group}/{filter}`.
+//! - Session pieces shared by clients and servers: the packet identifier
+//!   pool ([`PacketIdPool`]).
 //! - `no_std` with `alloc` when the default `std` feature is off.
 //!
 //! ```
@@ -41,6 +43,7 @@ extern crate alloc;
 mod error;
 mod out;
 mod packet;
+mod packet_id_pool;
 mod properties;
 mod publish_properties;
 mod reason;
@@ -58,6 +61,7 @@ pub use packet::{
     LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, Subscription,
     UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
+pub use packet_id_pool::PacketIdPool;
 pub use properties::{Properties, PropertyId, PropertyValues};
 pub use publish_properties::{PublishProperties, PublishPropertyValues};
 pub use reason::ReasonCode;
