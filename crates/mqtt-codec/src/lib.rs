@@ -15,7 +15,8 @@
 //! - Topic names and filters are validated types with the matching rules of
 //!   both specifications, including `$share/{group}/{filter}`.
 //! - Session pieces shared by clients and servers: the packet identifier
-//!   pool ([`PacketIdPool`]).
+//!   pool ([`PacketIdPool`]) and the 5.0 topic alias tables of each
+//!   direction ([`OutgoingTopicAliases`], [`IncomingTopicAliases`]).
 //! - `no_std` with `alloc` when the default `std` feature is off.
 //!
 //! ```
@@ -41,7 +42,9 @@
 extern crate alloc;
 
 mod error;
+mod incoming_topic_aliases;
 mod out;
+mod outgoing_topic_aliases;
 mod packet;
 mod packet_id_pool;
 mod properties;
@@ -56,6 +59,8 @@ mod wire;
 
 pub use bytes;
 pub use error::{DecodeError, EncodeError};
+pub use incoming_topic_aliases::{IncomingTopicAliases, TopicAliasError};
+pub use outgoing_topic_aliases::{AliasChoice, OutgoingTopicAliases};
 pub use packet::{
     decode_packet, peek_connect_version, Auth, ConnAck, Connect, Decoder, Disconnect, FixedHeader,
     LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, Subscription,
