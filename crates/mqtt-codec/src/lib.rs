@@ -14,6 +14,9 @@
 //!   refuse packets above the peer's Maximum Packet Size.
 //! - Topic names and filters are validated types with the matching rules of
 //!   both specifications, including `$share/{group}/{filter}`.
+//! - Session pieces shared by clients and servers: the packet identifier
+//!   pool ([`PacketIdPool`]) and the 5.0 topic alias tables of each
+//!   direction ([`OutgoingTopicAliases`], [`IncomingTopicAliases`]).
 //! - `no_std` with `alloc` when the default `std` feature is off.
 //!
 //! ```
@@ -39,8 +42,11 @@
 extern crate alloc;
 
 mod error;
+mod incoming_topic_aliases;
 mod out;
+mod outgoing_topic_aliases;
 mod packet;
+mod packet_id_pool;
 mod properties;
 mod publish_properties;
 mod reason;
@@ -53,11 +59,14 @@ mod wire;
 
 pub use bytes;
 pub use error::{DecodeError, EncodeError};
+pub use incoming_topic_aliases::{IncomingTopicAliases, TopicAliasError};
+pub use outgoing_topic_aliases::{AliasChoice, OutgoingTopicAliases};
 pub use packet::{
     decode_packet, peek_connect_version, Auth, ConnAck, Connect, Decoder, Disconnect, FixedHeader,
     LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, Subscription,
     UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
+pub use packet_id_pool::PacketIdPool;
 pub use properties::{Properties, PropertyId, PropertyValues};
 pub use publish_properties::{PublishProperties, PublishPropertyValues};
 pub use reason::ReasonCode;

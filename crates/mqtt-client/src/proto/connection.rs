@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    Auth, ConnAck, Connect, Decoder, Disconnect, EncodeError, Packet, PacketId, PacketType,
-    Properties, PropertyId, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck,
-    Subscribe, Subscription, TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
+    AliasChoice, Auth, ConnAck, Connect, Decoder, Disconnect, EncodeError, IncomingTopicAliases,
+    OutgoingTopicAliases, Packet, PacketId, PacketIdPool, PacketType, Properties, PropertyId,
+    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription,
+    TopicAliasError, TopicFilter, TopicName, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
 
 use super::{
@@ -141,7 +142,7 @@ pub struct Connection {
     /// The re-authentication in progress, if any.
     reauth: Option<RequestId>,
     next_seq: u64,
-    next_packet_id: u16,
+    packet_ids: PacketIdPool,
     /// Publishes not yet sent: offline, or behind a full window.
     queue: VecDeque<(RequestId, Publish)>,
     outgoing: BTreeMap<PacketId, Outgoing>,
@@ -152,8 +153,8 @@ pub struct Connection {
     /// QoS 1 messages delivered but not acknowledged (manual acks).
     incoming_qos1_unacked: usize,
     limits: ServerLimits,
-    out_aliases: HashMap<TopicName, u16>,
-    in_aliases: HashMap<u16, TopicName>,
+    out_aliases: OutgoingTopicAliases,
+    in_aliases: IncomingTopicAliases,
     keep_alive: Duration,
     last_transmit: Option<Instant>,
     ping_sent: Option<Instant>,
@@ -179,7 +180,7 @@ impl Connection {
             next_request: 0,
             reauth: None,
             next_seq: 0,
-            next_packet_id: 0,
+            packet_ids: PacketIdPool::new(),
             queue: VecDeque::new(),
             outgoing: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -187,8 +188,8 @@ impl Connection {
             incoming_qos2: HashMap::new(),
             incoming_qos1_unacked: 0,
             limits: ServerLimits::default(),
-            out_aliases: HashMap::new(),
-            in_aliases: HashMap::new(),
+            out_aliases: OutgoingTopicAliases::new(),
+            in_aliases: IncomingTopicAliases::new(),
             last_transmit: None,
             ping_sent: None,
             had_session: false,
@@ -376,14 +377,9 @@ impl Connection {
     /// UNSUBSCRIBE share one space, and an identifier is reused only after
     /// its exchange completed.
     fn packet_id(&mut self) -> Option<PacketId> {
-        for _ in 0..u16::MAX {
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            let id = PacketId::new(self.next_packet_id)?;
-            if !self.outgoing.contains_key(&id) && !self.pending.contains_key(&id) {
-                return Some(id);
-            }
-        }
-        None
+        let (outgoing, pending) = (&self.outgoing, &self.pending);
+        self.packet_ids
+            .allocate(|id| outgoing.contains_key(&id) || pending.contains_key(&id))
     }
 
     /// Queues an application message. QoS 0 completes with [`Event::Sent`],
@@ -1027,24 +1023,18 @@ impl Connection {
     fn handle_publish(&mut self, mut p: Publish) -> Result<(), ConnectionError> {
         // Topic aliases [MQTT-3.3.2-9..12].
         if let Some(alias) = p.properties.topic_alias {
-            let max = self.options.topic_alias_maximum;
-            if alias == 0 || alias > max {
-                return Err(ConnectionError::ProtocolViolation(
-                    ProtocolViolation::TopicAliasOutOfRange { alias, max },
-                ));
-            }
-            if p.topic.is_empty() {
-                match self.in_aliases.get(&alias) {
-                    Some(t) => p.topic = t.clone(),
-                    None => {
-                        return Err(ConnectionError::ProtocolViolation(
-                            ProtocolViolation::UnknownTopicAlias(alias),
-                        ))
-                    }
-                }
-            } else {
-                self.in_aliases.insert(alias, p.topic.clone());
-            }
+            self.in_aliases
+                .resolve(alias, &mut p.topic, self.options.topic_alias_maximum)
+                .map_err(|e| {
+                    ConnectionError::ProtocolViolation(match e {
+                        TopicAliasError::OutOfRange { alias, max } => {
+                            ProtocolViolation::TopicAliasOutOfRange { alias, max }
+                        }
+                        TopicAliasError::Unknown(alias) => {
+                            ProtocolViolation::UnknownTopicAlias(alias)
+                        }
+                    })
+                })?;
         }
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => self.events.push_back(Event::Message(p)),
@@ -1173,9 +1163,13 @@ impl Connection {
                     }
                 }
                 Transmit::Publish { publish, request } => {
-                    let publish = self.apply_topic_alias(publish);
+                    let (publish, alias) = self.apply_topic_alias(publish);
                     match publish.encode_limited(v, max, &mut buf) {
                         Ok(_) => {
+                            // The broker knows the alias only once it is sent.
+                            if let AliasChoice::New(alias) = alias {
+                                self.out_aliases.commit(publish.topic.clone(), alias);
+                            }
                             if let Some(request) = request {
                                 self.events.push_back(Event::Sent { request });
                             }
@@ -1243,25 +1237,18 @@ impl Connection {
     }
 
     /// 5.0 outgoing topic aliases: the first PUBLISH to a topic carries the
-    /// topic and a new alias, later ones an empty topic and the alias.
-    fn apply_topic_alias(&mut self, mut p: Publish) -> Publish {
-        if !self.options.protocol.is_v5()
-            || !self.options.auto_topic_alias
-            || self.limits.topic_alias_maximum == 0
-        {
-            return p;
+    /// topic and a new alias, later ones an empty topic and the alias. A new
+    /// alias is to be committed once the PUBLISH is encoded.
+    fn apply_topic_alias(&self, mut p: Publish) -> (Publish, AliasChoice) {
+        if !self.options.protocol.is_v5() || !self.options.auto_topic_alias {
+            return (p, AliasChoice::None);
         }
-        let key = p.topic.clone();
-        if let Some(&alias) = self.out_aliases.get(&key) {
-            p.properties.topic_alias = Some(alias);
-            p.topic = TopicName::empty();
-        } else if self.out_aliases.len() < usize::from(self.limits.topic_alias_maximum) {
-            // [MQTT-3.3.2-10] never above the broker's Topic Alias Maximum.
-            let alias = self.out_aliases.len() as u16 + 1;
-            self.out_aliases.insert(key, alias);
-            p.properties.topic_alias = Some(alias);
-        }
-        p
+        // [MQTT-3.3.2-9] never above the broker's Topic Alias Maximum.
+        let choice = self
+            .out_aliases
+            .lookup_or_propose(&p.topic, self.limits.topic_alias_maximum);
+        choice.apply_to(&mut p);
+        (p, choice)
     }
 
     /// The next time [`Connection::handle_timeout`] must be called: the

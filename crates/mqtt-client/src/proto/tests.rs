@@ -762,6 +762,42 @@ fn outgoing_topic_aliases_replace_repeated_topics() {
 }
 
 #[test]
+fn an_alias_whose_publish_failed_to_encode_is_not_used() {
+    let mut h = Harness::v5("pi");
+    let mut ack = ConnAck::new(false, ReasonCode::Success);
+    ack.properties.topic_alias_maximum = Some(1);
+    ack.properties.maximum_packet_size = Some(64);
+    h.establish(ack);
+    // Fits the broker's limit without a Topic Alias (with room for the
+    // packet identifier a QoS 0 message lacks), not with one.
+    let topic = TopicName::try_from("t").unwrap();
+    let mut big = Publish::new(topic.clone(), Bytes::new());
+    let room = 64 - 2 - big.encoded_len(ProtocolVersion::V5);
+    big.payload = Bytes::from(vec![0u8; room]);
+    let failed = h.conn.publish(big).unwrap();
+    assert!(h.sent().is_empty());
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::PublishFailed { request, .. } if *request == failed)));
+    // The broker never learnt alias 1: the next PUBLISH defines it.
+    h.publish("t", "small", QoS::AtMostOnce);
+    h.publish("t", "small", QoS::AtMostOnce);
+    let sent = h.sent();
+    let ps: Vec<&Publish> = sent
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p,
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(ps[0].topic, topic);
+    assert_eq!(ps[0].properties.topic_alias, Some(1));
+    assert!(ps[1].topic.is_empty());
+    assert_eq!(ps[1].properties.topic_alias, Some(1));
+}
+
+#[test]
 fn manual_acks_hold_puback_until_acknowledged() {
     let mut o = ConnectOptions::new(ProtocolVersion::V5, "pi");
     o.manual_acks = true;
