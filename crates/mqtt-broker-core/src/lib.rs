@@ -15,8 +15,8 @@
 //! 3. After each call, drain [`Broker::poll_event`]:
 //!    [`Event::Transmit`] means [`Broker::take_transmit`] has bytes for that
 //!    connection (everything ready, batched into one buffer: write it with
-//!    one call); [`Event::Close`] means write what is left and close the
-//!    transport.
+//!    one call; the storage is flushed before any byte is handed out);
+//!    [`Event::Close`] means write what is left and close the transport.
 //! 4. [`Broker::connection_closed`] when a transport ends (the will is
 //!    published unless the client sent DISCONNECT).
 //! 5. [`Broker::handle_timeout`] at [`Broker::poll_timeout`]: keep alive

@@ -27,34 +27,8 @@ impl Broker {
                 "PUBLISH above the listener's max_qos",
             );
         }
-        // (Read first: writing through the properties makes the encoder
-        // measure them again when the message goes out.)
-        if let Some(alias) = p.properties.topic_alias {
-            p.properties.topic_alias = None;
-            // [MQTT-3.3.2-8] 0 and [MQTT-3.3.2-9] above our maximum are invalid.
-            if alias == 0 || alias > max_alias {
-                return self.violation(
-                    now,
-                    id,
-                    ReasonCode::TopicAliasInvalid,
-                    "topic alias out of range",
-                );
-            }
-            if p.topic.is_empty() {
-                match conn.aliases_in.get(&alias) {
-                    Some(t) => p.topic = t.clone(),
-                    None => {
-                        return self.violation(
-                            now,
-                            id,
-                            ReasonCode::ProtocolError,
-                            "unknown topic alias",
-                        )
-                    }
-                }
-            } else {
-                conn.aliases_in.insert(alias, p.topic.clone());
-            }
+        if let Err(e) = conn.resolve_topic_alias(&mut p, max_alias) {
+            return self.violation(now, id, e.reason_code(), &e.to_string());
         }
         if p.topic.is_empty() {
             return self.violation(now, id, ReasonCode::ProtocolError, "empty topic name");

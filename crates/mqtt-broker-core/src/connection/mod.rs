@@ -1,12 +1,13 @@
 //! One transport connection: the handles and facts the driver gives the
 //! broker (this file), and the per-connection protocol state, one concern
 //! per module: the handshake and authentication, keep alive, flow control,
-//! and writing packets out.
+//! topic aliases, and writing packets out.
 
 mod flow_control;
 mod handshake;
 mod keep_alive;
 mod state;
+mod topic_aliases;
 mod transmit;
 
 pub(crate) use handshake::{auth_request, PendingConnect};

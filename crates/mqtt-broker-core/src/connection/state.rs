@@ -4,8 +4,7 @@
 use super::{ConnectionId, ConnectionInfo, PendingConnect};
 use crate::session::SessionKey;
 use bytes::BytesMut;
-use mqtt_codec::{Decoder, ProtocolVersion, TopicName};
-use std::collections::HashMap;
+use mqtt_codec::{Decoder, IncomingTopicAliases, OutgoingTopicAliases, ProtocolVersion};
 use std::time::Instant;
 
 /// Where a connection is in its life.
@@ -46,8 +45,10 @@ pub(crate) struct Conn {
     pub max_packet_size: u32,
     /// The client's Topic Alias Maximum (aliases we may send).
     pub topic_alias_max: u16,
-    pub aliases_in: HashMap<u16, TopicName>,
-    pub aliases_out: HashMap<TopicName, u16>,
+    /// Topic aliases the client defined ([`super::topic_aliases`]).
+    pub aliases_in: IncomingTopicAliases,
+    /// Topic aliases we defined towards the client.
+    pub aliases_out: OutgoingTopicAliases,
     /// Session Expiry Interval of the CONNECT (for [MQTT-3.14.2-2]).
     pub connect_session_expiry: u32,
     /// Authentication Method of the CONNECT (5.0 enhanced authentication).
@@ -75,8 +76,8 @@ impl Conn {
             receive_maximum: u16::MAX,
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
             topic_alias_max: 0,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases_in: IncomingTopicAliases::new(),
+            aliases_out: OutgoingTopicAliases::new(),
             connect_session_expiry: 0,
             auth_method: None,
             pending: None,

@@ -5,7 +5,7 @@ use super::Conn;
 use crate::log_line::PublishSummary;
 use crate::message::{Delivery, Message};
 use crate::outbox::Outbox;
-use mqtt_codec::{Packet, PacketId, Publish, PublishProperties, QoS, TopicName};
+use mqtt_codec::{AliasChoice, Packet, PacketId, Publish, PublishProperties, QoS};
 use std::time::Instant;
 
 /// A message on its way to one client, with what its subscription decided.
@@ -104,7 +104,7 @@ impl Conn {
             },
             payload: msg.payload.clone(),
         };
-        let mut new_alias = None;
+        let mut alias = AliasChoice::None;
         if v5 {
             // The properties are changed only where they must be: writing
             // through them allocates a set for a message without one, and
@@ -119,22 +119,19 @@ impl Conn {
                     .subscription_identifiers
                     .extend_from_slice(p.sub_ids);
             }
-            // Topic aliases towards the client, up to its Topic Alias Maximum [MQTT-3.3.2-10].
+            // Topic aliases towards the client, up to its Topic Alias
+            // Maximum [MQTT-3.3.2-11]; a new one counts once it is encoded.
             if self.topic_alias_max > 0 {
-                if let Some(&a) = self.aliases_out.get(&msg.topic) {
-                    publish.topic = TopicName::empty();
-                    publish.properties.topic_alias = Some(a);
-                } else if self.aliases_out.len() < usize::from(self.topic_alias_max) {
-                    let a = self.aliases_out.len() as u16 + 1;
-                    publish.properties.topic_alias = Some(a);
-                    new_alias = Some(a);
-                }
+                alias = self
+                    .aliases_out
+                    .lookup_or_propose(&msg.topic, self.topic_alias_max);
+                alias.apply_to(&mut publish);
             }
         }
         match publish.encode_limited(self.version, self.max_packet_size, &mut self.out) {
             Ok(_) => {
-                if let Some(a) = new_alias {
-                    self.aliases_out.insert(msg.topic.clone(), a);
+                if let AliasChoice::New(a) = alias {
+                    self.aliases_out.commit(msg.topic.clone(), a);
                 }
                 tracing::debug!(
                     target: "mqtt_broker",

@@ -9,7 +9,7 @@ pub(crate) use flows::FlowCtx;
 use crate::connection::ConnectionId;
 use crate::message::{Delivery, Message};
 use crate::slab::Key;
-use mqtt_codec::{PacketId, ProtocolVersion, SubscriptionOptions, TopicFilter};
+use mqtt_codec::{PacketId, PacketIdPool, ProtocolVersion, SubscriptionOptions, TopicFilter};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,8 @@ pub(crate) struct Session {
     pub inflight: VecDeque<Outgoing>,
     pub queue: VecDeque<Delivery>,
     pub queued_bytes: usize,
-    pub next_packet_id: u16,
+    /// Packet identifiers of messages to the client [MQTT-2.2.1-3].
+    pub packet_ids: PacketIdPool,
     /// QoS 2 packet identifiers received and answered with PUBREC but not yet
     /// released by PUBREL; kept across reconnects (section 4.1).
     pub incoming_qos2: BTreeSet<u16>,
@@ -100,7 +101,7 @@ impl Session {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            next_packet_id: 1,
+            packet_ids: PacketIdPool::new(),
             incoming_qos2: BTreeSet::new(),
             will: None,
             will_at: None,
@@ -118,14 +119,9 @@ impl Session {
 
     /// A packet identifier not used by any message in flight [MQTT-2.2.1-3].
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
-        for _ in 0..u16::MAX {
-            let id = self.next_packet_id;
-            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.inflight.iter().any(|o| o.packet_id.get() == id) {
-                return PacketId::new(id);
-            }
-        }
-        None
+        let inflight = &self.inflight;
+        self.packet_ids
+            .allocate(|id| inflight.iter().any(|o| o.packet_id == id))
     }
 
     /// The next delivery sequence number.
