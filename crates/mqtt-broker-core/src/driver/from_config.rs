@@ -3,7 +3,7 @@
 
 use super::{DriverError, Listener, ServerBuilder};
 use crate::acl_file::AclFile;
-use crate::config::{Config, ListenerConfig, ListenerProtocol, SocketDomain, TlsVersion};
+use crate::config::{Config, ListenerConfig, ListenerProtocol, SocketDomain};
 use crate::mosquitto::{broker_config, ConfigAuthenticator, ConfigAuthorizer};
 use crate::password_file::PasswordFile;
 use crate::ListenerSettings;
@@ -56,10 +56,8 @@ fn tls_options(l: &ListenerConfig) -> Result<Option<mqtt_tls::ServerTlsOptions>,
             keyfile: key.clone(),
             require_certificate: t.require_certificate,
             crlfile: t.crlfile.clone(),
-            min_version: match t.tls_version {
-                Some(TlsVersion::Tls13) => mqtt_tls::TlsVersion::Tls13,
-                _ => mqtt_tls::TlsVersion::Tls12,
-            },
+            // `config::TlsVersion` is `mqtt_tls::TlsVersion` when the driver is on.
+            min_version: t.tls_version.unwrap_or_default(),
             alpn_mqtt: true,
         })),
         (None, None) => {
