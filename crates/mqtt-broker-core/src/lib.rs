@@ -40,6 +40,20 @@
 //! file with `FileStorage` (feature `file-storage`, on with `tokio`), which
 //! is what `persistence true` in a config turns on.
 //!
+//! # Cargo features
+//!
+//! None is on by default; without any, the crate depends only on
+//! `mqtt-codec`, `bytes`, `thiserror` and `tracing`.
+//!
+//! - `mosquitto`: Mosquitto compatibility without a runtime: `config`
+//!   (`mosquitto.conf`), `password_file`, `acl_file`, and `mosquitto`
+//!   (`ConfigAuthenticator`, `ConfigAuthorizer`, `broker_config`). Adds
+//!   `ring` and `base64` (password hashes).
+//! - `file-storage`: `FileStorage`, the persistent state in one file.
+//! - `tokio`: the `driver` (listeners, TLS, WebSockets, connection tasks,
+//!   `ServerBuilder::from_config`). Turns on `mosquitto` and
+//!   `file-storage`, and adds tokio, socket2 and `mqtt-tls` (rustls).
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use mqtt_broker_core::{Broker, BrokerConfig, ConnectionInfo, Event};
@@ -66,11 +80,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "mosquitto")]
 pub mod acl_file;
+#[cfg(feature = "mosquitto")]
 pub mod config;
 /// The tokio driver (listeners, TLS, connection tasks); feature `tokio`.
 #[cfg(feature = "tokio")]
 pub mod driver;
+#[cfg(feature = "mosquitto")]
+pub mod mosquitto;
+#[cfg(feature = "mosquitto")]
 pub mod password_file;
 
 mod auth;
@@ -101,6 +120,8 @@ pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertifi
 pub use event::{DisconnectReason, Event};
 #[cfg(feature = "file-storage")]
 pub use file_storage::{FileStorage, FileStorageError};
+#[cfg(feature = "mosquitto")]
+pub use mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
 pub use stats::Statistics;
 pub use storage::{
     MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState,

@@ -76,12 +76,17 @@ pub use identity::PeerIdentity;
 pub use server::{ReloadableServerConfig, ServerTlsOptions};
 
 /// The lowest TLS version to accept (Mosquitto's `tls_version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The workspace's one TLS version type: `mqtt_broker_core::config` parses
+/// `tls_version` into it when the broker's `tokio` feature is on. Without
+/// that feature the broker core must not link rustls, so it declares an
+/// identical enum; keep variants, derives and default in step with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum TlsVersion {
-    /// TLS 1.2 and 1.3.
+    /// TLS 1.2 and 1.3 (`tlsv1.2`).
     #[default]
     Tls12,
-    /// TLS 1.3 only.
+    /// TLS 1.3 only (`tlsv1.3`).
     Tls13,
 }
 

@@ -226,10 +226,23 @@ impl TlsOptions {
     }
 }
 
-/// Minimum TLS version of a listener (`tls_version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+// One TLS version type, `mqtt_tls::TlsVersion`: with the `tokio` feature
+// (the driver, which links rustls through mqtt-tls anyway) the parsed
+// `tls_version` is that type, and goes to `ServerTlsOptions::min_version`
+// unconverted. mqtt-tls cannot depend on this crate (the client uses it
+// too), and `mosquitto` without `tokio` must not pull in rustls, so that
+// build declares the same enum below: keep the two alike (variants,
+// derives, default), so turning `tokio` on changes no code that compiles.
+#[cfg(feature = "tokio")]
+pub use mqtt_tls::TlsVersion;
+
+/// Minimum TLS version of a listener (`tls_version`). The same type as
+/// `mqtt_tls::TlsVersion` when the `tokio` feature is on.
+#[cfg(not(feature = "tokio"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum TlsVersion {
     /// `tlsv1.2`: TLS 1.2 and 1.3 (also what `tlsv1.1` gives here).
+    #[default]
     Tls12,
     /// `tlsv1.3`: TLS 1.3 only.
     Tls13,

@@ -2,130 +2,16 @@
 //! `password_file` and `acl_file`.
 
 use super::{DriverError, Listener, ServerBuilder};
-use crate::acl_file::{self, AclFile};
-use crate::config::{Config, ListenerConfig, ListenerProtocol, SocketDomain, TlsVersion};
+use crate::acl_file::AclFile;
+use crate::config::{Config, ListenerConfig, ListenerProtocol, SocketDomain};
+use crate::mosquitto::{broker_config, ConfigAuthenticator, ConfigAuthorizer};
 use crate::password_file::PasswordFile;
-use crate::{
-    Access, AclRequest, AuthDecision, AuthRequest, Authenticator, Authorizer, BrokerConfig,
-    ListenerSettings,
-};
-use mqtt_codec::ReasonCode;
+use crate::ListenerSettings;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
 
 const TARGET: &str = "mqtt_broker";
-
-/// Checks user names and passwords against Mosquitto `password_file`s:
-/// one for the whole broker, or one per listener port with
-/// `per_listener_settings true`. Without a file every user name is accepted
-/// (the anonymous rule is the broker's); a user name taken from the client
-/// certificate is not checked against the file, as in Mosquitto.
-#[derive(Debug, Default)]
-pub struct ConfigAuthenticator {
-    global: Option<PasswordFile>,
-    per_port: Option<HashMap<u16, PasswordFile>>,
-}
-
-impl ConfigAuthenticator {
-    /// One password file for every listener.
-    pub fn global(file: Option<PasswordFile>) -> Self {
-        Self {
-            global: file,
-            per_port: None,
-        }
-    }
-
-    fn file_for(&self, port: u16) -> Option<&PasswordFile> {
-        match &self.per_port {
-            Some(map) => map.get(&port),
-            None => self.global.as_ref(),
-        }
-    }
-}
-
-impl Authenticator for ConfigAuthenticator {
-    fn authenticate(&self, req: &AuthRequest<'_>) -> AuthDecision {
-        if req.username_from_certificate {
-            return AuthDecision::Allow;
-        }
-        match (self.file_for(req.listener.port), req.username) {
-            (Some(file), Some(user)) => {
-                if file.verify(user, req.password.unwrap_or_default()) {
-                    AuthDecision::Allow
-                } else {
-                    AuthDecision::Deny(ReasonCode::BadUserNameOrPassword)
-                }
-            }
-            _ => AuthDecision::Allow,
-        }
-    }
-}
-
-/// Per-topic access from a Mosquitto `acl_file`; without one, everything is allowed.
-#[derive(Debug, Default)]
-pub struct ConfigAuthorizer {
-    acl: Option<AclFile>,
-}
-
-impl ConfigAuthorizer {
-    /// Access from `acl` (everything allowed when `None`).
-    pub fn new(acl: Option<AclFile>) -> Self {
-        Self { acl }
-    }
-}
-
-impl Authorizer for ConfigAuthorizer {
-    fn authorize(&self, req: &AclRequest<'_>) -> bool {
-        let Some(acl) = &self.acl else {
-            return true;
-        };
-        let access = match req.access {
-            Access::Read => acl_file::Access::Read,
-            Access::Write => acl_file::Access::Write,
-            Access::Subscribe => acl_file::Access::Subscribe,
-        };
-        acl.check(req.client_id, req.username, req.topic, access)
-    }
-}
-
-/// The broker-wide limits of a configuration.
-pub fn broker_config(config: &Config) -> BrokerConfig {
-    let defaults = BrokerConfig::default();
-    BrokerConfig {
-        max_connections: None, // per listener, applied by the driver
-        max_keepalive: config.max_keepalive,
-        message_size_limit: config.message_size_limit,
-        max_packet_size: config.max_packet_size.unwrap_or(0),
-        max_inflight_messages: config.max_inflight_messages,
-        max_queued_messages: config.max_queued_messages as usize,
-        max_queued_bytes: usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX),
-        queue_qos0_messages: config.queue_qos0_messages,
-        retain_available: config.retain_available,
-        upgrade_outgoing_qos: config.upgrade_outgoing_qos,
-        max_topic_alias: config
-            .listeners
-            .iter()
-            .map(|l| l.max_topic_alias)
-            .max()
-            .unwrap_or(defaults.max_topic_alias),
-        allow_anonymous: config.security.allow_anonymous.unwrap_or(config.local_only),
-        allow_zero_length_clientid: config
-            .security
-            .allow_zero_length_clientid
-            .unwrap_or(defaults.allow_zero_length_clientid),
-        auto_id_prefix: config
-            .security
-            .auto_id_prefix
-            .clone()
-            .unwrap_or_else(|| defaults.auto_id_prefix.clone()),
-        clientid_prefixes: config.clientid_prefixes.clone(),
-        sys_interval: Duration::from_secs(u64::from(config.sys_interval)),
-        persistent_client_expiration: config.persistent_client_expiration,
-        ..defaults
-    }
-}
 
 fn addresses(l: &ListenerConfig) -> Result<Vec<SocketAddr>, DriverError> {
     let domain_ok = |a: &SocketAddr| match l.socket_domain {
@@ -170,10 +56,8 @@ fn tls_options(l: &ListenerConfig) -> Result<Option<mqtt_tls::ServerTlsOptions>,
             keyfile: key.clone(),
             require_certificate: t.require_certificate,
             crlfile: t.crlfile.clone(),
-            min_version: match t.tls_version {
-                Some(TlsVersion::Tls13) => mqtt_tls::TlsVersion::Tls13,
-                _ => mqtt_tls::TlsVersion::Tls12,
-            },
+            // `config::TlsVersion` is `mqtt_tls::TlsVersion` when the driver is on.
+            min_version: t.tls_version.unwrap_or_default(),
             alpn_mqtt: true,
         })),
         (None, None) => {
@@ -227,10 +111,7 @@ impl ServerBuilder {
                     map.insert(l.port, PasswordFile::load(p)?);
                 }
             }
-            ConfigAuthenticator {
-                global: None,
-                per_port: Some(map),
-            }
+            ConfigAuthenticator::per_listener(map)
         } else {
             let file = match &config.security.password_file {
                 Some(p) => Some(PasswordFile::load(p)?),

@@ -28,7 +28,8 @@ mod conn;
 mod from_config;
 mod shared;
 
-pub use from_config::{ConfigAuthenticator, ConfigAuthorizer};
+// Their home is `crate::mosquitto` (no runtime needed); kept here too.
+pub use crate::mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
 
 use crate::{Authenticator, Authorizer, Broker, BrokerConfig, ListenerSettings, Statistics};
 use shared::Shared;
