@@ -376,6 +376,15 @@ impl Broker {
     // ----- internals -------------------------------------------------------
 
     fn touch(&mut self, now: Instant) {
+        if self.started.is_none() || self.restore.is_some() {
+            self.first_touch(now);
+        }
+    }
+
+    /// The first call with a `now`: `$SYS` starts, and a storage's state
+    /// is restored.
+    #[cold]
+    fn first_touch(&mut self, now: Instant) {
         if self.started.is_none() {
             self.started = Some(now);
             let interval = self.config.sys_interval;

@@ -226,36 +226,35 @@ impl Broker {
         {
             let sessions = &self.sessions;
             let online = |s| sessions.get(s).is_some_and(|s: &Session| s.conn.is_some());
-            self.router
-                .find_targets(msg.topic.as_str(), publisher, &online);
+            self.router.collect(msg.topic.as_str(), &online);
         }
-        let sessions = &mut self.sessions;
-        let router = &self.router;
+        let (sessions, conns, authorizer) = (&mut self.sessions, &mut self.conns, &self.authorizer);
+        let mut flow = flow!(self);
         let mut delivered = 0;
-        for t in router.targets() {
+        self.router.for_each_target(publisher, |t, sub_ids| {
             let Some(session) = sessions.get_mut(t.session) else {
-                continue;
+                return;
             };
-            if !self.authorizer.authorize(&AclRequest {
+            if !authorizer.authorize(&AclRequest {
                 client_id: &session.client_id,
                 username: session.username.as_deref(),
                 topic: msg.topic.as_str(),
                 access: Access::Read,
             }) {
-                continue;
+                return;
             }
             let publish = OutgoingPublish {
                 msg,
-                qos: outgoing_qos(&self.config, msg.qos, t.qos),
+                qos: outgoing_qos(flow.config, msg.qos, t.qos),
                 // [MQTT-3.3.1-9] 3.1.1 clears RETAIN on forwarded messages; 5.0
                 // keeps it with Retain As Published [MQTT-3.3.1-12], [MQTT-3.3.1-13].
                 retain: msg.retain && t.retain_as_published,
-                sub_ids: router.sub_ids(t),
+                sub_ids,
             };
-            let conn = session.conn.and_then(|c| self.conns.get_mut(c));
-            flow!(self).deliver(now, session, conn, &publish, shared);
+            let conn = session.conn.and_then(|c| conns.get_mut(c));
+            flow.deliver(now, session, conn, &publish, shared);
             delivered += 1;
-        }
+        });
         delivered
     }
 

@@ -11,17 +11,14 @@ pub(crate) use topic_tree::{FastMap, Match, SubEntry, SubscriptionTree};
 use crate::broker_config::BrokerConfig;
 use crate::session::SessionKey;
 use mqtt_codec::{QoS, TopicFilter, TopicName};
-use std::ops::Range;
 
 /// One session a message goes to, with what its matching subscriptions decided.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
     pub session: SessionKey,
     /// The highest QoS of the session's matching subscriptions.
     pub qos: QoS,
     pub retain_as_published: bool,
-    /// Its Subscription Identifiers, in [`Router::sub_ids`].
-    pub ids: Range<usize>,
 }
 
 /// Subscriptions and retained messages of all sessions.
@@ -29,33 +26,34 @@ pub(crate) struct Target {
 pub(crate) struct Router {
     pub tree: SubscriptionTree,
     pub retained: RetainedStore,
+    /// Scratch space of [`Router::for_each_target`], kept between calls.
     matches: Vec<Match>,
-    targets: Vec<Target>,
     sub_ids: Vec<u32>,
 }
 
 impl Router {
-    /// The sessions a message on `topic` goes to: one copy per session at
-    /// the highest QoS of its matching subscriptions [MQTT-3.3.5-1], with
-    /// every Subscription Identifier [MQTT-3.3.4-3]; each shared
-    /// subscription delivers its own copy; never to the publisher's own
-    /// session on a No Local subscription [MQTT-3.8.3-3]. `online` says
-    /// which sessions are connected (shared groups prefer those).
-    /// The result is read with [`Router::targets`].
-    pub fn find_targets(
-        &mut self,
-        topic: &str,
-        publisher: Option<SessionKey>,
-        online: &dyn Fn(SessionKey) -> bool,
-    ) {
-        let matches = &mut self.matches;
-        matches.clear();
-        self.targets.clear();
-        self.sub_ids.clear();
-        self.tree.collect(topic, matches, online);
-        if matches.len() > 1 {
-            matches.sort_unstable_by_key(|m| (m.shared, m.session));
+    /// Collects the subscriptions matching `topic`, for
+    /// [`Router::for_each_target`]. `online` says which sessions are
+    /// connected (a shared group prefers those).
+    pub fn collect(&mut self, topic: &str, online: &dyn Fn(SessionKey) -> bool) {
+        self.matches.clear();
+        self.tree.collect(topic, &mut self.matches, online);
+        if self.matches.len() > 1 {
+            self.matches.sort_unstable_by_key(|m| (m.shared, m.session));
         }
+    }
+
+    /// Calls `f` once per session the collected message goes to, with its
+    /// Subscription Identifiers [MQTT-3.3.4-3]: one copy per session at the
+    /// highest QoS of its matching subscriptions [MQTT-3.3.5-1]; each
+    /// shared subscription delivers its own copy; never to the publisher's
+    /// own session on a No Local subscription [MQTT-3.8.3-3].
+    pub fn for_each_target(
+        &mut self,
+        publisher: Option<SessionKey>,
+        mut f: impl FnMut(Target, &[u32]),
+    ) {
+        let matches = &self.matches;
         let mut i = 0;
         while i < matches.len() {
             let first = matches[i];
@@ -66,7 +64,7 @@ impl Router {
                     j += 1;
                 }
             }
-            let ids_start = self.sub_ids.len();
+            self.sub_ids.clear();
             let mut best: Option<QoS> = None;
             let mut retain_as_published = false;
             for m in &matches[i..j] {
@@ -81,26 +79,14 @@ impl Router {
             }
             i = j;
             if let Some(qos) = best {
-                self.targets.push(Target {
+                let target = Target {
                     session: first.session,
                     qos,
                     retain_as_published,
-                    ids: ids_start..self.sub_ids.len(),
-                });
-            } else {
-                self.sub_ids.truncate(ids_start);
+                };
+                f(target, &self.sub_ids);
             }
         }
-    }
-
-    /// What the last [`Router::find_targets`] found.
-    pub fn targets(&self) -> &[Target] {
-        &self.targets
-    }
-
-    /// The Subscription Identifiers of a [`Target`].
-    pub fn sub_ids(&self, target: &Target) -> &[u32] {
-        &self.sub_ids[target.ids.clone()]
     }
 }
 
