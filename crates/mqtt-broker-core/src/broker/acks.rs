@@ -4,6 +4,32 @@
 use super::*;
 
 impl Broker {
+    /// Ends the connection when `ack` does not belong to the flow of the
+    /// message it names; whether it did.
+    fn wrong_ack(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        ack: mqtt_codec::PacketType,
+        pid: PacketId,
+    ) -> bool {
+        let wrong = self
+            .conns
+            .get(id)
+            .and_then(|c| c.session)
+            .and_then(|s| self.sessions.get(s))
+            .is_some_and(|s| s.is_wrong_ack(ack, pid));
+        if wrong {
+            let why = match ack {
+                mqtt_codec::PacketType::PubAck => "PUBACK for a QoS 2 message",
+                mqtt_codec::PacketType::PubRec => "PUBREC for a QoS 1 message",
+                _ => "PUBCOMP for a message not released, or of QoS 1",
+            };
+            self.violation(now, id, ReasonCode::ProtocolError, why);
+        }
+        wrong
+    }
+
     pub(super) fn handle_puback(
         &mut self,
         now: Instant,
@@ -15,6 +41,12 @@ impl Broker {
             return;
         };
         tracing::debug!(target: TARGET, "Received PUBACK from {} (Mid: {}, RC:{})", conn.name(), pid, rc.as_u8());
+        if self.wrong_ack(now, id, mqtt_codec::PacketType::PubAck, pid) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         let Some(slot) = conn.session else {
             return;
         };
@@ -39,6 +71,12 @@ impl Broker {
         };
         let name = conn.name().to_string();
         tracing::debug!(target: TARGET, "Received PUBREC from {} (Mid: {})", name, a.packet_id);
+        if self.wrong_ack(now, id, mqtt_codec::PacketType::PubRec, a.packet_id) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         let Some(slot) = conn.session else {
             return;
         };
@@ -114,6 +152,12 @@ impl Broker {
             a.packet_id,
             a.reason_code.as_u8()
         );
+        if self.wrong_ack(now, id, mqtt_codec::PacketType::PubComp, a.packet_id) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         let Some(slot) = conn.session else {
             return;
         };

@@ -37,6 +37,7 @@ impl Broker {
         let cfg_max_keepalive = self.config.max_keepalive;
         let retain_available = self.config.retain_available;
         let allow_zero_length_clientid = self.config.allow_zero_length_clientid;
+        let limit = self.config.message_size_limit;
         let version = connect.protocol;
         let v5 = version.is_v5();
         let Some(conn) = self.conn_mut(id) else {
@@ -77,6 +78,35 @@ impl Broker {
                     self.refuse_because(now, id, ReasonCode::TopicNameInvalid, why.into());
                     return;
                 }
+            }
+        }
+        if let Some(w) = connect.will.as_ref() {
+            let why = if too_deep(w.topic.as_str()) {
+                Some((
+                    ReasonCode::TopicNameInvalid,
+                    "its will topic has more than 200 levels".to_string(),
+                ))
+            } else if limit != 0 && w.payload.len() > limit as usize {
+                // As Mosquitto: 5.0 0x95, 3.1.1 return code 5.
+                let rc = if v5 {
+                    ReasonCode::PacketTooLarge
+                } else {
+                    ReasonCode::NotAuthorized
+                };
+                let why = format!(
+                    "its will payload has {} bytes and message_size_limit is {limit}",
+                    w.payload.len()
+                );
+                Some((rc, why))
+            } else {
+                None
+            };
+            if let Some((rc, why)) = why {
+                if let Some(conn) = self.conns.get_mut(id) {
+                    conn.client_id = Some(connect.client_id.clone()).filter(|c| !c.is_empty());
+                }
+                self.refuse_because(now, id, rc, why);
+                return;
             }
         }
         // Client Identifier rules.
@@ -588,7 +618,9 @@ impl Broker {
             );
             tracing::debug!(target: TARGET, "\t{}", w.topic);
         }
-        let mut ack = ConnAck::new(session_present, ReasonCode::Success);
+        // MQTT 3.1 has no Session Present flag: the byte is reserved, 0.
+        let session_present_flag = session_present && version != ProtocolVersion::V3_1;
+        let mut ack = ConnAck::new(session_present_flag, ReasonCode::Success);
         if v5 {
             let cfg = &self.config;
             let p = &mut ack.properties;
@@ -628,7 +660,7 @@ impl Broker {
                 p.authentication_data = data;
             }
         }
-        tracing::debug!(target: TARGET, "Sending CONNACK to {} ({}, 0)", client_id, u8::from(session_present));
+        tracing::debug!(target: TARGET, "Sending CONNACK to {} ({}, 0)", client_id, u8::from(session_present_flag));
         self.send_to(id, &Packet::ConnAck(ack));
         self.out.events.push_back(Event::ClientConnected {
             connection: id,

@@ -14,7 +14,7 @@ use crate::log_line::PublishSummary;
 use crate::message::Message;
 use crate::outbox::Outbox;
 use crate::persistence::Persistence;
-use crate::router::{mounted_filter, mounted_topic, outgoing_qos, Router, SubEntry};
+use crate::router::{mounted_filter, mounted_topic, outgoing_qos, too_deep, Router, SubEntry};
 use crate::session::{FlowCtx, Session, SessionKey, StoredSubscription, Will};
 use crate::slab::Slab;
 use crate::stats::Statistics;
@@ -544,7 +544,7 @@ impl Broker {
                 Packet::PubRel(a) => self.handle_pubrel(id, a),
                 Packet::PubComp(a) => self.handle_pubcomp(now, id, a),
                 Packet::Subscribe(s) => self.handle_subscribe(now, id, s),
-                Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
+                Packet::Unsubscribe(u) => self.handle_unsubscribe(now, id, u),
                 Packet::PingReq => {
                     let name = self
                         .conn_ref(id)

@@ -35,6 +35,9 @@ impl Broker {
         session.expiry = s.expiry;
         session.incoming_qos2 = s.incoming_qos2.into_iter().collect();
         for (filter, options, id) in s.subscriptions {
+            if too_deep(filter.as_str()) {
+                continue;
+            }
             self.router.tree.insert(
                 &filter,
                 SubEntry {
@@ -58,6 +61,10 @@ impl Broker {
     pub(super) fn restore_state(&mut self, now: Instant, state: crate::storage::StoredState) {
         for m in state.retained {
             let msg = m.into_message(Some(now));
+            // Stored by an older version without the level limit.
+            if too_deep(msg.topic.as_str()) {
+                continue;
+            }
             if let Some(at) = msg.expires_at {
                 self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
             }

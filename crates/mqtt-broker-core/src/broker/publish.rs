@@ -56,6 +56,15 @@ impl Broker {
                 }
             }
         }
+        if too_deep(p.topic.as_str()) {
+            // As Mosquitto: 3.1.1 closes, 5.0 DISCONNECT 0x82.
+            return self.violation(
+                now,
+                id,
+                ReasonCode::ProtocolError,
+                "topic name with more than 200 levels",
+            );
+        }
         // No per-message allocation here: the client id and user name are
         // borrowed from the connection where needed.
         let Some(slot) = conn.session else {

@@ -16,6 +16,18 @@ impl Broker {
             return;
         };
         tracing::debug!(target: TARGET, "Received SUBSCRIBE from {}", name);
+        if s.subscriptions
+            .iter()
+            .any(|sub| too_deep(sub.filter.as_str()))
+        {
+            // As Mosquitto: 3.1.1 closes, 5.0 DISCONNECT 0x81.
+            return self.violation(
+                now,
+                id,
+                ReasonCode::MalformedPacket,
+                "topic filter with more than 200 levels",
+            );
+        }
         let sub_id = s
             .properties
             .subscription_identifiers
@@ -128,7 +140,7 @@ impl Broker {
         }
     }
 
-    pub(super) fn handle_unsubscribe(&mut self, id: ConnectionId, u: Unsubscribe) {
+    pub(super) fn handle_unsubscribe(&mut self, now: Instant, id: ConnectionId, u: Unsubscribe) {
         let Some(conn) = self.conn_ref(id) else {
             return;
         };
@@ -139,6 +151,14 @@ impl Broker {
         let mount = conn.info.listener.mount_point.clone();
         tracing::debug!(target: TARGET, "Received UNSUBSCRIBE from {}", name);
         let mut codes = Vec::with_capacity(u.filters.len());
+        if u.filters.iter().any(|f| too_deep(f.as_str())) {
+            return self.violation(
+                now,
+                id,
+                ReasonCode::MalformedPacket,
+                "topic filter with more than 200 levels",
+            );
+        }
         for f in &u.filters {
             let mounted;
             let f = match &mount {

@@ -90,6 +90,20 @@ impl Router {
     }
 }
 
+/// The most `/` separators a topic name or filter may have (Mosquitto's
+/// limit: 201 levels). The specification sets none; the limit keeps every
+/// walk of the subscription tree and the retained store shallow, whatever a
+/// client sends.
+pub(crate) const MAX_TOPIC_SEPARATORS: usize = 200;
+
+/// Whether `topic` (a name or a filter) has more levels than the broker
+/// keeps ([`MAX_TOPIC_SEPARATORS`]). Costs nothing for topics shorter than
+/// the limit.
+pub(crate) fn too_deep(topic: &str) -> bool {
+    topic.len() > MAX_TOPIC_SEPARATORS
+        && topic.bytes().filter(|&b| b == b'/').count() > MAX_TOPIC_SEPARATORS
+}
+
 /// The QoS a message published at `msg` goes out with on a subscription of
 /// `sub`: the minimum of the two [MQTT-3.8.4-8] / [MQTT-3.3.5-1], or the
 /// subscription's with `upgrade_outgoing_qos` (Mosquitto's non-conforming

@@ -9,9 +9,27 @@ use crate::message::{Delivery, Message};
 use crate::outbox::Outbox;
 use crate::persistence::Persistence;
 use crate::timer::{Timer, Timers};
-use mqtt_codec::QoS;
+use mqtt_codec::{PacketType, QoS};
 use std::sync::Arc;
 use std::time::Instant;
+
+impl Session {
+    /// Whether `ack` (PUBACK, PUBREC or PUBCOMP) names a message in flight whose flow it does not
+    /// belong to: PUBREC or PUBCOMP for a QoS 1 message, PUBACK for a QoS 2
+    /// one, PUBCOMP before PUBREC. That is a protocol violation (Mosquitto
+    /// closes the connection too); an identifier not in flight is not.
+    pub fn is_wrong_ack(&self, ack: PacketType, packet_id: mqtt_codec::PacketId) -> bool {
+        let Some(o) = self.inflight.iter().find(|o| o.packet_id == packet_id) else {
+            return false;
+        };
+        match (ack, o.delivery.qos) {
+            (PacketType::PubAck, QoS::AtLeastOnce) => false,
+            (PacketType::PubRec, QoS::ExactlyOnce) => false,
+            (PacketType::PubComp, QoS::ExactlyOnce) => !o.released,
+            _ => true,
+        }
+    }
+}
 
 /// What a session's flow may touch besides its session and its connection:
 /// the limits, the outbox (events and counters), the storage and the timers.
