@@ -31,9 +31,11 @@ use std::time::Duration;
 
 /// Checks user names and passwords against Mosquitto `password_file`s:
 /// one for the whole broker, or one per listener port with
-/// `per_listener_settings true`. Without a file every user name is accepted
-/// (the anonymous rule is the broker's); a user name taken from the client
-/// certificate is not checked against the file, as in Mosquitto.
+/// `per_listener_settings true`. Without a file a user name is accepted
+/// only where anonymous access is on (the listener's `allow_anonymous`), or
+/// with a verified client certificate; a user name taken from the client
+/// certificate is not checked against the file, as in Mosquitto. A missing
+/// or empty password never matches.
 #[derive(Debug, Default)]
 pub struct ConfigAuthenticator {
     global: Option<PasswordFile>,
@@ -73,11 +75,22 @@ impl Authenticator for ConfigAuthenticator {
         }
         match (self.file_for(req.listener.port), req.username) {
             (Some(file), Some(user)) => {
-                if file.verify(user, req.password.unwrap_or_default()) {
-                    AuthDecision::Allow
-                } else {
-                    AuthDecision::Deny(ReasonCode::BadUserNameOrPassword)
+                // No password, or an empty one, never matches (as in
+                // Mosquitto, whose mosquitto_passwd makes no empty ones).
+                let password = req.password.filter(|p| !p.is_empty());
+                match password {
+                    Some(pw) if file.verify(user, pw) => AuthDecision::Allow,
+                    _ => AuthDecision::Deny(ReasonCode::BadUserNameOrPassword),
                 }
+            }
+            // A user name alone authenticates nobody: with anonymous access
+            // off and no password file to check it against, only a client
+            // certificate verified under require_certificate does (as
+            // Mosquitto 2 refuses such clients).
+            (None, Some(_))
+                if req.listener.allow_anonymous == Some(false) && !req.certificate_verified =>
+            {
+                AuthDecision::Deny(ReasonCode::NotAuthorized)
             }
             _ => AuthDecision::Allow,
         }

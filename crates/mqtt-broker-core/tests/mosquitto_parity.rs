@@ -223,3 +223,76 @@ fn an_acknowledgement_of_the_wrong_flow_ends_the_connection() {
         assert!(!h.is_closed(sub), "{v}");
     }
 }
+
+mod config_authenticator {
+    use mqtt_broker_core::password_file::PasswordFile;
+    use mqtt_broker_core::{
+        AuthDecision, AuthRequest, Authenticator, ConfigAuthenticator, ListenerSettings,
+    };
+    use mqtt_codec::ReasonCode;
+
+    /// `mosquitto_passwd -c -H sha512 -b f legacy hunter2` (Mosquitto 2.0.11).
+    const FILE: &str = "legacy:$6$PS1KXd1x/BzpnRk1$rFQ8lN28vI9ascUGbFQ1nWFBSyGoHQ3JEV1y0TYamZXI7V0Suzje2cUlbeB3zFR5uq8KJetVlpfEUBhHw51MBw==\n";
+
+    fn decide(
+        auth: &ConfigAuthenticator,
+        listener: &ListenerSettings,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        certificate_verified: bool,
+    ) -> AuthDecision {
+        auth.authenticate(&AuthRequest {
+            client_id: "c",
+            username,
+            password,
+            username_from_certificate: false,
+            certificate: None,
+            certificate_verified,
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            listener,
+        })
+    }
+
+    #[test]
+    fn a_user_name_alone_is_refused_when_anonymous_access_is_off_and_there_is_no_password_file() {
+        // 01-connect-uname-or-anon: Mosquitto 2 refuses it too.
+        let auth = ConfigAuthenticator::global(None);
+        let closed = ListenerSettings {
+            allow_anonymous: Some(false),
+            ..ListenerSettings::default()
+        };
+        assert_eq!(
+            decide(&auth, &closed, Some("anyone"), Some(b"x"), false),
+            AuthDecision::Deny(ReasonCode::NotAuthorized)
+        );
+        // A verified client certificate authenticates.
+        assert_eq!(
+            decide(&auth, &closed, Some("anyone"), None, true),
+            AuthDecision::Allow
+        );
+        // Anonymous access on: the user name is just a name.
+        let open = ListenerSettings {
+            allow_anonymous: Some(true),
+            ..ListenerSettings::default()
+        };
+        assert_eq!(
+            decide(&auth, &open, Some("anyone"), None, false),
+            AuthDecision::Allow
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_password_never_matches() {
+        // 09-pwfile-parse-invalid.
+        let file = PasswordFile::parse_str(FILE, "pwfile").unwrap();
+        let auth = ConfigAuthenticator::global(Some(file));
+        let l = ListenerSettings::default();
+        let bad = AuthDecision::Deny(ReasonCode::BadUserNameOrPassword);
+        assert_eq!(decide(&auth, &l, Some("legacy"), None, false), bad);
+        assert_eq!(decide(&auth, &l, Some("legacy"), Some(b""), false), bad);
+        assert_eq!(
+            decide(&auth, &l, Some("legacy"), Some(b"hunter2"), false),
+            AuthDecision::Allow
+        );
+    }
+}
