@@ -54,7 +54,6 @@ mod sys;
 mod timers;
 mod will;
 
-
 const TARGET: &str = "mqtt_broker";
 
 /// The deterministic MQTT broker state machine.

@@ -1179,11 +1179,13 @@ impl Connection {
                     Err(error) => self.request_failed(&p, error),
                 },
                 Transmit::Publish { publish, request } => {
+                    // The log shows the topic, not the alias that may replace it.
+                    let logged = self.options.packet_log.is_some().then(|| publish.clone());
                     let publish = self.apply_topic_alias(publish);
                     match publish.encode_limited(v, max, &mut buf) {
                         Ok(_) => {
-                            if let Some(log) = &self.options.packet_log {
-                                log.log(PacketDirection::Sent, &Packet::Publish(publish));
+                            if let (Some(log), Some(p)) = (&self.options.packet_log, logged) {
+                                log.log(PacketDirection::Sent, &Packet::Publish(p));
                             }
                             if let Some(request) = request {
                                 self.events.push_back(Event::Sent { request });

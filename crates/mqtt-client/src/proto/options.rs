@@ -108,7 +108,8 @@ pub enum PacketDirection {
 /// A function called with every packet the core sends or receives, in
 /// order: for packet traces such as `mosquitto_sub -d`'s "Client X sending
 /// CONNECT". It runs inside the core, so it must be quick and must not
-/// block. An outgoing PUBLISH is given as written (topic alias applied).
+/// block. An outgoing PUBLISH is given with its topic, before an automatic
+/// topic alias replaces it on the wire.
 #[derive(Clone)]
 pub struct PacketLog(Arc<dyn Fn(PacketDirection, &Packet) + Send + Sync>);
 
