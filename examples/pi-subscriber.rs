@@ -181,7 +181,7 @@ fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOption
     if tls {
         let mut t = args.tls.options();
         // mqtts:// without a CA file trusts the public CAs, as mosquitto.
-        if t.cafile.is_none() && t.capath.is_none() {
+        if url.is_some_and(|u| u.tls) && t.cafile.is_none() && t.capath.is_none() {
             t.use_webpki_roots = true;
         }
         o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
