@@ -111,7 +111,10 @@ pub enum PacketDirection {
 /// block. An outgoing PUBLISH is given with its topic, before an automatic
 /// topic alias replaces it on the wire.
 #[derive(Clone)]
-pub struct PacketLog(Arc<dyn Fn(PacketDirection, &Packet) + Send + Sync>);
+pub struct PacketLog(Arc<PacketLogFn>);
+
+/// The function a [`PacketLog`] calls.
+type PacketLogFn = dyn Fn(PacketDirection, &Packet) + Send + Sync;
 
 impl PacketLog {
     /// A log that calls `f`.
