@@ -14,13 +14,26 @@ use clap::Parser;
 
 #[path = "common/client_cli.rs"]
 mod client_cli;
-use client_cli::{exit_code, parse_version, report, TlsArgs};
-use mqtt_client::{Client, ClientOptions, ConnectionState, Error, ProtocolVersion, QoS};
+#[path = "common/sub_format.rs"]
+mod sub_format;
+use client_cli::{exit_code, parse_version, report, TlsArgs, WillArgs};
+use mqtt_client::{
+    Client, ClientOptions, ConnectionState, Error, Properties, ProtocolVersion, Publish, QoS,
+    Subscription, SubscriptionOptions, TopicFilter,
+};
+use sub_format::Format;
 
 const AFTER_HELP: &str = "\
 Port: as mosquitto_sub, -p defaults to 1883, or to 8883 when --cafile or --capath is given.
 TLS: --cafile/--capath turn TLS on. --cert/--key add a client certificate and need --cafile
 or --capath; without one this program stops with an error instead of silently using plain TCP.
+-L: mqtt(s)://[username[:password]@]host[:port]/topic; mqtts:// turns TLS on (port 8883,
+the public CAs unless --cafile/--capath).
+-F: mosquitto_sub's format string: %t %p %q %r %m %l %x %X %I %U %j %J %P %C %D %E %F %R %S %A %%,
+flags - and 0, widths and precisions; @@, @N and the strftime conversions @Y @y @m @d @e @H @M
+@S @j @s @F @T @D @z @Z (times in UTC); escapes \\\\ \\0 \\a \\e \\n \\r \\t \\v.
+--nodelay: accepted; this client always disables Nagle's algorithm.
+--tls-use-os-certs: trusts the public CAs built in (webpki-roots), not the OS store.
 Exit codes as mosquitto_sub: 0 after -C messages, 1 on errors, 27 when -W times out, and the
 broker's CONNACK code when it refuses the connection (3.1.1: 1-5; 5.0: the reason code, e.g. 135).";
 
@@ -35,8 +48,47 @@ struct Args {
     #[arg(short = 'p', long = "port")]
     port: Option<u16>,
     /// Topic filter to subscribe to; may be repeated.
-    #[arg(short = 't', long = "topic", required = true)]
+    #[arg(short = 't', long = "topic", required_unless_present = "url")]
     topics: Vec<String>,
+    /// Username, password, host, port and topic as a URL:
+    /// mqtt(s)://[username[:password]@]host[:port]/topic.
+    #[arg(short = 'L', long = "url", value_parser = client_cli::parse_url)]
+    url: Option<client_cli::Url>,
+    /// Topic to filter out of the results; may be repeated.
+    #[arg(short = 'T', long = "filter-out")]
+    filter_out: Vec<String>,
+    /// Unsubscribe from this topic; may be repeated.
+    #[arg(short = 'U', long = "unsubscribe")]
+    unsubscribe: Vec<String>,
+    /// Do not print stale messages (those with retain set).
+    #[arg(short = 'R', long = "no-retain")]
+    no_retain: bool,
+    /// Only handle messages with the retained flag set, and exit at the first
+    /// non-retained message.
+    #[arg(long = "retained-only")]
+    retained_only: bool,
+    /// Clear every retained message received (publish an empty retained
+    /// message to its topic); -T keeps the ones it filters out.
+    #[arg(long = "remove-retained")]
+    remove_retained: bool,
+    /// Exit once all subscriptions have been acknowledged by the broker.
+    #[arg(short = 'E', long = "exit-after-subscribe")]
+    exit_after_sub: bool,
+    /// Output format (see below).
+    #[arg(short = 'F', long = "format", value_parser = Format::parse)]
+    format: Option<Format>,
+    /// Print debug messages: the packets sent and received.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Define an MQTT v5 property: -D command identifier value.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"], help = client_cli::PROPERTY_HELP)]
+    properties: Vec<String>,
+    /// Client id: this prefix followed by the process id.
+    #[arg(short = 'I', long = "id-prefix", conflicts_with = "id")]
+    id_prefix: Option<String>,
+    /// Disable Nagle's algorithm (always done by this client).
+    #[arg(long = "nodelay")]
+    nodelay: bool,
     /// Print `topic payload` instead of just the payload.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
@@ -74,20 +126,26 @@ struct Args {
     #[arg(short = 'x', long = "session-expiry-interval")]
     session_expiry: Option<u32>,
     #[command(flatten)]
+    will: WillArgs,
+    #[command(flatten)]
     tls: TlsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
 }
 
-fn options(args: &Args) -> Result<ClientOptions, Error> {
-    let tls = args.tls.enabled();
-    let port = args.port.unwrap_or(if tls { 8883 } else { 1883 });
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("pi-subscriber_{}", std::process::id()));
-    let mut o = ClientOptions::new(args.host.clone(), port)
+fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
+    let url_tls = args.url.as_ref().is_some_and(|u| u.tls);
+    let tls = args.tls.enabled() || url_tls;
+    let (host, port) = match &args.url {
+        Some(u) => (u.host.clone(), args.port.unwrap_or(u.port)),
+        None => (
+            args.host.clone(),
+            args.port.unwrap_or(if tls { 8883 } else { 1883 }),
+        ),
+    };
+    let id = client_cli::client_id(&args.id, &args.id_prefix, "pi-subscriber");
+    let mut o = ClientOptions::new(host, port)
         .protocol(args.version)
         .client_id(id)
         .keep_alive(Duration::from_secs(args.keepalive.into()))
@@ -97,48 +155,159 @@ fn options(args: &Args) -> Result<ClientOptions, Error> {
         } else {
             0
         }));
-    if let Some(u) = &args.username {
-        o.session.username = Some(u.clone());
+    let url = args.url.as_ref();
+    if let Some(u) = args
+        .username
+        .clone()
+        .or(url.and_then(|u| u.username.clone()))
+    {
+        o.session.username = Some(u);
     }
-    if let Some(p) = &args.password {
-        o.session.password = Some(p.clone().into_bytes().into());
+    if let Some(p) = args
+        .password
+        .clone()
+        .or(url.and_then(|u| u.password.clone()))
+    {
+        o.session.password = Some(p.into_bytes().into());
+    }
+    if args.version.is_v5() {
+        o.session.user_properties = props.connect_user.clone();
+    }
+    o = args.will.apply(o)?;
+    if args.debug {
+        let log = client_cli::debug_log(o.session.client_id.clone(), args.version);
+        o = o.packet_log(log);
     }
     if tls {
-        o = o.tls_files(&args.tls.options())?;
+        let mut t = args.tls.options();
+        // mqtts:// without a CA file trusts the public CAs, as mosquitto.
+        if url.is_some_and(|u| u.tls) && t.cafile.is_none() && t.capath.is_none() {
+            t.use_webpki_roots = true;
+        }
+        o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
     }
     Ok(o)
 }
 
-fn print_message(out: &mut impl Write, args: &Args, topic: &str, payload: &[u8]) {
-    let _ = (|| -> std::io::Result<()> {
-        if args.verbose {
-            write!(out, "{topic} ")?;
-            if payload.is_empty() {
-                // mosquitto_sub prints an empty payload as (null) with -v.
-                out.write_all(b"(null)")?;
+/// Prints a message as mosquitto_sub's print_message: -F, -v or the payload.
+fn print_message(args: &Args, message: &Publish) {
+    let mut buf = Vec::new();
+    let topic = message.topic.as_str();
+    let payload = &message.payload[..];
+    let eol = !args.no_newline;
+    if let Some(format) = &args.format {
+        if let Err(e) = format.write(&mut buf, message) {
+            eprintln!("{e}");
+        }
+        if eol {
+            buf.push(b'\n');
+        }
+    } else if args.verbose {
+        if !payload.is_empty() {
+            buf.extend_from_slice(topic.as_bytes());
+            buf.push(b' ');
+            buf.extend_from_slice(payload);
+            if eol {
+                buf.push(b'\n');
             }
+        } else if eol {
+            // mosquitto_sub prints an empty payload as (null) with -v.
+            buf.extend_from_slice(format!("{topic} (null)\n").as_bytes());
         }
-        out.write_all(payload)?;
-        if !args.no_newline {
-            out.write_all(b"\n")?;
+    } else if !payload.is_empty() {
+        // mosquitto_sub prints nothing at all for an empty payload.
+        buf.extend_from_slice(payload);
+        if eol {
+            buf.push(b'\n');
         }
-        out.flush()
-    })();
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&buf);
+    let _ = out.flush();
+}
+
+/// Whether `topic` matches the filter `filter` (for -T).
+fn matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    if topic.starts_with('$') && (filter.starts_with('#') || filter.starts_with('+')) {
+        return false;
+    }
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 async fn run(args: Args) -> ExitCode {
-    if args.persistent && args.id.is_none() {
+    if args.persistent && args.id.is_none() && args.id_prefix.is_none() {
         eprintln!("Error: You must provide a client id if you are using the -c option.");
         return ExitCode::from(1);
     }
-    let qos = QoS::from_u8(args.qos).unwrap_or_default();
-    let options = match options(&args) {
-        Ok(o) => o,
+    if args.no_retain && args.retained_only {
+        eprintln!("\nError: Combining '-R' and '--retained-only' makes no sense.");
+        return ExitCode::from(1);
+    }
+    let props = match client_cli::parse_properties(&args.properties) {
+        Ok(p) => p,
         Err(e) => {
-            report(&e);
+            eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
+    let qos = QoS::from_u8(args.qos).unwrap_or_default();
+    let options = match options(&args, &props) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut topics = args.topics.clone();
+    if let Some(u) = &args.url {
+        topics.push(u.topic.clone());
+    }
+    let mut subscriptions = Vec::new();
+    for t in &topics {
+        match TopicFilter::new(t.as_str()) {
+            Ok(filter) => subscriptions.push(Subscription {
+                filter,
+                options: SubscriptionOptions::qos(qos),
+            }),
+            Err(e) => {
+                eprintln!("Error: Invalid subscription topic '{t}', are all '+' and '#' wildcards correct? ({e})");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut unsubscribe = Vec::new();
+    for t in &args.unsubscribe {
+        match TopicFilter::new(t.as_str()) {
+            Ok(f) => unsubscribe.push(f),
+            Err(e) => {
+                eprintln!("Error: Invalid unsubscribe topic '{t}', are all '+' and '#' wildcards correct? ({e})");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut sub_props = Properties::default();
+    let mut unsub_props = Properties::default();
+    if args.version.is_v5() {
+        sub_props
+            .subscription_identifiers
+            .extend(props.subscription_identifier);
+        for (k, v) in &props.subscribe_user {
+            sub_props.user_properties.push((k.into(), v.into()));
+        }
+        for (k, v) in &props.unsubscribe_user {
+            unsub_props.user_properties.push((k.into(), v.into()));
+        }
+    }
     let (client, mut messages) = match Client::connect(options).await {
         Ok(c) => c,
         Err(e) => {
@@ -146,11 +315,42 @@ async fn run(args: Args) -> ExitCode {
             return exit_code(&e, args.version);
         }
     };
-    for topic in &args.topics {
-        if let Err(e) = client.subscribe(topic, qos).await {
+    // One SUBSCRIBE for every topic, then the UNSUBSCRIBEs without waiting
+    // for the SUBACK, as mosquitto_sub.
+    let subscribed = {
+        let c = client.clone();
+        tokio::spawn(async move { c.subscribe_many(subscriptions, sub_props).await })
+    };
+    for filter in unsubscribe {
+        let c = client.clone();
+        let p = unsub_props.clone();
+        tokio::spawn(async move { c.unsubscribe_many(vec![filter], p).await });
+    }
+    match subscribed.await {
+        Ok(Ok(suback)) => {
+            if let Some((i, rc)) = suback
+                .reason_codes
+                .iter()
+                .enumerate()
+                .find(|(_, rc)| rc.is_error())
+            {
+                report(&Error::SubscribeRefused {
+                    filter: topics.get(i).cloned().unwrap_or_default(),
+                    reason_code: *rc,
+                    reason_string: suback.properties.reason_string.clone().map(String::from),
+                });
+                return ExitCode::from(1);
+            }
+        }
+        Ok(Err(e)) => {
             report(&e);
             return ExitCode::from(1);
         }
+        Err(_) => return ExitCode::from(1),
+    }
+    if args.exit_after_sub {
+        let _ = client.disconnect().await;
+        return ExitCode::SUCCESS;
     }
     // Report lost connections and retries on stderr; the client reconnects itself.
     let mut state = client.state();
@@ -184,7 +384,15 @@ async fn run(args: Args) -> ExitCode {
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut received = 0u64;
-    let mut stdout = std::io::stdout().lock();
+    // --remove-retained's publishes, completed before disconnecting.
+    let mut removals = Vec::new();
+    let finish = |client: Client, removals: Vec<tokio::task::JoinHandle<()>>| async move {
+        for r in removals {
+            let _ = r.await;
+        }
+        let _ = client.disconnect().await;
+        client_cli::debug_flush();
+    };
     loop {
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, messages.recv()).await {
@@ -192,6 +400,7 @@ async fn run(args: Args) -> ExitCode {
                 Err(_) => {
                     eprintln!("Timed out");
                     let _ = client.disconnect().await;
+                    client_cli::debug_flush();
                     return ExitCode::from(27);
                 }
             },
@@ -210,10 +419,33 @@ async fn run(args: Args) -> ExitCode {
                 None => ExitCode::SUCCESS,
             };
         };
-        print_message(&mut stdout, &args, message.topic.as_str(), &message.payload);
+        // mosquitto_sub's order: --retained-only, -R, -T, --remove-retained.
+        if args.retained_only && !message.retain {
+            client_cli::debug_after_message();
+            finish(client, removals).await;
+            return ExitCode::SUCCESS;
+        }
+        let filtered = args
+            .filter_out
+            .iter()
+            .any(|f| matches(f, message.topic.as_str()));
+        if (message.retain && args.no_retain) || filtered {
+            client_cli::debug_after_message();
+            continue;
+        }
+        client_cli::debug_before_message();
+        if args.remove_retained && message.retain {
+            let c = client.clone();
+            let topic = message.topic.as_str().to_string();
+            removals.push(tokio::spawn(async move {
+                let _ = c.publish(&topic, QoS::AtLeastOnce, true, Vec::new()).await;
+            }));
+        }
+        print_message(&args, &message);
+        client_cli::debug_after_message();
         received += 1;
         if args.count.is_some_and(|c| received >= c) {
-            let _ = client.disconnect().await;
+            finish(client, removals).await;
             return ExitCode::SUCCESS;
         }
     }

@@ -15,14 +15,20 @@ use clap::Parser;
 
 #[path = "common/client_cli.rs"]
 mod client_cli;
-use client_cli::{exit_code, parse_version, report, TlsArgs};
-use mqtt_client::{Client, ClientOptions, Error, ProtocolVersion, QoS, ReconnectOptions};
+use client_cli::{exit_code, parse_version, report, TlsArgs, WillArgs};
+use mqtt_client::{
+    Client, ClientOptions, ProtocolVersion, Publish, QoS, ReconnectOptions, TopicName,
+};
 
 const AFTER_HELP: &str = "\
 Give exactly one of -m, -f, -l, -n, -s.
 Port: as mosquitto_pub, -p defaults to 1883, or to 8883 when --cafile or --capath is given.
 TLS: --cafile/--capath turn TLS on. --cert/--key add a client certificate and need --cafile
 or --capath; without one this program stops with an error instead of silently using plain TCP.
+-L: mqtt(s)://[username[:password]@]host[:port]/topic; mqtts:// turns TLS on (port 8883,
+the public CAs unless --cafile/--capath).
+--nodelay: accepted; this client always disables Nagle's algorithm.
+--tls-use-os-certs: trusts the public CAs built in (webpki-roots), not the OS store.
 Exit codes as mosquitto_pub: 0 once every message is acknowledged (QoS 1: PUBACK, QoS 2:
 PUBCOMP), 1 on errors, and the broker's CONNACK code when it refuses the connection
 (3.1.1: 1-5; 5.0: the reason code, e.g. 135).";
@@ -38,8 +44,30 @@ struct Args {
     #[arg(short = 'p', long = "port")]
     port: Option<u16>,
     /// Topic to publish to.
-    #[arg(short = 't', long = "topic", required = true)]
-    topic: String,
+    #[arg(short = 't', long = "topic", required_unless_present = "url")]
+    topic: Option<String>,
+    /// Username, password, host, port and topic as a URL:
+    /// mqtt(s)://[username[:password]@]host[:port]/topic.
+    #[arg(short = 'L', long = "url", value_parser = client_cli::parse_url, conflicts_with = "topic")]
+    url: Option<client_cli::Url>,
+    /// With -m, -f, -s or -n: publish the message N times.
+    #[arg(long = "repeat", default_value_t = 1)]
+    repeat: u32,
+    /// With --repeat: wait this many seconds between publishes (default 0).
+    #[arg(long = "repeat-delay", default_value_t = 0.0)]
+    repeat_delay: f64,
+    /// Print debug messages: the packets sent and received.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Define an MQTT v5 property: -D command identifier value.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"], help = client_cli::PROPERTY_HELP)]
+    properties: Vec<String>,
+    /// Client id: this prefix followed by the process id.
+    #[arg(short = 'I', long = "id-prefix", conflicts_with = "id")]
+    id_prefix: Option<String>,
+    /// Disable Nagle's algorithm (always done by this client).
+    #[arg(long = "nodelay")]
+    nodelay: bool,
     /// The message.
     #[arg(short = 'm', long = "message", group = "payload")]
     message: Option<String>,
@@ -77,29 +105,55 @@ struct Args {
     #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311", value_parser = parse_version)]
     version: ProtocolVersion,
     #[command(flatten)]
+    will: WillArgs,
+    #[command(flatten)]
     tls: TlsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
 }
 
-fn options(args: &Args) -> Result<ClientOptions, Error> {
-    let tls = args.tls.enabled();
-    let port = args.port.unwrap_or(if tls { 8883 } else { 1883 });
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("publisher_{}", std::process::id()));
-    let mut o = ClientOptions::new(args.host.clone(), port)
+fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
+    let url = args.url.as_ref();
+    let tls = args.tls.enabled() || url.is_some_and(|u| u.tls);
+    let (host, port) = match url {
+        Some(u) => (u.host.clone(), args.port.unwrap_or(u.port)),
+        None => (
+            args.host.clone(),
+            args.port.unwrap_or(if tls { 8883 } else { 1883 }),
+        ),
+    };
+    let id = client_cli::client_id(&args.id, &args.id_prefix, "publisher");
+    let mut o = ClientOptions::new(host, port)
         .protocol(args.version)
         .client_id(id)
         .keep_alive(Duration::from_secs(args.keepalive.into()))
         // One-shot, like mosquitto_pub: a lost connection is an error.
         .reconnect(ReconnectOptions::disabled());
-    o.session.username = args.username.clone();
-    o.session.password = args.password.clone().map(|p| p.into_bytes().into());
+    o.session.username = args
+        .username
+        .clone()
+        .or(url.and_then(|u| u.username.clone()));
+    o.session.password = args
+        .password
+        .clone()
+        .or(url.and_then(|u| u.password.clone()))
+        .map(|p| p.into_bytes().into());
+    if args.version.is_v5() {
+        o.session.user_properties = props.connect_user.clone();
+    }
+    o = args.will.apply(o)?;
+    if args.debug {
+        let log = client_cli::debug_log(o.session.client_id.clone(), args.version);
+        o = o.packet_log(log);
+    }
     if tls {
-        o = o.tls_files(&args.tls.options())?;
+        let mut t = args.tls.options();
+        // mqtts:// without a CA file trusts the public CAs, as mosquitto.
+        if url.is_some_and(|u| u.tls) && t.cafile.is_none() && t.capath.is_none() {
+            t.use_webpki_roots = true;
+        }
+        o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
     }
     Ok(o)
 }
@@ -137,11 +191,39 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     };
+    let props = match client_cli::parse_properties(&args.properties) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let topic = match (&args.topic, &args.url) {
+        (Some(t), _) => t.clone(),
+        (None, Some(u)) => u.topic.clone(),
+        (None, None) => unreachable!("clap requires -t or -L"),
+    };
+    let topic = match TopicName::try_from(topic.as_str()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: Invalid publish topic '{topic}', does it contain '+' or '#'? ({e})");
+            return ExitCode::from(1);
+        }
+    };
     let qos = QoS::from_u8(args.qos).unwrap_or_default();
-    let options = match options(&args) {
+    let message = |payload: Vec<u8>| {
+        let mut p = Publish::new(topic.clone(), payload);
+        p.qos = qos;
+        p.retain = args.retain;
+        if args.version.is_v5() {
+            p.properties = props.publish.clone();
+        }
+        p
+    };
+    let options = match options(&args, &props) {
         Ok(o) => o,
         Err(e) => {
-            report(&e);
+            eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -153,16 +235,25 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let result = match payload {
-        Some(p) => client
-            .publish(&args.topic, qos, args.retain, p)
-            .await
-            .map(drop),
+        Some(p) => {
+            let mut result = Ok(());
+            for i in 0..args.repeat.max(1) {
+                if i > 0 && args.repeat_delay > 0.0 {
+                    tokio::time::sleep(Duration::from_secs_f64(args.repeat_delay)).await;
+                }
+                result = client.publish_message(message(p.clone())).await.map(drop);
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        }
         None => {
             let mut result = Ok(());
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
                 result = client
-                    .publish(&args.topic, qos, args.retain, line.into_bytes())
+                    .publish_message(message(line.into_bytes()))
                     .await
                     .map(drop);
                 if result.is_err() {

@@ -1,9 +1,17 @@
 //! What `pi-subscriber` and `publisher` share: Mosquitto's TLS flags, `-V`,
-//! and how errors are printed and turned into exit codes.
+//! `-L`, `-D`, `-d`, the will, and how errors are printed and turned into
+//! exit codes.
 
-use mqtt_client::{ClientTlsOptions, Error, ProtocolVersion};
+// Each example uses what it needs of this file.
+#![allow(dead_code)]
+
+use mqtt_client::{
+    ClientOptions, ClientTlsOptions, Error, Packet, PacketDirection, ProtocolVersion,
+    PublishProperties, QoS, TopicName,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// `--cafile --capath --cert --key --insecure`, as mosquitto_sub/pub take them.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,6 +31,23 @@ pub struct TlsArgs {
     /// Do not check that the broker's certificate names the host dialled.
     #[arg(long)]
     pub insecure: bool,
+    /// Lowest TLS version: tlsv1.3 or tlsv1.2 (the default); rustls has no tlsv1.1.
+    #[arg(long = "tls-version", value_parser = parse_tls_version)]
+    pub tls_version: Option<mqtt_tls::TlsVersion>,
+    /// Trust the public CAs (webpki-roots, built in; not read from the OS store).
+    #[arg(long = "tls-use-os-certs")]
+    pub tls_use_os_certs: bool,
+}
+
+fn parse_tls_version(s: &str) -> Result<mqtt_tls::TlsVersion, String> {
+    match s {
+        "tlsv1.3" => Ok(mqtt_tls::TlsVersion::Tls13),
+        "tlsv1.2" => Ok(mqtt_tls::TlsVersion::Tls12),
+        "tlsv1.1" | "tlsv1" => Err(format!(
+            "{s} is not supported (rustls speaks TLS 1.2 and 1.3); use tlsv1.2 or tlsv1.3"
+        )),
+        _ => Err(format!("unknown TLS version {s:?}; use tlsv1.3 or tlsv1.2")),
+    }
 }
 
 impl TlsArgs {
@@ -33,6 +58,7 @@ impl TlsArgs {
             || self.cert.is_some()
             || self.key.is_some()
             || self.insecure
+            || self.tls_use_os_certs
     }
 
     /// The mqtt-tls options; mqtt-tls refuses --cert without --cafile/--capath,
@@ -44,6 +70,8 @@ impl TlsArgs {
             certfile: self.cert.clone(),
             keyfile: self.key.clone(),
             insecure: self.insecure,
+            use_webpki_roots: self.tls_use_os_certs,
+            min_version: self.tls_version.unwrap_or_default(),
             ..ClientTlsOptions::default()
         }
     }
@@ -105,4 +133,463 @@ where
         }
     };
     runtime.block_on(run(args))
+}
+
+/// `-L mqtt(s)://[username[:password]@]host[:port]/topic`, as Mosquitto's
+/// clients read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `mqtts://`: TLS, trusting the public CAs unless --cafile/--capath.
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub host: String,
+    /// The port, or 1883 (mqtt://) / 8883 (mqtts://).
+    pub port: u16,
+    pub topic: String,
+}
+
+/// Parses `-L`'s URL, with mosquitto's error messages.
+pub fn parse_url(url: &str) -> Result<Url, String> {
+    let lower = url.to_ascii_lowercase();
+    let (tls, rest) = if lower.starts_with("mqtt://") {
+        (false, &url[7..])
+    } else if lower.starts_with("mqtts://") {
+        (true, &url[8..])
+    } else {
+        return Err("Error: unsupported URL scheme.".into());
+    };
+    let Some((authority, topic)) = rest.split_once('/') else {
+        return Err("Error: Invalid URL for -L argument specified - topic missing.".into());
+    };
+    let (credentials, hostport) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    let (username, password) = match credentials {
+        Some(c) => match c.split_once(':') {
+            Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+            None => (Some(c.to_string()), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("Error: Invalid port given: {p}"))?;
+            (h.to_string(), port)
+        }
+        _ => (hostport.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    Ok(Url {
+        tls,
+        username,
+        password,
+        host,
+        port,
+        topic: topic.to_string(),
+    })
+}
+
+/// `--will-topic --will-payload --will-qos --will-retain`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WillArgs {
+    /// Topic of the client's will, published by the broker if the client
+    /// disconnects unexpectedly.
+    #[arg(long = "will-topic")]
+    pub will_topic: Option<String>,
+    /// Payload of the will (default: a zero length message).
+    #[arg(long = "will-payload")]
+    pub will_payload: Option<String>,
+    /// QoS of the will.
+    #[arg(long = "will-qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub will_qos: u8,
+    /// Make the will retained.
+    #[arg(long = "will-retain")]
+    pub will_retain: bool,
+}
+
+impl WillArgs {
+    /// Adds the will to `o`; mosquitto's errors for a will without a topic.
+    pub fn apply(&self, o: ClientOptions) -> Result<ClientOptions, String> {
+        let Some(topic) = &self.will_topic else {
+            if self.will_payload.is_some() {
+                return Err("Error: Will payload given, but no will topic given.".into());
+            }
+            if self.will_retain {
+                return Err("Error: Will retain given, but no will topic given.".into());
+            }
+            return Ok(o);
+        };
+        let topic = TopicName::try_from(topic.as_str())
+            .map_err(|e| format!("Error: Invalid will topic '{topic}': {e}."))?;
+        let payload = self.will_payload.clone().unwrap_or_default().into_bytes();
+        let qos = QoS::from_u8(self.will_qos).unwrap_or_default();
+        Ok(o.will(topic, payload, qos, self.will_retain))
+    }
+}
+
+/// The `-D command identifier value` properties this client can send.
+#[derive(Debug, Clone, Default)]
+pub struct V5Properties {
+    /// `connect user-property`.
+    pub connect_user: Vec<(String, String)>,
+    /// `publish ...` (user-property, content-type, message-expiry-interval,
+    /// response-topic, correlation-data, payload-format-indicator).
+    pub publish: PublishProperties,
+    /// `subscribe subscription-identifier`.
+    pub subscription_identifier: Option<u32>,
+    /// `subscribe user-property`.
+    pub subscribe_user: Vec<(String, String)>,
+    /// `unsubscribe user-property`.
+    pub unsubscribe_user: Vec<(String, String)>,
+}
+
+/// Help for `-D`.
+pub const PROPERTY_HELP: &str = "MQTT v5 property: -D command identifier value, e.g. -D publish \
+content-type text/plain. Supported: connect user-property; publish user-property, content-type, \
+message-expiry-interval, response-topic, correlation-data, payload-format-indicator; subscribe \
+subscription-identifier, user-property; unsubscribe user-property. Ignored unless -V mqttv5";
+
+const KNOWN_PROPERTIES: &[&str] = &[
+    "payload-format-indicator",
+    "message-expiry-interval",
+    "content-type",
+    "response-topic",
+    "correlation-data",
+    "subscription-identifier",
+    "session-expiry-interval",
+    "assigned-client-identifier",
+    "server-keep-alive",
+    "authentication-method",
+    "authentication-data",
+    "request-problem-information",
+    "will-delay-interval",
+    "request-response-information",
+    "response-information",
+    "server-reference",
+    "reason-string",
+    "receive-maximum",
+    "topic-alias-maximum",
+    "topic-alias",
+    "maximum-qos",
+    "retain-available",
+    "user-property",
+    "maximum-packet-size",
+    "wildcard-subscription-available",
+    "subscription-identifier-available",
+    "shared-subscription-available",
+];
+
+/// Parses the `-D` triples (clap gives them flat). A user property's value
+/// is `name` and the next argument is its value, as with mosquitto
+/// (`-D publish user-property name value`).
+pub fn parse_properties(flat: &[String]) -> Result<V5Properties, String> {
+    let mut p = V5Properties::default();
+    let mut i = 0;
+    while i < flat.len() {
+        let (command, name) = (
+            flat[i].as_str(),
+            flat.get(i + 1).map(String::as_str).unwrap_or(""),
+        );
+        let value = flat.get(i + 2).cloned().unwrap_or_default();
+        i += 3;
+        if !matches!(
+            command,
+            "connect" | "publish" | "subscribe" | "unsubscribe" | "disconnect" | "will" | "auth"
+        ) {
+            return Err(format!(
+                "Error: Invalid command {command} given in --property argument."
+            ));
+        }
+        if !KNOWN_PROPERTIES.contains(&name) {
+            return Err("Error: Invalid property name given in --property argument.".into());
+        }
+        let number = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("Error: Invalid property value {v} for {name}."))
+        };
+        match (command, name) {
+            ("connect", "user-property") => {
+                let (k, v) = user_pair(name, &value, flat.get(i))?;
+                i += 1;
+                p.connect_user.push((k, v));
+            }
+            ("publish", "user-property") => {
+                let (k, v) = user_pair(name, &value, flat.get(i))?;
+                i += 1;
+                p.publish.user_properties.push((k.into(), v.into()));
+            }
+            ("subscribe", "user-property") => {
+                let (k, v) = user_pair(name, &value, flat.get(i))?;
+                i += 1;
+                p.subscribe_user.push((k, v));
+            }
+            ("unsubscribe", "user-property") => {
+                let (k, v) = user_pair(name, &value, flat.get(i))?;
+                i += 1;
+                p.unsubscribe_user.push((k, v));
+            }
+            ("publish", "content-type") => p.publish.content_type = Some(value.into()),
+            ("publish", "response-topic") => p.publish.response_topic = Some(value.into()),
+            ("publish", "correlation-data") => {
+                p.publish.correlation_data = Some(value.into_bytes().into())
+            }
+            ("publish", "message-expiry-interval") => {
+                p.publish.message_expiry_interval = Some(number(&value)?)
+            }
+            ("publish", "payload-format-indicator") => {
+                p.publish.payload_format_indicator = Some(number(&value)? != 0)
+            }
+            ("subscribe", "subscription-identifier") => {
+                p.subscription_identifier = Some(number(&value)?)
+            }
+            _ => {
+                return Err(format!(
+                    "Error: {name} property for {command} is not supported by this client (see -D in --help)."
+                ))
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// A user property takes two arguments after its name: `-D connect
+/// user-property key value`; clap gave `key` as the triple's value, and
+/// the value is the next argument (a fourth one, given as another -D).
+fn user_pair(_name: &str, key: &str, next: Option<&String>) -> Result<(String, String), String> {
+    match next {
+        Some(v) => Ok((key.to_string(), v.clone())),
+        None => Err("Error: user-property needs a name and a value.".into()),
+    }
+}
+
+/// `-d`: a packet log printing mosquitto's debug lines ("Client X sending
+/// CONNECT") on standard output, as mosquitto_sub and mosquitto_pub do.
+pub fn debug_log(
+    id: String,
+    version: ProtocolVersion,
+) -> impl Fn(PacketDirection, &Packet) + Send + Sync + 'static {
+    // libmosquitto numbers QoS 0 PUBLISHes too; the client does not.
+    let last_mid = AtomicU16::new(0);
+    move |direction, packet| {
+        let lines = debug_line(&id, version, direction, packet, &last_mid);
+        let incoming =
+            direction == PacketDirection::Received && matches!(packet, Packet::Publish(_));
+        // mosquitto_sub acknowledges a message before printing it.
+        let acked = match (direction, packet) {
+            (PacketDirection::Sent, Packet::PubAck(a)) => Some(a.packet_id.get()),
+            (PacketDirection::Sent, Packet::PubRec(a)) => Some(a.packet_id.get()),
+            _ => None,
+        };
+        let mid = match packet {
+            Packet::Publish(p) => p.packet_id.map(|id| id.get()),
+            _ => None,
+        };
+        let mut d = DEBUG.lock().unwrap_or_else(|e| e.into_inner());
+        for l in lines {
+            if d.pending == 0 {
+                write_line(&l);
+                if incoming {
+                    d.pending = 1;
+                }
+            } else if let Some(id) = acked {
+                // Right after its PUBLISH's line: queued, or the message
+                // waiting to be printed.
+                let at = d
+                    .queue
+                    .iter()
+                    .position(|(incoming, m, _)| *incoming && *m == Some(id))
+                    .map_or(0, |i| i + 1);
+                d.queue.insert(at, (false, None, l));
+            } else {
+                d.queue.push_back((incoming, mid, l));
+            }
+        }
+    }
+}
+
+/// The debug lines logged while a received message waits to be printed:
+/// the event loop may read several PUBLISHes at once, and mosquitto_sub
+/// prints each message right after its "received PUBLISH" line.
+struct DebugState {
+    /// Received PUBLISHes whose line is written but whose message is not
+    /// handled yet.
+    pending: usize,
+    queue: std::collections::VecDeque<(bool, Option<u16>, String)>,
+}
+
+static DEBUG: std::sync::Mutex<DebugState> = std::sync::Mutex::new(DebugState {
+    pending: 0,
+    queue: std::collections::VecDeque::new(),
+});
+
+fn write_line(l: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{l}");
+    let _ = out.flush();
+}
+
+/// `-d`: before printing a received message, the lines logged after its
+/// PUBLISH and before the next one (its PUBACK or PUBREC).
+pub fn debug_before_message() {
+    let mut d = DEBUG.lock().unwrap_or_else(|e| e.into_inner());
+    while d.queue.front().is_some_and(|(incoming, _, _)| !incoming) {
+        if let Some((_, _, l)) = d.queue.pop_front() {
+            write_line(&l);
+        }
+    }
+}
+
+/// `-d`: a received message was handled (printed or skipped): the lines
+/// up to the next received PUBLISH follow.
+pub fn debug_after_message() {
+    let mut d = DEBUG.lock().unwrap_or_else(|e| e.into_inner());
+    d.pending = d.pending.saturating_sub(1);
+    while let Some((incoming, _, l)) = d.queue.pop_front() {
+        write_line(&l);
+        if incoming {
+            d.pending += 1;
+            break;
+        }
+    }
+}
+
+/// `-d`: writes every line still waiting (before exiting).
+pub fn debug_flush() {
+    let mut d = DEBUG.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some((_, _, l)) = d.queue.pop_front() {
+        write_line(&l);
+    }
+    d.pending = 0;
+}
+
+fn debug_line(
+    id: &str,
+    version: ProtocolVersion,
+    direction: PacketDirection,
+    packet: &Packet,
+    last_mid: &AtomicU16,
+) -> Vec<String> {
+    let dir = match direction {
+        PacketDirection::Sent => "sending",
+        PacketDirection::Received => "received",
+    };
+    let sent = direction == PacketDirection::Sent;
+    let mut lines = Vec::new();
+    let mut line = |s: String| lines.push(format!("Client {id} {dir} {s}"));
+    match packet {
+        Packet::Connect(_) => line("CONNECT".into()),
+        Packet::ConnAck(c) => {
+            let rc = if version.is_v5() {
+                c.reason_code.as_u8()
+            } else {
+                c.reason_code.to_v3_connack()
+            };
+            line(format!("CONNACK ({rc})"))
+        }
+        Packet::Publish(p) => {
+            let mid = match p.packet_id {
+                Some(id) => {
+                    if sent {
+                        last_mid.store(id.get(), Ordering::Relaxed);
+                    }
+                    id.get()
+                }
+                None if sent => last_mid.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
+                None => 0,
+            };
+            line(format!(
+                "PUBLISH (d{}, q{}, r{}, m{mid}, '{}', ... ({} bytes))",
+                u8::from(p.dup),
+                p.qos.as_u8(),
+                u8::from(p.retain),
+                p.topic.as_str(),
+                p.payload.len()
+            ))
+        }
+        Packet::PubAck(a) if sent => line(format!(
+            "PUBACK (m{}, rc{})",
+            a.packet_id.get(),
+            a.reason_code.as_u8()
+        )),
+        Packet::PubAck(a) => line(format!(
+            "PUBACK (Mid: {}, RC:{})",
+            a.packet_id.get(),
+            a.reason_code.as_u8()
+        )),
+        Packet::PubRec(a) if sent => line(format!(
+            "PUBREC (m{}, rc{})",
+            a.packet_id.get(),
+            a.reason_code.as_u8()
+        )),
+        Packet::PubRec(a) => line(format!("PUBREC (Mid: {})", a.packet_id.get())),
+        Packet::PubRel(a) if sent => line(format!("PUBREL (m{})", a.packet_id.get())),
+        Packet::PubRel(a) => line(format!("PUBREL (Mid: {})", a.packet_id.get())),
+        Packet::PubComp(a) if sent => line(format!("PUBCOMP (m{})", a.packet_id.get())),
+        Packet::PubComp(a) => line(format!(
+            "PUBCOMP (Mid: {}, RC:{})",
+            a.packet_id.get(),
+            a.reason_code.as_u8()
+        )),
+        Packet::Subscribe(s) => {
+            last_mid.store(s.packet_id.get(), Ordering::Relaxed);
+            for sub in &s.subscriptions {
+                let o = sub.options;
+                let options = u8::from(o.no_local) << 2
+                    | u8::from(o.retain_as_published) << 3
+                    | (o.retain_handling as u8) << 4;
+                line(format!(
+                    "SUBSCRIBE (Mid: {}, Topic: {}, QoS: {}, Options: 0x{options:02x})",
+                    s.packet_id.get(),
+                    sub.filter.as_str(),
+                    o.qos.as_u8()
+                ));
+            }
+        }
+        Packet::SubAck(s) => {
+            line("SUBACK".into());
+            // mosquitto_sub's subscribe callback, printed with -d.
+            let codes: Vec<String> = s
+                .reason_codes
+                .iter()
+                .map(|c| c.as_u8().to_string())
+                .collect();
+            lines.push(format!(
+                "Subscribed (mid: {}): {}",
+                s.packet_id.get(),
+                codes.join(", ")
+            ));
+        }
+        Packet::Unsubscribe(u) => {
+            last_mid.store(u.packet_id.get(), Ordering::Relaxed);
+            for f in &u.filters {
+                line(format!(
+                    "UNSUBSCRIBE (Mid: {}, Topic: {})",
+                    u.packet_id.get(),
+                    f.as_str()
+                ));
+            }
+        }
+        Packet::UnsubAck(_) => line("UNSUBACK".into()),
+        Packet::PingReq => line("PINGREQ".into()),
+        Packet::PingResp => line("PINGRESP".into()),
+        Packet::Disconnect(d) if !sent => line(format!("DISCONNECT ({})", d.reason_code.as_u8())),
+        Packet::Disconnect(_) => line("DISCONNECT".into()),
+        Packet::Auth(_) => line("AUTH".into()),
+    }
+    lines
+}
+
+/// `-I id_prefix`: the prefix followed by the process id, as mosquitto.
+pub fn client_id(id: &Option<String>, prefix: &Option<String>, default: &str) -> String {
+    match (id, prefix) {
+        (Some(id), _) => id.clone(),
+        (None, Some(p)) => format!("{p}{}", std::process::id()),
+        (None, None) => format!("{default}_{}", std::process::id()),
+    }
 }

@@ -77,11 +77,11 @@ pub use client::{Client, Messages};
 pub use error::Error;
 pub use event_loop::EventLoop;
 pub use options::ClientOptions;
-pub use proto::{AuthHandler, EnhancedAuth};
+pub use proto::{AuthHandler, EnhancedAuth, PacketDirection};
 pub use state::ConnectionState;
 
 pub use mqtt_codec::{
-    Properties, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscription,
-    SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
+    Packet, Properties, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck,
+    Subscription, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
 };
 pub use mqtt_tls::{ClientTlsOptions, TlsError};

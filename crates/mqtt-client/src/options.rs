@@ -151,6 +151,16 @@ impl ClientOptions {
         self
     }
 
+    /// Calls `f` with every packet sent and received, in order (a packet
+    /// trace, like `mosquitto_sub -d`); see [`crate::proto::PacketLog`].
+    pub fn packet_log(
+        mut self,
+        f: impl Fn(crate::proto::PacketDirection, &mqtt_codec::Packet) + Send + Sync + 'static,
+    ) -> Self {
+        self.session.packet_log = Some(crate::proto::PacketLog::new(f));
+        self
+    }
+
     /// Reconnect policy.
     pub fn reconnect(mut self, reconnect: ReconnectOptions) -> Self {
         self.reconnect = reconnect;

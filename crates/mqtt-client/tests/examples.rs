@@ -405,3 +405,442 @@ fn a_certificate_without_a_trust_source_is_refused_instead_of_using_plain_tcp() 
         );
     }
 }
+
+/// Runs `ours` (an example) and `theirs` (mosquitto_sub/mosquitto_pub)
+/// with the same flags; returns (our output, theirs), timestamps masked.
+fn both(ours: &str, theirs: &str, args: &[&str]) -> (Output, Output) {
+    let a = run(example(ours).args(args), 20);
+    let b = run(Command::new(theirs).args(args), 10);
+    (a, b)
+}
+
+/// `"tst":"…"` and `%U`'s `1234.123456789` masked, for comparing runs.
+fn masked(b: &[u8]) -> String {
+    let s = text(b);
+    let mut out = String::new();
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find("\"tst\":\"") {
+        out.push_str(&rest[..i + 7]);
+        rest = &rest[i + 7..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        out.push_str("TST");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn same(name: &str, ours: &Output, theirs: &Output) {
+    assert_eq!(
+        masked(&ours.stdout),
+        masked(&theirs.stdout),
+        "{name}: stdout differs; our stderr: {}",
+        text(&ours.stderr)
+    );
+    assert_eq!(
+        ours.status.code(),
+        theirs.status.code(),
+        "{name}: exit code"
+    );
+}
+
+#[test]
+fn pi_subscriber_flags_match_mosquitto_sub() {
+    if !tools() {
+        return;
+    }
+    let Some(m) = Mosquitto::start("") else {
+        return;
+    };
+    let port = m.port.to_string();
+    let p = port.as_str();
+    // Retained messages for every scenario; properties in identifier order,
+    // the order this workspace's codec writes them (mosquitto keeps the
+    // publisher's).
+    for (topic, payload) in [("f/a", "he\"llo"), ("f/b", "{\"x\": [1, 2.5, true]}")] {
+        let out = run(
+            Command::new("mosquitto_pub").args([
+                "-p",
+                p,
+                "-t",
+                topic,
+                "-m",
+                payload,
+                "-r",
+                "-q",
+                "1",
+                "-V",
+                "5",
+                "-D",
+                "publish",
+                "content-type",
+                "text/plain",
+                "-D",
+                "publish",
+                "user-property",
+                "k",
+                "v",
+            ]),
+            10,
+        );
+        assert!(out.status.success());
+    }
+    let url = format!("mqtt://127.0.0.1:{p}/f/#");
+    let scenarios: Vec<(&str, Vec<&str>)> = vec![
+        // -F with every common parameter, widths, escapes; -d and -D.
+        (
+            "format+debug",
+            vec![
+                "-p",
+                p,
+                "-t",
+                "f/#",
+                "-C",
+                "2",
+                "-d",
+                "-i",
+                "fmt",
+                "-q",
+                "1",
+                "-V",
+                "5",
+                "-D",
+                "subscribe",
+                "subscription-identifier",
+                "7",
+                "-F",
+                "%t|%p|%q|%r|%m|%l|%x|%X|%P|%C|%S|%%|\\t|@@|%5l|%-5q|%05m|%.2t|%10.3t|%-4t|",
+            ],
+        ),
+        (
+            "json",
+            vec![
+                "-p", p, "-t", "f/#", "-C", "2", "-F", "%j", "-V", "5", "-q", "1",
+            ],
+        ),
+        (
+            "json raw",
+            vec!["-p", p, "-t", "f/#", "-C", "2", "-F", "%J"],
+        ),
+        ("bad format", vec!["-p", p, "-t", "f/#", "-F", "%Z"]),
+        // -L, -T, -v, -c with -I.
+        ("url+filter", vec!["-L", &url, "-T", "f/a", "-C", "1", "-v"]),
+        // -U and -E: subscribe, unsubscribe, exit once subscribed.
+        (
+            "exit after subscribe",
+            vec![
+                "-p", p, "-t", "f/#", "-t", "g", "-U", "f/#", "-E", "-d", "-i", "e", "-q", "1",
+            ],
+        ),
+        // -R: only retained messages exist, so nothing until -W.
+        (
+            "no retained",
+            vec!["-p", p, "-t", "f/#", "-R", "-W", "1", "-v"],
+        ),
+        (
+            "-R with --retained-only",
+            vec!["-p", p, "-t", "f/#", "-R", "--retained-only"],
+        ),
+        // Will, -x, --nodelay, -N: accepted, same output.
+        (
+            "will",
+            vec![
+                "-p",
+                p,
+                "-t",
+                "f/a",
+                "-C",
+                "1",
+                "-N",
+                "-V",
+                "5",
+                "-x",
+                "30",
+                "--nodelay",
+                "--will-topic",
+                "w",
+                "--will-payload",
+                "bye",
+                "--will-qos",
+                "1",
+                "--will-retain",
+                "-D",
+                "connect",
+                "user-property",
+                "a",
+                "b",
+            ],
+        ),
+    ];
+    for (name, args) in &scenarios {
+        let (ours, theirs) = both("pi-subscriber", "mosquitto_sub", args);
+        same(name, &ours, &theirs);
+    }
+    // --retained-only stops at the first live message; its retained ones
+    // are printed.
+    for name in ["pi-subscriber", "mosquitto_sub"] {
+        let mut c = if name == "mosquitto_sub" {
+            Command::new(name)
+        } else {
+            example(name)
+        };
+        let child = c
+            .args([
+                "-p",
+                p,
+                "-t",
+                "f/#",
+                "--retained-only",
+                "-v",
+                "-d",
+                "-i",
+                "ro",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        run(
+            Command::new("mosquitto_pub").args(["-p", p, "-t", "f/live", "-m", "x"]),
+            10,
+        );
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}");
+        assert_eq!(
+            text(&out.stdout),
+            "Client ro sending CONNECT\nClient ro received CONNACK (0)\n\
+             Client ro sending SUBSCRIBE (Mid: 1, Topic: f/#, QoS: 0, Options: 0x00)\n\
+             Client ro received SUBACK\nSubscribed (mid: 1): 0\n\
+             Client ro received PUBLISH (d0, q0, r1, m0, 'f/a', ... (6 bytes))\nf/a he\"llo\n\
+             Client ro received PUBLISH (d0, q0, r1, m0, 'f/b', ... (21 bytes))\n\
+             f/b {\"x\": [1, 2.5, true]}\n\
+             Client ro received PUBLISH (d0, q0, r0, m0, 'f/live', ... (1 bytes))\n\
+             Client ro sending DISCONNECT\n",
+            "{name}"
+        );
+    }
+    // --remove-retained -T f/a: clears f/b only, in both tools.
+    for name in ["pi-subscriber", "mosquitto_sub"] {
+        let (topic, payload) = ("f/b", "again");
+        run(
+            Command::new("mosquitto_pub").args(["-p", p, "-t", topic, "-m", payload, "-r"]),
+            10,
+        );
+        let mut c = if name == "mosquitto_sub" {
+            Command::new(name)
+        } else {
+            example(name)
+        };
+        // (-W, not -C: mosquitto_sub 2.0.11 with -C and --remove-retained
+        // does not exit.)
+        let out = run(
+            c.args([
+                "-p",
+                p,
+                "-t",
+                "f/#",
+                "--remove-retained",
+                "-T",
+                "f/a",
+                "-W",
+                "1",
+                "-v",
+            ]),
+            20,
+        );
+        // The clearing message comes back too (empty, not retained).
+        assert_eq!(text(&out.stdout), "f/b again\nf/b (null)\n", "{name}");
+        assert_eq!(out.status.code(), Some(27), "{name}");
+        let left = run(
+            Command::new("mosquitto_sub").args(["-p", p, "-t", "f/#", "-W", "1", "-v"]),
+            10,
+        );
+        assert_eq!(text(&left.stdout), "f/a he\"llo\n", "{name} left");
+    }
+}
+
+#[test]
+fn publisher_flags_match_mosquitto_pub() {
+    if !tools() {
+        return;
+    }
+    let Some(m) = Mosquitto::start("") else {
+        return;
+    };
+    let port = m.port.to_string();
+    let p = port.as_str();
+    let url = format!("mqtt://127.0.0.1:{p}/u/t");
+    let scenarios: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "debug qos 2, properties, repeat",
+            vec![
+                "-p",
+                p,
+                "-t",
+                "d/t",
+                "-m",
+                "hi",
+                "-q",
+                "2",
+                "-d",
+                "-i",
+                "p2",
+                "-V",
+                "5",
+                "-D",
+                "publish",
+                "content-type",
+                "t",
+                "-D",
+                "publish",
+                "message-expiry-interval",
+                "60",
+                "-D",
+                "connect",
+                "user-property",
+                "a",
+                "b",
+                "--repeat",
+                "2",
+                "--repeat-delay",
+                "0.05",
+                "--nodelay",
+            ],
+        ),
+        (
+            "url, null message, will",
+            vec![
+                "-L",
+                &url,
+                "-n",
+                "-d",
+                "-i",
+                "p0",
+                "--repeat",
+                "2",
+                "--will-topic",
+                "w",
+                "--will-payload",
+                "bye",
+                "--will-qos",
+                "1",
+                "--will-retain",
+            ],
+        ),
+        (
+            "qos 1",
+            vec![
+                "-p", p, "-t", "d/1", "-m", "one", "-q", "1", "-d", "-i", "p1",
+            ],
+        ),
+        ("bad url", vec!["-L", "http://127.0.0.1/x", "-m", "x"]),
+        (
+            "url without topic",
+            vec!["-L", "mqtt://127.0.0.1", "-m", "x"],
+        ),
+        (
+            "bad property",
+            vec![
+                "-p", p, "-t", "x", "-m", "x", "-V", "5", "-D", "publish", "bogus", "1",
+            ],
+        ),
+    ];
+    for (name, args) in &scenarios {
+        let (ours, theirs) = both("publisher", "mosquitto_pub", args);
+        same(name, &ours, &theirs);
+    }
+    // What our publisher sent with -D, as mosquitto_sub prints it.
+    let sub = std::thread::spawn({
+        let p = port.clone();
+        move || {
+            run(
+                Command::new("mosquitto_sub").args([
+                    "-p",
+                    &p,
+                    "-t",
+                    "props",
+                    "-C",
+                    "1",
+                    "-V",
+                    "5",
+                    "-F",
+                    "%C|%E|%P|%p",
+                ]),
+                10,
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(
+        example("publisher").args([
+            "-p",
+            p,
+            "-t",
+            "props",
+            "-m",
+            "x",
+            "-V",
+            "5",
+            "-D",
+            "publish",
+            "content-type",
+            "ct",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "100",
+        ]),
+        20,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&sub.join().unwrap().stdout), "ct|100|k:v|x\n");
+    // The will: our publisher's connection is cut by a second client with
+    // the same id, so the broker publishes the will; as mosquitto_pub's.
+    for name in ["publisher", "mosquitto_pub"] {
+        let w = format!("will/{name}");
+        let mut c = if name == "mosquitto_pub" {
+            Command::new(name)
+        } else {
+            example(name)
+        };
+        let child = c
+            .args([
+                "-p",
+                p,
+                "-t",
+                "x",
+                "-l",
+                "-i",
+                "willer",
+                "--will-topic",
+                &w,
+                "--will-payload",
+                "gone",
+                "--will-retain",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // Takes over the client id: the broker drops the first connection
+        // without a DISCONNECT, so its will is published (and retained).
+        run(
+            Command::new("mosquitto_pub").args(["-p", p, "-t", "x", "-m", "x", "-i", "willer"]),
+            10,
+        );
+        drop(child);
+        let out = run(
+            Command::new("mosquitto_sub").args(["-p", p, "-t", &w, "-C", "1", "-W", "5"]),
+            10,
+        );
+        assert_eq!(text(&out.stdout), "gone\n", "{name}");
+    }
+}

@@ -12,8 +12,8 @@ use mqtt_codec::{
 };
 
 use super::{
-    ConnectOptions, ConnectionError, EnhancedAuth, Event, ProtocolViolation, PublishError,
-    ReauthError, RequestId,
+    ConnectOptions, ConnectionError, EnhancedAuth, Event, PacketDirection, ProtocolViolation,
+    PublishError, ReauthError, RequestId,
 };
 
 /// Where the current network connection stands.
@@ -609,6 +609,9 @@ impl Connection {
                 Ok(None) => break,
                 Err(e) => return Err(self.fail(e.into())),
             };
+            if let Some(log) = &self.options.packet_log {
+                log.log(PacketDirection::Received, &packet);
+            }
             if let Err(e) = self.handle_packet(packet, now) {
                 return Err(self.fail(e));
             }
@@ -1157,18 +1160,26 @@ impl Connection {
         let mut buf = BytesMut::new();
         while let Some(t) = self.transmits.pop_front() {
             match t {
-                Transmit::Packet(p) => {
-                    if let Err(error) = p.encode_limited(v, max, &mut buf) {
-                        self.request_failed(&p, error);
+                Transmit::Packet(p) => match p.encode_limited(v, max, &mut buf) {
+                    Ok(_) => {
+                        if let Some(log) = &self.options.packet_log {
+                            log.log(PacketDirection::Sent, &p);
+                        }
                     }
-                }
+                    Err(error) => self.request_failed(&p, error),
+                },
                 Transmit::Publish { publish, request } => {
+                    // The log shows the topic, not the alias that may replace it.
+                    let logged = self.options.packet_log.is_some().then(|| publish.clone());
                     let (publish, alias) = self.apply_topic_alias(publish);
                     match publish.encode_limited(v, max, &mut buf) {
                         Ok(_) => {
                             // The broker knows the alias only once it is sent.
                             if let AliasChoice::New(alias) = alias {
                                 self.out_aliases.commit(publish.topic.clone(), alias);
+                            }
+                            if let (Some(log), Some(p)) = (&self.options.packet_log, logged) {
+                                log.log(PacketDirection::Sent, &Packet::Publish(p));
                             }
                             if let Some(request) = request {
                                 self.events.push_back(Event::Sent { request });

@@ -21,7 +21,10 @@ mod options;
 pub use connection::Connection;
 pub use error::{ConnectionError, ProtocolViolation, PublishError, ReauthError};
 pub use event::{Event, RequestId};
-pub use options::{AuthHandler, ConnectOptions, EnhancedAuth, DEFAULT_MAX_INCOMING_PACKET_SIZE};
+pub use options::{
+    AuthHandler, ConnectOptions, EnhancedAuth, PacketDirection, PacketLog,
+    DEFAULT_MAX_INCOMING_PACKET_SIZE,
+};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mqtt_codec::{LastWill, ProtocolVersion, MAX_PACKET_SIZE};
+use mqtt_codec::{LastWill, Packet, ProtocolVersion, MAX_PACKET_SIZE};
 
 /// The default maximum incoming packet size: the largest packet MQTT can
 /// frame (256 MiB). A broker that sends a large retained message must never
@@ -96,6 +96,43 @@ impl fmt::Debug for EnhancedAuth {
     }
 }
 
+/// Whether a packet given to a [`PacketLog`] was sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketDirection {
+    /// Encoded for the network (by [`crate::proto::Connection::poll_transmit`]).
+    Sent,
+    /// Decoded from the network (by [`crate::proto::Connection::handle_input`]).
+    Received,
+}
+
+/// A function called with every packet the core sends or receives, in
+/// order: for packet traces such as `mosquitto_sub -d`'s "Client X sending
+/// CONNECT". It runs inside the core, so it must be quick and must not
+/// block. An outgoing PUBLISH is given with its topic, before an automatic
+/// topic alias replaces it on the wire.
+#[derive(Clone)]
+pub struct PacketLog(Arc<PacketLogFn>);
+
+/// The function a [`PacketLog`] calls.
+type PacketLogFn = dyn Fn(PacketDirection, &Packet) + Send + Sync;
+
+impl PacketLog {
+    /// A log that calls `f`.
+    pub fn new(f: impl Fn(PacketDirection, &Packet) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn log(&self, direction: PacketDirection, packet: &Packet) {
+        (self.0)(direction, packet)
+    }
+}
+
+impl fmt::Debug for PacketLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PacketLog(..)")
+    }
+}
+
 /// Session options: everything that goes into CONNECT, plus the client's own
 /// limits.
 #[derive(Debug, Clone)]
@@ -157,6 +194,9 @@ pub struct ConnectOptions {
     /// [`crate::proto::Connection::acknowledge`]; otherwise when the message
     /// is taken with [`crate::proto::Connection::poll_event`].
     pub manual_acks: bool,
+    /// Called with every packet sent and received (a packet trace; `None`,
+    /// the default, costs nothing).
+    pub packet_log: Option<PacketLog>,
 }
 
 impl ConnectOptions {
@@ -183,6 +223,7 @@ impl ConnectOptions {
             auto_topic_alias: true,
             connect_timeout: Duration::from_secs(10),
             manual_acks: false,
+            packet_log: None,
         }
     }
 
