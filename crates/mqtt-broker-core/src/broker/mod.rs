@@ -321,7 +321,8 @@ impl Broker {
     /// written so far: nothing leaves before what it depends on is stored
     /// (see the `persistence` module).
     pub fn take_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<BytesMut> {
-        self.touch(now);
+        // (No first-call work here: a connection exists only after a call
+        // that did it.)
         let conn = self.conns.get_mut(id)?;
         let out = std::mem::take(&mut conn.out);
         conn.transmit_pending = false;
