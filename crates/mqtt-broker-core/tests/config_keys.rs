@@ -330,3 +330,16 @@ fn mount_point_is_a_listener_option_without_wildcards() {
         assert!(Config::parse_str(&text, "test.conf").is_err(), "{bad}");
     }
 }
+
+#[test]
+fn max_topic_alias_is_kept_per_listener_by_from_config() {
+    // (from_config builds the listeners; nothing is bound.)
+    let c = parse("listener 18831 127.0.0.1\nmax_topic_alias 3\nlistener 18832 127.0.0.1\nmax_topic_alias 0\nallow_anonymous true\n");
+    let builder = mqtt_broker_core::driver::ServerBuilder::from_config(&c).unwrap();
+    let per_listener: Vec<Option<u16>> = builder
+        .listeners()
+        .iter()
+        .map(|l| l.settings().max_topic_alias)
+        .collect();
+    assert_eq!(per_listener, [Some(3), Some(0)]);
+}

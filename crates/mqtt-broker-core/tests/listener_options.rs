@@ -421,3 +421,44 @@ fn upgrade_outgoing_qos_delivers_at_the_subscription_qos() {
         assert_eq!(got[0].qos, want, "retained, upgrade {upgrade}");
     }
 }
+
+#[test]
+fn each_listener_announces_and_enforces_its_own_max_topic_alias() {
+    // `max_topic_alias` is a listener option in Mosquitto: 3 on one port, 0
+    // (no aliases) on another, the broker's default (10) on a third.
+    let mut h = Harness::default_config();
+    for (port, setting, announced) in [
+        (1883, Some(3), Some(3)),
+        (1884, Some(0), None),
+        (1885, None, Some(10)),
+    ] {
+        let id = on_listener(
+            &mut h,
+            port,
+            ListenerSettings {
+                port,
+                max_topic_alias: setting,
+                ..ListenerSettings::default()
+            },
+        );
+        let ack = h.send_connect(id, connect(V5, &format!("c{port}")));
+        assert_eq!(ack.properties.topic_alias_maximum, announced, "port {port}");
+        let limit = announced.unwrap_or(0);
+        // An alias up to the limit is taken; one past it ends the connection.
+        if limit > 0 {
+            let mut p = publish("t", "m", QoS::AtMostOnce, false, None);
+            p.properties.topic_alias = Some(limit);
+            h.send(id, Packet::Publish(p));
+            assert!(!h.is_closed(id), "port {port}");
+        }
+        let mut p = publish("t", "m", QoS::AtMostOnce, false, None);
+        p.properties.topic_alias = Some(limit + 1);
+        h.send(id, Packet::Publish(p));
+        let got = h.recv(id);
+        assert!(
+            got.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason_code == ReasonCode::TopicAliasInvalid)),
+            "port {port}: {got:?}"
+        );
+        assert!(h.is_closed(id), "port {port}");
+    }
+}

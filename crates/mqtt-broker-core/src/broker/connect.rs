@@ -634,8 +634,12 @@ impl Broker {
             if cfg.max_packet_size != 0 {
                 p.maximum_packet_size = Some(cfg.max_packet_size);
             }
-            if cfg.max_topic_alias != 0 {
-                p.topic_alias_maximum = Some(cfg.max_topic_alias);
+            let alias_max = self
+                .conns
+                .get(id)
+                .map_or(cfg.max_topic_alias, |c| c.topic_alias_max_in(cfg));
+            if alias_max != 0 {
+                p.topic_alias_maximum = Some(alias_max);
             }
             if !cfg.retain_available {
                 p.retain_available = Some(false);

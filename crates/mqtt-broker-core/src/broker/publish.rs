@@ -7,10 +7,10 @@ impl Broker {
     // ----- PUBLISH ---------------------------------------------------------
 
     pub(super) fn handle_publish(&mut self, now: Instant, id: ConnectionId, mut p: Publish) {
-        let max_alias = self.config.max_topic_alias;
-        let Some(conn) = self.conn_mut(id) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
+        let max_alias = conn.topic_alias_max_in(&self.config);
         let v5 = conn.version.is_v5();
         // Above the listener's max_qos (sent to 5.0 clients as Maximum QoS):
         // [MQTT-3.3.1-4] DISCONNECT 0x9B; a 3.1.1 connection is closed.

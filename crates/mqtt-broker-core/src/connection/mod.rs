@@ -107,6 +107,10 @@ pub struct ListenerSettings {
     /// they receive, so they see only their part of the tree and cannot
     /// reach outside it. `None` (default): no prefix.
     pub mount_point: Option<String>,
+    /// `max_topic_alias` of this listener: the Topic Alias Maximum sent to
+    /// its 5.0 clients (0: none); `None` uses
+    /// [`crate::BrokerConfig::max_topic_alias`].
+    pub max_topic_alias: Option<u16>,
 }
 
 impl Default for ListenerSettings {
@@ -122,6 +126,7 @@ impl Default for ListenerSettings {
             use_username_as_clientid: false,
             max_qos: QoS::ExactlyOnce,
             mount_point: None,
+            max_topic_alias: None,
         }
     }
 }

@@ -59,6 +59,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The Topic Alias Maximum we announce to this client: its listener's
+    /// `max_topic_alias`, else the broker's.
+    pub fn topic_alias_max_in(&self, config: &crate::BrokerConfig) -> u16 {
+        self.info
+            .listener
+            .max_topic_alias
+            .unwrap_or(config.max_topic_alias)
+    }
+
     pub fn new(id: ConnectionId, info: ConnectionInfo, now: Instant) -> Self {
         Self {
             id,

@@ -159,6 +159,7 @@ impl ServerBuilder {
                 use_username_as_clientid: l.use_username_as_clientid,
                 max_qos: l.max_qos,
                 mount_point: l.mount_point.clone(),
+                max_topic_alias: Some(l.max_topic_alias),
             };
             for addr in addresses(l)? {
                 let listener = match &tls {

@@ -166,6 +166,11 @@ impl Listener {
         self
     }
 
+    /// The settings its clients get (authentication, limits, mount point).
+    pub fn settings(&self) -> &ListenerSettings {
+        &self.settings
+    }
+
     /// The address to bind.
     pub fn addr(&self) -> SocketAddr {
         self.addr
