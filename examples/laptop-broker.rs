@@ -49,19 +49,34 @@ impl FormatTime for UnixSeconds {
     }
 }
 
-fn init_logs(debug: bool) {
-    let level = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("mqtt_broker={level},laptop_broker={level}"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs as Mosquitto does: the config's `log_type`s and
+/// `connection_messages` (`-v`: every type), or `RUST_LOG` when it is set.
+fn init_logs(config: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_timer(UnixSeconds)
         .with_target(false)
         .with_level(false)
         .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        Ok(filter) => tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .init(),
+        Err(_) => {
+            let config = config.clone();
+            let ours = tracing_subscriber::filter::filter_fn(move |meta| {
+                let target = meta.target();
+                (target.starts_with("mqtt_broker") || target.starts_with("laptop_broker"))
+                    && config.log_enabled(target, *meta.level())
+            });
+            tracing_subscriber::registry()
+                .with(fmt.with_filter(ours))
+                .init()
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -78,8 +93,11 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let debug = args.verbose || config.log_types.contains(&LogType::Debug);
-    init_logs(debug);
+    if args.verbose {
+        // Mosquitto's -v: every log type.
+        config.log_types.extend(LogType::ALL);
+    }
+    init_logs(&config);
     tracing::info!(target: "mqtt_broker", "laptop-broker version {} starting", env!("CARGO_PKG_VERSION"));
     match &args.config {
         Some(path) => {

@@ -598,7 +598,7 @@ impl Broker {
             .map(|u| format!(", u'{u}'"))
             .unwrap_or_default();
         tracing::info!(
-            target: TARGET,
+            target: CONNECTION,
             "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
             remote.ip(),
             remote.port(),

@@ -37,7 +37,7 @@ impl Broker {
         }
         // [MQTT-3.1.2-10] a normal DISCONNECT discards the will; 0x04 sends it.
         let will = v5 && d.reason_code == ReasonCode::DisconnectWithWillMessage;
-        tracing::info!(target: TARGET, "Client {} disconnected.", name);
+        tracing::info!(target: CONNECTION, "Client {} disconnected.", name);
         self.close_conn(now, id, will, DisconnectReason::ClientDisconnected);
     }
 }

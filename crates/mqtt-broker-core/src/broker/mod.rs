@@ -55,6 +55,13 @@ mod timers;
 mod will;
 
 const TARGET: &str = "mqtt_broker";
+/// The lines Mosquitto's `connection_messages false` turns off: connections
+/// opened, clients connected, disconnected or timed out.
+const CONNECTION: &str = "mqtt_broker::connection";
+/// Mosquitto's `log_type subscribe` lines: `CLIENT QOS FILTER`.
+const SUBSCRIBE: &str = "mqtt_broker::subscribe";
+/// Mosquitto's `log_type unsubscribe` lines: `CLIENT FILTER`.
+const UNSUBSCRIBE: &str = "mqtt_broker::unsubscribe";
 
 /// The deterministic MQTT broker state machine.
 ///
@@ -180,7 +187,7 @@ impl Broker {
         };
         self.out.stats.connections_open += 1;
         tracing::info!(
-            target: TARGET,
+            target: CONNECTION,
             "New connection from {}:{} on port {}.",
             conn.info.remote_addr.ip(),
             conn.info.remote_addr.port(),
@@ -285,7 +292,7 @@ impl Broker {
         let name = conn.name().to_string();
         let session = conn.session;
         if state != ConnState::Closing {
-            tracing::info!(target: TARGET, "Client {} closed its connection.", name);
+            tracing::info!(target: CONNECTION, "Client {} closed its connection.", name);
             if state == ConnState::Connected {
                 self.out.stats.clients_connected =
                     self.out.stats.clients_connected.saturating_sub(1);

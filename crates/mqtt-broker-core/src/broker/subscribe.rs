@@ -40,6 +40,7 @@ impl Broker {
         let mut send_retained = Vec::new();
         for mut sub in s.subscriptions {
             tracing::debug!(target: TARGET, "\t{} (QoS {})", sub.filter, sub.options.qos.as_u8());
+            tracing::info!(target: SUBSCRIBE, "{} {} {}", name, sub.options.qos.as_u8(), sub.filter);
             // Granted at most the listener's max_qos.
             sub.options.qos = sub.options.qos.min(max_qos);
             if let Some(m) = &mount {
@@ -175,6 +176,7 @@ impl Broker {
                 None => f,
             };
             tracing::debug!(target: TARGET, "\t{}", f);
+            tracing::info!(target: UNSUBSCRIBE, "{} {}", name, f);
             let existed = self
                 .sessions
                 .get_mut(slot)

@@ -19,7 +19,7 @@ impl Broker {
                         conn.state,
                         ConnState::AwaitingConnect | ConnState::Authenticating
                     ) {
-                        tracing::info!(target: TARGET, "Client {} has exceeded timeout, disconnecting.", conn.name());
+                        tracing::info!(target: CONNECTION, "Client {} has exceeded timeout, disconnecting.", conn.name());
                         self.close_conn(now, id, false, DisconnectReason::KeepAliveTimeout);
                     }
                 }
@@ -88,7 +88,7 @@ impl Broker {
             self.set_timer(deadline, Timer::KeepAlive(id));
             return;
         }
-        tracing::info!(target: TARGET, "Client {} has exceeded timeout, disconnecting.", conn.name());
+        tracing::info!(target: CONNECTION, "Client {} has exceeded timeout, disconnecting.", conn.name());
         self.send_disconnect(id, ReasonCode::KeepAliveTimeout);
         self.close_conn(now, id, true, DisconnectReason::KeepAliveTimeout);
     }

@@ -372,6 +372,34 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether a log line at `level` to `target` is shown under this
+    /// configuration's `log_type`s and `connection_messages`, as Mosquitto
+    /// 2.0 shows its lines (for a `tracing` filter; `-v` is `log_type all`).
+    ///
+    /// The broker logs to `mqtt_broker` (errors, warnings, INFO for
+    /// Mosquitto's notice and information lines, DEBUG for the packet
+    /// lines), `mqtt_broker::connection` (the lines `connection_messages
+    /// false` turns off), and `mqtt_broker::subscribe` /
+    /// `mqtt_broker::unsubscribe` (`log_type subscribe` / `unsubscribe`).
+    pub fn log_enabled(&self, target: &str, level: tracing::Level) -> bool {
+        let has = |t: LogType| self.log_types.contains(&t);
+        if target.starts_with("mqtt_broker::subscribe") {
+            return has(LogType::Subscribe);
+        }
+        if target.starts_with("mqtt_broker::unsubscribe") {
+            return has(LogType::Unsubscribe);
+        }
+        if target.starts_with("mqtt_broker::connection") && !self.connection_messages {
+            return false;
+        }
+        match level {
+            tracing::Level::ERROR => has(LogType::Error),
+            tracing::Level::WARN => has(LogType::Warning),
+            tracing::Level::INFO => has(LogType::Notice) || has(LogType::Information),
+            _ => has(LogType::Debug),
+        }
+    }
+
     /// Where `persistence true` keeps its file: `persistence_location`
     /// joined with `persistence_file` ([`DEFAULT_PERSISTENCE_FILE`]).
     pub fn persistence_path(&self) -> PathBuf {
