@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// Connection `id` and its session, if both are there.
+fn conn_and_session<'a>(
+    conns: &'a mut Slab<ConnectionId, Conn>,
+    sessions: &'a mut Slab<SessionKey, Session>,
+    id: ConnectionId,
+) -> Option<(&'a mut Conn, &'a mut Session)> {
+    let conn = conns.get_mut(id)?;
+    let session = sessions.get_mut(conn.session?)?;
+    Some((conn, session))
+}
+
 impl Broker {
     /// Ends the connection when `ack` does not belong to the flow of the
     /// message it names; whether it did.
@@ -37,20 +48,15 @@ impl Broker {
         pid: PacketId,
         rc: ReasonCode,
     ) {
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         tracing::debug!(target: TARGET, "Received PUBACK from {} (Mid: {}, RC:{})", conn.name(), pid, rc.as_u8());
         if self.wrong_ack(now, id, mqtt_codec::PacketType::PubAck, pid) {
             return;
         }
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        let Some(slot) = conn.session else {
-            return;
-        };
-        let Some(session) = self.sessions.get_mut(slot) else {
+        let Some((conn, session)) = conn_and_session(&mut self.conns, &mut self.sessions, id)
+        else {
             return;
         };
         if let Some(pos) = session
@@ -66,7 +72,7 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrec(&mut self, now: Instant, id: ConnectionId, a: PubRec) {
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         let name = conn.name().to_string();
@@ -74,13 +80,8 @@ impl Broker {
         if self.wrong_ack(now, id, mqtt_codec::PacketType::PubRec, a.packet_id) {
             return;
         }
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        let Some(slot) = conn.session else {
-            return;
-        };
-        let Some(session) = self.sessions.get_mut(slot) else {
+        let Some((conn, session)) = conn_and_session(&mut self.conns, &mut self.sessions, id)
+        else {
             return;
         };
         let pos = session
@@ -142,7 +143,7 @@ impl Broker {
     }
 
     pub(super) fn handle_pubcomp(&mut self, now: Instant, id: ConnectionId, a: PubComp) {
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         tracing::debug!(
@@ -155,13 +156,8 @@ impl Broker {
         if self.wrong_ack(now, id, mqtt_codec::PacketType::PubComp, a.packet_id) {
             return;
         }
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        let Some(slot) = conn.session else {
-            return;
-        };
-        let Some(session) = self.sessions.get_mut(slot) else {
+        let Some((conn, session)) = conn_and_session(&mut self.conns, &mut self.sessions, id)
+        else {
             return;
         };
         if let Some(pos) = session
