@@ -1145,3 +1145,24 @@ fn encode_errors() {
         Err(TopicError::InvalidUtf8)
     );
 }
+
+#[test]
+fn mqtt_3_1_accepts_dup_on_a_resent_pubrel_subscribe_and_unsubscribe_and_3_1_1_does_not() {
+    use mqtt_codec::{Decoder, Packet, ProtocolVersion};
+    // PUBREL for 1 with DUP (0x6A), as a 3.1 client re-sends it
+    // (Mosquitto's 03-publish-c2b-disconnect-qos2 test does).
+    let wire: &[u8] = &[0x6A, 0x02, 0x00, 0x01];
+    let mut d = Decoder::with_version(ProtocolVersion::V3_1);
+    let mut buf = bytes::BytesMut::from(wire);
+    assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::PubRel(r))) if r.packet_id.get() == 1));
+    // SUBSCRIBE with DUP (0x8A), a partial header first.
+    let sub: &[u8] = &[0x8A, 0x06, 0x00, 0x02, 0x00, 0x01, b't', 0x00];
+    let mut buf = bytes::BytesMut::from(&sub[..1]);
+    assert!(matches!(d.decode(&mut buf), Ok(None)));
+    buf.extend_from_slice(&sub[1..]);
+    assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::Subscribe(_)))));
+    // 3.1.1 requires the flags to be exactly 0x2 [MQTT-3.6.1-1].
+    let mut d = Decoder::with_version(ProtocolVersion::V3_1_1);
+    let mut buf = bytes::BytesMut::from(wire);
+    assert!(d.decode(&mut buf).is_err());
+}

@@ -441,7 +441,26 @@ impl Decoder {
 
     #[inline(never)]
     fn decode_other(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let Some(header) = FixedHeader::parse(buf)? else {
+        let header = match FixedHeader::parse(buf) {
+            Err(DecodeError::InvalidHeaderFlags { packet, flags })
+                if self.version == Some(ProtocolVersion::V3_1)
+                    && matches!(
+                        packet,
+                        PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe
+                    )
+                    && packet.required_flags() == Some(flags & !0x08) =>
+            {
+                // MQTT 3.1 sets DUP on a re-sent PUBREL, SUBSCRIBE or
+                // UNSUBSCRIBE (3.1 section 3.6, 3.8, 3.10); 3.1.1 fixed the flags.
+                let mut head = [0u8; 5];
+                let n = buf.len().min(5);
+                head[..n].copy_from_slice(&buf[..n]);
+                head[0] &= !0x08;
+                FixedHeader::parse(&head[..n])?
+            }
+            other => other?,
+        };
+        let Some(header) = header else {
             return Ok(None);
         };
         let total = header.packet_len();
