@@ -66,7 +66,7 @@ async fn plain_tcp_delivers_in_both_protocol_versions() {
 #[tokio::test]
 async fn mutual_tls_accepts_a_verified_client_without_user_name() {
     let certs = Certs::generate();
-    // DECISIONS.md: a verified certificate under require_certificate authenticates
+    // A verified certificate under require_certificate authenticates
     // the client even with anonymous access off.
     let config = BrokerConfig {
         allow_anonymous: false,

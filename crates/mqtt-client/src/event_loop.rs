@@ -218,7 +218,7 @@ impl EventLoop {
                 }
                 Ok(Ok(tcp)) => tcp,
             };
-        // DECISIONS.md: without TCP_NODELAY a TLS CONNACK waits ~40 ms behind
+        // Without TCP_NODELAY a TLS CONNACK waits ~40 ms behind
         // the peer's delayed ACK.
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Io> = match &self.tls {
@@ -370,7 +370,7 @@ impl EventLoop {
                 cmd = self.commands.recv(), if self.commands_open => match cmd {
                     Some(cmd) => {
                         self.handle_command(cmd);
-                        // DECISIONS.md, write in batches: take what else is
+                        // Write in batches: take what else is
                         // waiting, so it goes out in one write.
                         for _ in 0..256 {
                             let Ok(cmd) = self.commands.try_recv() else { break };

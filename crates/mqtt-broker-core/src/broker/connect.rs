@@ -241,7 +241,7 @@ impl Broker {
             self.enhanced_step(now, id, pending, step);
             return;
         }
-        // The anonymous rule (DECISIONS.md): a verified certificate
+        // The anonymous rule (docs/configuration.md): a verified certificate
         // authenticates; neither certificate nor user name is anonymous.
         let cert_verified = listener.require_certificate && cert.is_some();
         let allow_anonymous = listener

@@ -449,7 +449,7 @@ impl Config {
         }
     }
 
-    /// Whether clients without a username (and, per DECISIONS.md, without a
+    /// Whether clients without a username (and without a
     /// verified certificate) may connect to `listener`.
     ///
     /// An explicit `allow_anonymous` wins. Absent, it is `true` only in

@@ -73,7 +73,7 @@ pub struct ListenerSettings {
     pub port: u16,
     /// `require_certificate`: the TLS layer verified a client certificate.
     /// A client whose certificate was verified under this setting counts as
-    /// authenticated (see DECISIONS.md), even without a user name.
+    /// authenticated (so the seed guide's ssl.conf works unchanged), even without a user name.
     pub require_certificate: bool,
     /// `use_identity_as_username`: the certificate's Common Name becomes the
     /// user name; the CONNECT user name and password are ignored.
