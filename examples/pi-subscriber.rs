@@ -135,58 +135,27 @@ struct Args {
 }
 
 fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
-    let url_tls = args.url.as_ref().is_some_and(|u| u.tls);
-    let tls = args.tls.enabled() || url_tls;
-    let (host, port) = match &args.url {
-        Some(u) => (u.host.clone(), args.port.unwrap_or(u.port)),
-        None => (
-            args.host.clone(),
-            args.port.unwrap_or(if tls { 8883 } else { 1883 }),
-        ),
-    };
-    let id = client_cli::client_id(&args.id, &args.id_prefix, "pi-subscriber");
-    let mut o = ClientOptions::new(host, port)
-        .protocol(args.version)
-        .client_id(id)
-        .keep_alive(Duration::from_secs(args.keepalive.into()))
-        .clean_start(!args.persistent)
-        .session_expiry_interval(args.session_expiry.unwrap_or(if args.persistent {
-            u32::MAX
-        } else {
-            0
-        }));
-    let url = args.url.as_ref();
-    if let Some(u) = args
-        .username
-        .clone()
-        .or(url.and_then(|u| u.username.clone()))
-    {
-        o.session.username = Some(u);
+    let o = client_cli::Connection {
+        host: &args.host,
+        port: args.port,
+        url: args.url.as_ref(),
+        id: &args.id,
+        id_prefix: &args.id_prefix,
+        default_id: "pi-subscriber",
+        username: &args.username,
+        password: &args.password,
+        version: args.version,
+        keepalive: args.keepalive,
+        connect_user: &props.connect_user,
+        will: &args.will,
+        debug: args.debug,
+        tls: &args.tls,
     }
-    if let Some(p) = args
-        .password
-        .clone()
-        .or(url.and_then(|u| u.password.clone()))
-    {
-        o.session.password = Some(p.into_bytes().into());
-    }
-    if args.version.is_v5() {
-        o.session.user_properties = props.connect_user.clone();
-    }
-    o = args.will.apply(o)?;
-    if args.debug {
-        let log = client_cli::debug_log(o.session.client_id.clone(), args.version);
-        o = o.packet_log(log);
-    }
-    if tls {
-        let mut t = args.tls.options();
-        // mqtts:// without a CA file trusts the public CAs, as mosquitto.
-        if url.is_some_and(|u| u.tls) && t.cafile.is_none() && t.capath.is_none() {
-            t.use_webpki_roots = true;
-        }
-        o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
-    }
-    Ok(o)
+    .options()?;
+    Ok(o.clean_start(!args.persistent).session_expiry_interval(
+        args.session_expiry
+            .unwrap_or(if args.persistent { u32::MAX } else { 0 }),
+    ))
 }
 
 /// Prints a message as mosquitto_sub's print_message: -F, -v or the payload.

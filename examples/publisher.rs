@@ -114,48 +114,25 @@ struct Args {
 }
 
 fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
-    let url = args.url.as_ref();
-    let tls = args.tls.enabled() || url.is_some_and(|u| u.tls);
-    let (host, port) = match url {
-        Some(u) => (u.host.clone(), args.port.unwrap_or(u.port)),
-        None => (
-            args.host.clone(),
-            args.port.unwrap_or(if tls { 8883 } else { 1883 }),
-        ),
-    };
-    let id = client_cli::client_id(&args.id, &args.id_prefix, "publisher");
-    let mut o = ClientOptions::new(host, port)
-        .protocol(args.version)
-        .client_id(id)
-        .keep_alive(Duration::from_secs(args.keepalive.into()))
-        // One-shot, like mosquitto_pub: a lost connection is an error.
-        .reconnect(ReconnectOptions::disabled());
-    o.session.username = args
-        .username
-        .clone()
-        .or(url.and_then(|u| u.username.clone()));
-    o.session.password = args
-        .password
-        .clone()
-        .or(url.and_then(|u| u.password.clone()))
-        .map(|p| p.into_bytes().into());
-    if args.version.is_v5() {
-        o.session.user_properties = props.connect_user.clone();
+    let o = client_cli::Connection {
+        host: &args.host,
+        port: args.port,
+        url: args.url.as_ref(),
+        id: &args.id,
+        id_prefix: &args.id_prefix,
+        default_id: "publisher",
+        username: &args.username,
+        password: &args.password,
+        version: args.version,
+        keepalive: args.keepalive,
+        connect_user: &props.connect_user,
+        will: &args.will,
+        debug: args.debug,
+        tls: &args.tls,
     }
-    o = args.will.apply(o)?;
-    if args.debug {
-        let log = client_cli::debug_log(o.session.client_id.clone(), args.version);
-        o = o.packet_log(log);
-    }
-    if tls {
-        let mut t = args.tls.options();
-        // mqtts:// without a CA file trusts the public CAs, as mosquitto.
-        if url.is_some_and(|u| u.tls) && t.cafile.is_none() && t.capath.is_none() {
-            t.use_webpki_roots = true;
-        }
-        o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
-    }
-    Ok(o)
+    .options()?;
+    // One-shot, like mosquitto_pub: a lost connection is an error.
+    Ok(o.reconnect(ReconnectOptions::disabled()))
 }
 
 /// The one message of -m, -f, -n or -s.

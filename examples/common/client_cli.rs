@@ -367,6 +367,74 @@ fn user_pair(_name: &str, key: &str, next: Option<&String>) -> Result<(String, S
     }
 }
 
+/// The flags both tools turn into a connection: where (`-h -p -L`), who
+/// (`-i -I -u -P`), how (`-V -k`, `-D connect`, the will, `-d`, TLS).
+pub struct Connection<'a> {
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub url: Option<&'a Url>,
+    pub id: &'a Option<String>,
+    pub id_prefix: &'a Option<String>,
+    /// The client id without `-i` or `-I`.
+    pub default_id: &'a str,
+    pub username: &'a Option<String>,
+    pub password: &'a Option<String>,
+    pub version: ProtocolVersion,
+    pub keepalive: u16,
+    /// `-D connect user-property`.
+    pub connect_user: &'a [(String, String)],
+    pub will: &'a WillArgs,
+    pub debug: bool,
+    pub tls: &'a TlsArgs,
+}
+
+impl Connection<'_> {
+    /// The client options these flags give: `-L`'s host, port and
+    /// credentials unless `-h`/`-p`/`-u`/`-P` say otherwise; port 8883 with
+    /// TLS; `mqtts://` without a CA file trusts the public CAs, as mosquitto.
+    pub fn options(&self) -> Result<ClientOptions, String> {
+        let url_tls = self.url.is_some_and(|u| u.tls);
+        let tls = self.tls.enabled() || url_tls;
+        let (host, port) = match self.url {
+            Some(u) => (u.host.clone(), self.port.unwrap_or(u.port)),
+            None => (
+                self.host.to_string(),
+                self.port.unwrap_or(if tls { 8883 } else { 1883 }),
+            ),
+        };
+        let id = client_id(self.id, self.id_prefix, self.default_id);
+        let mut o = ClientOptions::new(host, port)
+            .protocol(self.version)
+            .client_id(id)
+            .keep_alive(std::time::Duration::from_secs(self.keepalive.into()));
+        o.session.username = self
+            .username
+            .clone()
+            .or(self.url.and_then(|u| u.username.clone()));
+        o.session.password = self
+            .password
+            .clone()
+            .or(self.url.and_then(|u| u.password.clone()))
+            .map(|p| p.into_bytes().into());
+        if self.version.is_v5() {
+            o.session.user_properties = self.connect_user.to_vec();
+        }
+        o = self.will.apply(o)?;
+        if self.debug {
+            let log = debug_log(o.session.client_id.clone(), self.version);
+            o = o.packet_log(log);
+        }
+        if tls {
+            let mut t = self.tls.options();
+            if url_tls && t.cafile.is_none() && t.capath.is_none() {
+                t.use_webpki_roots = true;
+            }
+            o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
+        }
+        Ok(o)
+    }
+}
+
 /// `-d`: a packet log printing mosquitto's debug lines ("Client X sending
 /// CONNECT") on standard output, as mosquitto_sub and mosquitto_pub do.
 pub fn debug_log(
