@@ -4,24 +4,9 @@ mod util;
 
 use mqtt_broker_core::config::Config;
 use mqtt_codec::QoS;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 use util::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The lines a short session logs under the configuration `conf`.
 fn lines_under(conf: &str) -> Vec<String> {

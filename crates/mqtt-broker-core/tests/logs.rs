@@ -3,23 +3,8 @@ mod util;
 
 use mqtt_broker_core::ConnectionInfo;
 use mqtt_codec::{Packet, QoS};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use util::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn capture_logs(f: impl FnOnce()) -> Vec<String> {
     let out = Captured::default();

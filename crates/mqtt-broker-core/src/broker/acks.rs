@@ -2,6 +2,7 @@
 //! (PUBACK, PUBREC, PUBCOMP) and PUBREL for messages it sent (section 4.3).
 
 use super::*;
+use crate::session::Outgoing;
 
 /// Connection `id` and its session, if both are there.
 fn conn_and_session<'a>(
@@ -55,20 +56,10 @@ impl Broker {
         if self.wrong_ack(now, id, mqtt_codec::PacketType::PubAck, pid) {
             return;
         }
-        let Some((conn, session)) = conn_and_session(&mut self.conns, &mut self.sessions, id)
-        else {
-            return;
-        };
-        if let Some(pos) = session
-            .inflight
-            .iter()
-            .position(|o| o.packet_id == pid && o.delivery.qos == QoS::AtLeastOnce)
-        {
-            if let Some(o) = session.inflight.remove(pos) {
-                self.store.forget(session, o.delivery.seq);
-            }
-        }
-        flow!(self).pump(now, session, conn);
+        // QoS 1 is done at PUBACK.
+        self.complete(now, id, |o| {
+            o.packet_id == pid && o.delivery.qos == QoS::AtLeastOnce
+        });
     }
 
     pub(super) fn handle_pubrec(&mut self, now: Instant, id: ConnectionId, a: PubRec) {
@@ -156,15 +147,18 @@ impl Broker {
         if self.wrong_ack(now, id, mqtt_codec::PacketType::PubComp, a.packet_id) {
             return;
         }
+        // QoS 2 is done at PUBCOMP, after PUBREC.
+        self.complete(now, id, |o| o.packet_id == a.packet_id && o.released);
+    }
+
+    /// The in-flight message `done` picks is acknowledged: it leaves the
+    /// window and the storage, and the next queued one may go out.
+    fn complete(&mut self, now: Instant, id: ConnectionId, done: impl Fn(&Outgoing) -> bool) {
         let Some((conn, session)) = conn_and_session(&mut self.conns, &mut self.sessions, id)
         else {
             return;
         };
-        if let Some(pos) = session
-            .inflight
-            .iter()
-            .position(|o| o.packet_id == a.packet_id && o.released)
-        {
+        if let Some(pos) = session.inflight.iter().position(done) {
             if let Some(o) = session.inflight.remove(pos) {
                 self.store.forget(session, o.delivery.seq);
             }

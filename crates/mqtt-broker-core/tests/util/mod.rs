@@ -412,3 +412,18 @@ impl Harness {
             .collect()
     }
 }
+
+/// A log writer whose output a test reads back (`tracing_subscriber`'s
+/// `with_writer(move || captured.clone())`).
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
