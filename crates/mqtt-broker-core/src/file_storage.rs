@@ -1,15 +1,19 @@
 //! Durable storage in one file (feature `file-storage`, part of `tokio`):
 //! what `persistence true` turns on.
 //!
-//! Every change the broker hands its [`Storage`] becomes one record, and
-//! the records of one broker call are appended to the file with one
-//! `write` at [`Storage::flush`], which the tokio driver calls after every
-//! call and before the bytes it produced go out: a broker that crashes or
-//! is killed loses nothing it had acknowledged. (An embedder driving a
-//! [`crate::Broker`] itself calls [`crate::Broker::flush_storage`] before
-//! writing what `take_transmit` gives; records are also written when 64 KiB
-//! are waiting, and on drop.) The file is flushed to the disk (`fsync`)
-//! when it is rewritten and when the storage is dropped.
+//! Every change the broker hands its [`Storage`] becomes one record. The
+//! file is written by a thread of its own: at [`Storage::start_flush`]
+//! (and [`Storage::flush`], which also waits) the records buffered so far
+//! are handed to it, and it appends everything handed over since its last
+//! write with one `write`, so the broker's calls never wait for the disk
+//! and busy moments become fewer, larger writes. The bytes the broker
+//! produced wait for that write ([`crate::Broker::take_transmit`] blocks,
+//! [`crate::Broker::take_transmit_when_stored`], which the tokio driver
+//! uses, hands them out in a [`crate::Transmit`] that opens after it): a
+//! broker that crashes or is killed loses nothing it had acknowledged.
+//! Records are also handed over when 64 KiB are waiting, and on drop. The
+//! file is flushed to the disk (`fsync`) when it is rewritten and when the
+//! storage is dropped.
 //!
 //! At open, and whenever the file has grown to twice its size after the
 //! last rewrite plus 1 MiB (replaced and removed records: a queued message
@@ -28,6 +32,7 @@
 //! [`FileStorageError::MosquittoDatabase`].
 
 use crate::storage::{Storage, StoredDelivery, StoredMessage, StoredSession, StoredState};
+use crate::write_progress::{FlushTicket, WriteProgress};
 use bytes::BytesMut;
 use mqtt_codec::{
     Decoder, Packet, PacketId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
@@ -37,6 +42,9 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The first bytes of every file this storage writes (format version 1).
@@ -130,33 +138,57 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 #[derive(Debug)]
 pub struct FileStorage {
     path: PathBuf,
-    /// Open for appending; `None` until the file has been read.
-    file: Option<File>,
-    /// The live records' bodies, as written (deadlines are absolute).
-    sessions: BTreeMap<String, Vec<u8>>,
-    messages: Messages,
-    retained: BTreeMap<String, Vec<u8>>,
-    /// Bytes in the file and in `pending`.
-    file_bytes: u64,
-    /// The file's size after the last rewrite.
-    rewritten_bytes: u64,
-    /// Records not written yet.
-    pending: Vec<u8>,
     /// What was in the file at open, until the broker reads it.
     loaded: Option<StoredState>,
-    /// When a write last failed: until a rewrite succeeds (tried every
-    /// [`RETRY_AFTER_FAILURE`]) the state is kept in memory only.
-    failed_at: Option<Instant>,
+    /// Records not handed to the writer thread yet.
+    pending: Vec<u8>,
+    /// Batches of records handed to the writer thread so far.
+    submitted: u64,
+    shared: Arc<WriterShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the broker's side and the writer thread share.
+#[derive(Debug)]
+struct WriterShared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer: records, or stop.
+    wake: Condvar,
+    progress: Arc<WriteProgress>,
+    /// A write failed: the state is kept in memory until a rewrite works.
+    failing: AtomicBool,
+    /// How long after a failed write the whole file is tried again.
+    retry_after_ms: AtomicU64,
     /// Tests make writes fail with this.
     #[cfg(test)]
-    fail_writes: bool,
+    fail_writes: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Records handed over and not taken by the writer yet.
+    records: Vec<u8>,
+    /// The number of the last batch in `records`.
+    batch: u64,
+    stop: bool,
+}
+
+impl WriterShared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retry_after(&self) -> Duration {
+        Duration::from_millis(self.retry_after_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl FileStorage {
     /// Opens (or creates) the file at `path` and reads what it holds. A
     /// record cut short at the end (a crash while it was written) is
     /// dropped with a warning; anything else that is wrong is an error and
-    /// the file is not touched.
+    /// the file is not touched. From here on the file is written by a
+    /// thread of its own.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, FileStorageError> {
         let path = path.into();
         let io = |source| FileStorageError::Io {
@@ -168,32 +200,166 @@ impl FileStorage {
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(e)),
         };
-        let mut storage = Self {
-            file: None,
+        let shared = Arc::new(WriterShared {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            progress: WriteProgress::new(),
+            failing: AtomicBool::new(false),
+            retry_after_ms: AtomicU64::new(RETRY_AFTER_FAILURE.as_millis() as u64),
+            #[cfg(test)]
+            fail_writes: AtomicBool::new(false),
+        });
+        let mut book = Book {
             path: path.clone(),
+            file: None,
             sessions: BTreeMap::new(),
             messages: Messages::default(),
             retained: BTreeMap::new(),
             file_bytes: 0,
             rewritten_bytes: 0,
-            pending: Vec::new(),
-            loaded: None,
             failed_at: None,
-            #[cfg(test)]
-            fail_writes: false,
+            shared: shared.clone(),
         };
         if !bytes.is_empty() {
-            storage.replay(&bytes)?;
+            book.replay(&bytes)?;
         }
         // Only now that everything read is good is the file replaced.
-        storage.rewrite().map_err(io)?;
-        storage.loaded = Some(storage.decode_state());
-        Ok(storage)
+        book.rewrite().map_err(io)?;
+        let loaded = Some(book.decode_state());
+        let thread = std::thread::Builder::new()
+            .name("mqtt-storage".into())
+            .spawn(move || book.run())
+            .map_err(io)?;
+        Ok(Self {
+            path,
+            loaded,
+            pending: Vec::new(),
+            submitted: 0,
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Queues one record for the next [`Storage::flush`].
+    fn append(&mut self, kind: u8, body: &[u8]) {
+        push_record(&mut self.pending, kind, body);
+        if self.pending.len() > MAX_PENDING {
+            self.submit();
+        }
+    }
+
+    /// Hands the pending records to the writer thread.
+    fn submit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.submitted += 1;
+        {
+            let mut q = self.shared.queue();
+            if q.records.is_empty() {
+                // The writer took the last batch: hand this one over whole,
+                // and keep the (empty) buffer it left for the next.
+                std::mem::swap(&mut q.records, &mut self.pending);
+            } else {
+                // The writer is busy: it takes both as one write.
+                q.records.extend_from_slice(&self.pending);
+                self.pending.clear();
+            }
+            q.batch = self.submitted;
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// A ticket for everything handed over, unless it is written already.
+    fn ticket(&self) -> Option<FlushTicket> {
+        (self.shared.progress.written() < self.submitted)
+            .then(|| self.shared.progress.ticket(self.submitted))
+    }
+}
+
+/// The file and its live records: owned by the writer thread.
+#[derive(Debug)]
+struct Book {
+    path: PathBuf,
+    /// Open for appending; `None` until the file has been read.
+    file: Option<File>,
+    /// The live records' bodies, as written (deadlines are absolute).
+    sessions: BTreeMap<String, Vec<u8>>,
+    messages: Messages,
+    retained: BTreeMap<String, Vec<u8>>,
+    /// Bytes in the file.
+    file_bytes: u64,
+    /// The file's size after the last rewrite.
+    rewritten_bytes: u64,
+    /// When a write last failed: until a rewrite succeeds (tried every
+    /// `retry_after`) the state is kept in memory only.
+    failed_at: Option<Instant>,
+    shared: Arc<WriterShared>,
+}
+
+impl Book {
+    /// The writer thread: takes what the broker's side handed over, as one
+    /// batch, applies it to the live records and writes it; retries a
+    /// failed write after its interval; on stop, writes the rest and
+    /// flushes the file to the disk.
+    fn run(mut self) {
+        let shared = self.shared.clone();
+        let mut spare = Vec::new();
+        loop {
+            let (batch, stop) = {
+                let mut q = shared.queue();
+                loop {
+                    if !q.records.is_empty() || q.stop {
+                        break;
+                    }
+                    match self.failed_at {
+                        None => q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                        Some(at) => {
+                            let left = shared.retry_after().saturating_sub(at.elapsed());
+                            if left.is_zero() {
+                                break;
+                            }
+                            q = shared
+                                .wake
+                                .wait_timeout(q, left)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                    }
+                }
+                std::mem::swap(&mut q.records, &mut spare);
+                (q.batch, q.stop)
+            };
+            self.apply_batch(&spare);
+            self.write(&spare, stop);
+            spare.clear();
+            shared.progress.done_up_to(batch);
+            if stop {
+                if let Some(file) = &self.file {
+                    let _ = file.sync_all();
+                }
+                return;
+            }
+        }
+    }
+
+    /// Applies records written by this storage to the live records.
+    fn apply_batch(&mut self, mut rest: &[u8]) {
+        while rest.len() >= 5 {
+            let kind = rest[0];
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            let Some(body) = rest.get(5..5 + len) else {
+                return;
+            };
+            // Encoded by this storage a moment ago: cannot fail.
+            let _ = self.apply(kind, body);
+            rest = &rest[5 + len..];
+        }
     }
 
     /// Applies the records of a file's `bytes` to the maps.
@@ -304,11 +470,11 @@ impl FileStorage {
     }
 
     /// Rewrites the file with the live records only, and flushes it (what
-    /// was pending is in the live records).
+    /// Rewrites the file with the live records only, and flushes it to the
+    /// disk.
     fn rewrite(&mut self) -> std::io::Result<()> {
-        self.pending.clear();
         #[cfg(test)]
-        if self.fail_writes {
+        if self.shared.fail_writes.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("no space left on device (test)"));
         }
         let records = (self.sessions.values().map(|b| (SESSION, b)))
@@ -321,49 +487,41 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Queues one record for the next [`Storage::flush`].
-    fn append(&mut self, kind: u8, body: &[u8]) {
-        if self.failed_at.is_some() {
-            // The maps have the change; the next rewrite writes it.
-            return;
-        }
-        push_record(&mut self.pending, kind, body);
-        self.file_bytes += 5 + body.len() as u64;
-        if self.pending.len() > MAX_PENDING {
-            self.write_pending(false);
-        }
-    }
-
-    /// Writes the pending records; rewrites the file instead when it is
-    /// mostly garbage, or when a write failed (at most every
-    /// [`RETRY_AFTER_FAILURE`], unless `force`).
-    fn write_pending(&mut self, force: bool) {
+    /// Writes a batch of records (already applied to the live records);
+    /// rewrites the file instead when it would be mostly garbage, or when a
+    /// write failed (at most every `retry_after`, unless `force`).
+    fn write(&mut self, records: &[u8], force: bool) {
         if self.file.is_none() {
             return;
         }
+        let grown = self.file_bytes + records.len() as u64;
         let result = match self.failed_at {
-            Some(at) if !force && at.elapsed() < RETRY_AFTER_FAILURE => return,
+            Some(at) if !force && at.elapsed() < self.shared.retry_after() => return,
             Some(_) => self.rewrite(),
-            None if self.file_bytes > 2 * self.rewritten_bytes + REWRITE_SLACK => self.rewrite(),
+            None if grown > 2 * self.rewritten_bytes + REWRITE_SLACK => self.rewrite(),
+            None if records.is_empty() => return,
             None => {
                 #[cfg(test)]
-                let failing = self.fail_writes;
+                let failing = self.shared.fail_writes.load(Ordering::Relaxed);
                 #[cfg(not(test))]
                 let failing = false;
                 let r = match self.file.as_mut() {
                     Some(_) if failing => {
                         Err(std::io::Error::other("no space left on device (test)"))
                     }
-                    Some(file) => file.write_all(&self.pending),
+                    Some(file) => file.write_all(records),
                     None => Ok(()),
                 };
-                self.pending.clear();
+                if r.is_ok() {
+                    self.file_bytes = grown;
+                }
                 r
             }
         };
         match (result, self.failed_at) {
             (Ok(()), Some(_)) => {
                 self.failed_at = None;
+                self.shared.failing.store(false, Ordering::Relaxed);
                 tracing::info!(
                     target: "mqtt_broker",
                     "Persistence file {} written again: it holds the current state.",
@@ -373,13 +531,14 @@ impl FileStorage {
             (Ok(()), None) => {}
             (Err(e), failed_before) => {
                 self.failed_at = Some(Instant::now());
+                self.shared.failing.store(true, Ordering::Relaxed);
                 if failed_before.is_none() {
                     tracing::error!(
                         target: "mqtt_broker",
                         "Error saving to the persistence file {}: {}; sessions and retained messages are kept in memory, and the whole file is written again every {} s until that works.",
                         self.path.display(),
                         e,
-                        RETRY_AFTER_FAILURE.as_secs()
+                        self.shared.retry_after().as_secs()
                     );
                 }
             }
@@ -421,10 +580,14 @@ impl Messages {
 }
 
 impl Drop for FileStorage {
+    /// Writes what is left, flushes the file to the disk and stops the
+    /// writer thread.
     fn drop(&mut self) {
-        self.write_pending(true);
-        if let Some(file) = &self.file {
-            let _ = file.sync_all();
+        self.submit();
+        self.shared.queue().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -435,15 +598,12 @@ impl Storage for FileStorage {
     }
 
     fn save_session(&mut self, session: &StoredSession) {
-        let body = encode_session(session);
-        self.append(SESSION, &body);
-        self.sessions.insert(session.client_id.clone(), body);
+        self.append(SESSION, &encode_session(session));
     }
 
     fn remove_session(&mut self, client_id: &str) {
         let mut body = Vec::new();
         put_str(&mut body, client_id);
-        self.forget_session(client_id);
         self.append(REMOVE_SESSION, &body);
     }
 
@@ -453,14 +613,12 @@ impl Storage for FileStorage {
         body.extend_from_slice(&seq.to_be_bytes());
         encode_delivery(&mut body, delivery);
         self.append(MESSAGE, &body);
-        self.messages.insert(client_id, seq, body);
     }
 
     fn remove_message(&mut self, client_id: &str, seq: u64) {
         let mut body = Vec::new();
         put_str(&mut body, client_id);
         body.extend_from_slice(&seq.to_be_bytes());
-        self.messages.remove(client_id, seq);
         self.append(REMOVE_MESSAGE, &body);
     }
 
@@ -468,20 +626,27 @@ impl Storage for FileStorage {
         let mut body = Vec::new();
         encode_message(&mut body, message);
         self.append(RETAINED, &body);
-        self.retained.insert(message.topic.to_string(), body);
     }
 
     fn remove_retained(&mut self, topic: &str) {
         let mut body = Vec::new();
         put_str(&mut body, topic);
-        self.retained.remove(topic);
         self.append(REMOVE_RETAINED, &body);
     }
 
+    /// Hands the records to the writer thread and waits until they are
+    /// written.
     fn flush(&mut self) {
-        if !self.pending.is_empty() || self.failed_at.is_some() {
-            self.write_pending(false);
+        if let Some(ticket) = self.start_flush() {
+            ticket.wait();
         }
+    }
+
+    /// Hands the records to the writer thread; the ticket is done when they
+    /// are written.
+    fn start_flush(&mut self) -> Option<FlushTicket> {
+        self.submit();
+        self.ticket()
     }
 }
 

@@ -109,12 +109,13 @@ mod slab;
 mod stats;
 mod storage;
 mod timer;
+mod write_progress;
 
 pub use auth::{
     Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
     Authorizer, PasswordMap,
 };
-pub use broker::Broker;
+pub use broker::{Broker, Transmit};
 pub use broker_config::{BrokerConfig, DEFAULT_AUTO_ID_PREFIX};
 pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertificate};
 pub use event::{DisconnectReason, Event};
@@ -126,6 +127,7 @@ pub use stats::Statistics;
 pub use storage::{
     MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState,
 };
+pub use write_progress::{FlushTicket, WriteProgress};
 
 /// Re-exported so embedders use the same codec types the broker does.
 pub use mqtt_codec;

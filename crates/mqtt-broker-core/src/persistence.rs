@@ -10,10 +10,19 @@
 //! before what it acknowledges is in the storage. A driver needs to do
 //! nothing for this; `tests/storage_order.rs` checks it with a storage that
 //! records the order of writes, flushes and transmits.
+//!
+//! A storage that writes on its own thread ([`Storage::start_flush`]) does
+//! not block the broker: [`crate::Broker::take_transmit_when_stored`] hands
+//! the driver its bytes inside a [`crate::Transmit`] that opens only once
+//! the write is done, so the driver waits for the disk outside its lock,
+//! and the type makes it impossible to write the bytes sooner. The last
+//! ticket is kept: bytes taken for another connection after a flush
+//! started, but before it finished, wait for the same write.
 
 use crate::message::Delivery;
 use crate::session::Session;
 use crate::storage::{Storage, StoredDelivery};
+use crate::write_progress::FlushTicket;
 use mqtt_codec::PacketId;
 use std::time::Instant;
 
@@ -22,11 +31,14 @@ pub(crate) struct Persistence {
     storage: Option<Box<dyn Storage>>,
     /// Records were written since the last flush.
     unflushed: bool,
+    /// The last flush handed to the storage's own thread, until it is done.
+    in_progress: Option<FlushTicket>,
 }
 
 impl Persistence {
     pub fn set(&mut self, storage: Box<dyn Storage>) -> &mut dyn Storage {
         self.unflushed = false;
+        self.in_progress = None;
         self.storage.insert(storage).as_mut()
     }
 
@@ -47,13 +59,28 @@ impl Persistence {
     }
 
     /// Lets the storage write what it buffered, if anything was recorded
-    /// since the last flush.
+    /// since the last flush, and returns once everything is written.
     pub fn flush(&mut self) {
+        if let Some(ticket) = self.start_flush() {
+            ticket.wait();
+        }
+    }
+
+    /// Starts writing what the storage buffered; the ticket (if any) is
+    /// done when every record so far is written.
+    pub fn start_flush(&mut self) -> Option<FlushTicket> {
         if self.unflushed {
             self.unflushed = false;
             if let Some(s) = self.storage.as_deref_mut() {
-                s.flush();
+                self.in_progress = s.start_flush();
             }
+        }
+        match &self.in_progress {
+            Some(t) if t.is_done() => {
+                self.in_progress = None;
+                None
+            }
+            other => other.clone(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! `persistence true`. Another store only has to implement this trait.
 
 use crate::message::{Delivery, Message};
+use crate::write_progress::FlushTicket;
 use bytes::Bytes;
 use mqtt_codec::{
     PacketId, ProtocolVersion, PublishProperties, QoS, SubscriptionOptions, TopicFilter, TopicName,
@@ -167,8 +168,21 @@ pub trait Storage: Send {
     /// the changes above ([`crate::Broker::take_transmit`] flushes first;
     /// e.g. the PUBACK of a stored message), and by
     /// [`crate::Broker::flush_storage`]: a store may buffer its writes
-    /// until then, and write them as one. The default does nothing.
+    /// until then, and write them as one. When it returns, the records
+    /// are written. The default does nothing.
     fn flush(&mut self) {}
+
+    /// Like [`Storage::flush`], for a store that writes on another thread:
+    /// hands the buffered records to it and returns at once, with a ticket
+    /// that is done when they are written (or `None` when they already
+    /// are). [`crate::Broker::take_transmit_when_stored`] uses it, so a
+    /// driver writes the bytes after the ticket, outside any lock. The
+    /// ticket must cover every record handed over before it. The default
+    /// calls [`Storage::flush`] and returns `None`.
+    fn start_flush(&mut self) -> Option<FlushTicket> {
+        self.flush();
+        None
+    }
 }
 
 /// Storage in memory: survives a [`crate::Broker`] (see

@@ -9,8 +9,8 @@ use mqtt_broker_core::mqtt_codec::{
     TopicName,
 };
 use mqtt_broker_core::{
-    Broker, BrokerConfig, ConnectionId, ConnectionInfo, Event, MemoryStorage, Storage,
-    StoredDelivery, StoredMessage, StoredSession, StoredState,
+    Broker, BrokerConfig, ConnectionId, ConnectionInfo, Event, FlushTicket, MemoryStorage, Storage,
+    StoredDelivery, StoredMessage, StoredSession, StoredState, WriteProgress,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -150,4 +150,155 @@ fn no_byte_leaves_before_the_storage_records_it_depends_on() {
             ),
         }
     }
+}
+
+/// A storage that "writes" on another thread: `start_flush` hands out a
+/// ticket of a [`WriteProgress`] the test completes by hand.
+struct Deferred {
+    inner: MemoryStorage,
+    progress: Arc<WriteProgress>,
+    batches: u64,
+    unflushed: bool,
+}
+
+impl Storage for Deferred {
+    fn load(&mut self) -> StoredState {
+        self.inner.load()
+    }
+    fn save_session(&mut self, session: &StoredSession) {
+        self.unflushed = true;
+        self.inner.save_session(session)
+    }
+    fn remove_session(&mut self, client_id: &str) {
+        self.unflushed = true;
+        self.inner.remove_session(client_id)
+    }
+    fn save_message(&mut self, client_id: &str, seq: u64, delivery: &StoredDelivery) {
+        self.unflushed = true;
+        self.inner.save_message(client_id, seq, delivery)
+    }
+    fn remove_message(&mut self, client_id: &str, seq: u64) {
+        self.unflushed = true;
+        self.inner.remove_message(client_id, seq)
+    }
+    fn save_retained(&mut self, message: &StoredMessage) {
+        self.unflushed = true;
+        self.inner.save_retained(message)
+    }
+    fn remove_retained(&mut self, topic: &str) {
+        self.unflushed = true;
+        self.inner.remove_retained(topic)
+    }
+    fn start_flush(&mut self) -> Option<FlushTicket> {
+        if std::mem::take(&mut self.unflushed) {
+            self.batches += 1;
+        }
+        (self.progress.written() < self.batches).then(|| self.progress.ticket(self.batches))
+    }
+}
+
+/// The transmit ids the broker announced, in order.
+fn announced(broker: &mut Broker) -> Vec<ConnectionId> {
+    let mut ids = Vec::new();
+    while let Some(e) = broker.poll_event() {
+        if let Event::Transmit(id) | Event::Close(id) = e {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+#[test]
+fn bytes_taken_without_waiting_open_only_after_the_storage_wrote_their_records() {
+    let progress = WriteProgress::new();
+    let storage = Deferred {
+        inner: MemoryStorage::new(),
+        progress: progress.clone(),
+        batches: 0,
+        unflushed: false,
+    };
+    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let now = Instant::now();
+    let feed = |broker: &mut Broker, id, p: Packet| {
+        let mut buf = BytesMut::new();
+        p.encode(V, &mut buf).unwrap();
+        broker.handle_bytes(now, id, &mut buf);
+    };
+
+    // A persistent client's CONNACK depends on its stored session.
+    let a = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:1".parse().unwrap()));
+    feed(&mut broker, a, persistent("a"));
+    assert_eq!(announced(&mut broker), [a]);
+    let connack = broker.take_transmit_when_stored(now, a).unwrap();
+    assert!(
+        !connack.is_ready(),
+        "CONNACK ready before its session was written"
+    );
+
+    // A second client connects while that write is under way; its own
+    // session is batch 2. A third, not persistent, stores nothing, but
+    // its bytes were taken after batch 2 started, so they wait for it too.
+    let b = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:2".parse().unwrap()));
+    feed(&mut broker, b, persistent("b"));
+    let c = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:3".parse().unwrap()));
+    feed(
+        &mut broker,
+        c,
+        Packet::Connect(Box::new(Connect::new(V, "c"))),
+    );
+    announced(&mut broker);
+    let connack_b = broker.take_transmit_when_stored(now, b).unwrap();
+    let connack_c = broker.take_transmit_when_stored(now, c).unwrap();
+    assert!(!connack_b.is_ready() && !connack_c.is_ready());
+
+    progress.done_up_to(1);
+    assert!(connack.is_ready());
+    assert!(!connack_b.is_ready() && !connack_c.is_ready());
+    progress.done_up_to(2);
+    assert!(connack_b.is_ready() && connack_c.is_ready());
+    // The bytes are the CONNACKs (0x20), handed out whole.
+    for t in [connack, connack_b, connack_c] {
+        assert_eq!(t.wait()[0], 0x20);
+    }
+
+    // Nothing written since: the next bytes are ready at once.
+    let mut ping = BytesMut::new();
+    Packet::PingReq.encode(V, &mut ping).unwrap();
+    broker.handle_bytes(now, c, &mut ping);
+    announced(&mut broker);
+    assert!(broker.take_transmit_when_stored(now, c).unwrap().is_ready());
+}
+
+#[test]
+fn a_driver_awaiting_transmit_writes_after_the_storage_thread_finished() {
+    let progress = WriteProgress::new();
+    let storage = Deferred {
+        inner: MemoryStorage::new(),
+        progress: progress.clone(),
+        batches: 0,
+        unflushed: false,
+    };
+    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let now = Instant::now();
+    let a = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:1".parse().unwrap()));
+    let mut buf = BytesMut::new();
+    persistent("a").encode(V, &mut buf).unwrap();
+    broker.handle_bytes(now, a, &mut buf);
+    let t = broker.take_transmit_when_stored(now, a).unwrap();
+    let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (progress, written) = (progress.clone(), written.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            written.store(true, std::sync::atomic::Ordering::SeqCst);
+            progress.done_up_to(1);
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let bytes = rt.block_on(t.stored());
+    assert!(written.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(bytes[0], 0x20);
+    writer.join().unwrap();
 }

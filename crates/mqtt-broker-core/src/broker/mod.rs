@@ -328,6 +328,32 @@ impl Broker {
     /// written so far: nothing leaves before what it depends on is stored
     /// (see the `persistence` module).
     pub fn take_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<BytesMut> {
+        let out = self.take_out(now, id)?;
+        self.store.flush();
+        Some(out)
+    }
+
+    /// Like [`Broker::take_transmit`], without waiting for the storage: the
+    /// bytes come inside a [`Transmit`] that hands them out once the
+    /// storage has written every record so far. A driver holding the
+    /// broker behind a lock calls this, releases the lock, then awaits
+    /// [`Transmit::stored`] (or calls [`Transmit::wait`]) and writes: the
+    /// disk is never waited for under the lock, and no byte can go out
+    /// before what it acknowledges is stored.
+    pub fn take_transmit_when_stored(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+    ) -> Option<Transmit> {
+        let bytes = self.take_out(now, id)?;
+        Some(Transmit {
+            bytes,
+            stored: self.store.start_flush(),
+        })
+    }
+
+    /// The bytes ready for `id`, and the next ones encoded behind them.
+    fn take_out(&mut self, now: Instant, id: ConnectionId) -> Option<BytesMut> {
         // (No first-call work here: a connection exists only after a call
         // that did it.)
         let conn = self.conns.get_mut(id)?;
@@ -345,7 +371,6 @@ impl Broker {
         if out.is_empty() {
             return None;
         }
-        self.store.flush();
         self.out.stats.bytes_sent += out.len() as u64;
         Some(out)
     }
@@ -578,5 +603,48 @@ impl Broker {
                 }
             },
         }
+    }
+}
+
+/// Bytes for one connection, held until the storage has written the records
+/// they depend on (see [`Broker::take_transmit_when_stored`]).
+#[derive(Debug)]
+#[must_use = "the bytes are the connection's next packets"]
+pub struct Transmit {
+    bytes: BytesMut,
+    stored: Option<crate::FlushTicket>,
+}
+
+impl Transmit {
+    /// Whether the bytes may go out now.
+    pub fn is_ready(&self) -> bool {
+        self.stored.as_ref().is_none_or(|t| t.is_done())
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are no bytes (never, for a `Transmit` the broker made).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The bytes, once the storage has written what they depend on.
+    pub async fn stored(self) -> BytesMut {
+        if let Some(ticket) = self.stored {
+            ticket.await;
+        }
+        self.bytes
+    }
+
+    /// The bytes, blocking the thread until the storage has written what
+    /// they depend on.
+    pub fn wait(self) -> BytesMut {
+        if let Some(ticket) = &self.stored {
+            ticket.wait();
+        }
+        self.bytes
     }
 }

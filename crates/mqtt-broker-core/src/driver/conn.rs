@@ -258,12 +258,15 @@ where
                         broker.handle_decode_error(now, id, e);
                     }
                     // Answer in the same wake-up: no extra round through the signal.
-                    broker.take_transmit(now, id)
+                    broker.take_transmit_when_stored(now, id)
                 }
             },
-            _ = signal.notify.notified() => shared.lock().broker().take_transmit(Instant::now(), id),
+            _ = signal.notify.notified() => shared.lock().broker().take_transmit_when_stored(Instant::now(), id),
         };
         if let Some(out) = out {
+            // The storage writes what these bytes acknowledge on its own
+            // thread; they wait for it here, with the broker unlocked.
+            let out = out.stored().await;
             // Flushed too: a TLS or WebSocket stream may hold back what
             // it accepted until then.
             if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
@@ -272,9 +275,12 @@ where
         }
         if signal.close.load(Ordering::Acquire) {
             // Flush what is left (e.g. DISCONNECT 0x8B, a refused CONNACK), then close.
-            let rest = shared.lock().broker().take_transmit(Instant::now(), id);
+            let rest = shared
+                .lock()
+                .broker()
+                .take_transmit_when_stored(Instant::now(), id);
             if let Some(rest) = rest {
-                let _ = wr.write_all(&rest).await;
+                let _ = wr.write_all(&rest.stored().await).await;
             }
             let _ = wr.flush().await;
             let _ = wr.shutdown().await;
