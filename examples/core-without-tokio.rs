@@ -70,6 +70,10 @@ impl Core {
                 Event::ClientDisconnected {
                     client_id, reason, ..
                 } => println!("[core] {client_id} left ({reason:?})"),
+                // Deferred authentications (AuthPending) only come from an
+                // authenticator that defers, and activity events only after
+                // `report_activity(true)`: neither is used here.
+                _ => {}
             }
         }
     }

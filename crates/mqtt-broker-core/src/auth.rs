@@ -38,6 +38,48 @@ pub struct AuthRequest<'a> {
     pub listener: &'a ListenerSettings,
 }
 
+impl AuthRequest<'_> {
+    /// An owned copy, for a decision made later ([`AuthDecision::Defer`]).
+    pub fn to_owned(&self) -> OwnedAuthRequest {
+        OwnedAuthRequest {
+            client_id: self.client_id.to_string(),
+            username: self.username.map(str::to_string),
+            password: self.password.map(Bytes::copy_from_slice),
+            username_from_certificate: self.username_from_certificate,
+            certificate: self.certificate.cloned(),
+            certificate_verified: self.certificate_verified,
+            remote_addr: self.remote_addr,
+            listener_port: self.listener.port,
+        }
+    }
+}
+
+/// What an [`AuthRequest`] holds, owned: handed out with
+/// [`crate::Event::AuthPending`] when the decision is deferred, to be checked
+/// against a database or a web service while the broker serves everyone
+/// else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnedAuthRequest {
+    /// The Client Identifier (server-assigned if the client sent none).
+    pub client_id: String,
+    /// The user name (from CONNECT, or from the certificate).
+    pub username: Option<String>,
+    /// The CONNECT password (`None` when the user name comes from the
+    /// certificate).
+    pub password: Option<Bytes>,
+    /// Whether `username` was taken from the client certificate.
+    pub username_from_certificate: bool,
+    /// The verified client certificate, if any.
+    pub certificate: Option<PeerCertificate>,
+    /// The client presented a certificate verified under `require_certificate true`.
+    pub certificate_verified: bool,
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// The port of the listener the client connected to.
+    pub listener_port: u16,
+}
+
 /// The answer of [`Authenticator::authenticate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthDecision {
@@ -46,6 +88,14 @@ pub enum AuthDecision {
     /// The client is refused with this CONNACK reason code (e.g.
     /// [`ReasonCode::BadUserNameOrPassword`], [`ReasonCode::NotAuthorized`]).
     Deny(ReasonCode),
+    /// The decision comes later: the broker holds the CONNECT (and what the
+    /// client sends after it), raises [`crate::Event::AuthPending`] with an
+    /// [`OwnedAuthRequest`], and serves every other client meanwhile. Give
+    /// the answer with [`crate::Broker::complete_auth`]; without one within
+    /// [`crate::BrokerConfig::auth_timeout`] the client is refused (0x88
+    /// Server unavailable, 3.1.1: 3) with the reason in the log and the 5.0
+    /// Reason String.
+    Defer,
 }
 
 /// One step of a 5.0 enhanced authentication (AUTH) exchange.
@@ -77,7 +127,11 @@ pub enum AuthStep {
 /// Decides whether a client may connect.
 ///
 /// Implementations must be cheap: they run on the broker's thread during
-/// CONNECT. The `password_file` implementation of this crate is one.
+/// CONNECT (under the tokio driver's lock). The `password_file`
+/// implementation of this crate is one. A check that has to wait (a
+/// database, a web service) returns [`AuthDecision::Defer`] and answers
+/// later with [`crate::Broker::complete_auth`]; the tokio driver's
+/// `ServerBuilder::async_authenticator` does that for an `async` check.
 pub trait Authenticator: Send + Sync {
     /// Checks a CONNECT without an Authentication Method.
     fn authenticate(&self, req: &AuthRequest<'_>) -> AuthDecision;

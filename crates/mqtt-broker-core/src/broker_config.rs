@@ -74,6 +74,9 @@ pub struct BrokerConfig {
     /// Time a new connection has to send CONNECT (and finish an AUTH
     /// exchange) before it is closed.
     pub connect_timeout: Duration,
+    /// How long a deferred authentication ([`crate::AuthDecision::Defer`])
+    /// may take before the client is refused (0x88 Server unavailable).
+    pub auth_timeout: Duration,
     /// `persistent_client_expiration`: upper bound on how long a persistent
     /// session (3.1.1 clean session 0, or 5.0 Session Expiry Interval) lives
     /// while its client is offline; `None` keeps them as long as they ask.
@@ -104,6 +107,7 @@ impl Default for BrokerConfig {
             clientid_prefixes: None,
             sys_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(10),
             persistent_client_expiration: None,
             max_transmit_bytes: 1 << 20,
         }

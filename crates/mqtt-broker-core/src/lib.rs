@@ -113,12 +113,12 @@ mod write_progress;
 
 pub use auth::{
     Access, AclRequest, AllowAll, AuthDecision, AuthExchange, AuthRequest, AuthStep, Authenticator,
-    Authorizer, PasswordMap,
+    Authorizer, OwnedAuthRequest, PasswordMap,
 };
 pub use broker::{Broker, Transmit};
 pub use broker_config::{BrokerConfig, DEFAULT_AUTO_ID_PREFIX};
 pub use connection::{ConnectionId, ConnectionInfo, ListenerSettings, PeerCertificate};
-pub use event::{DisconnectReason, Event};
+pub use event::{DisconnectReason, DropReason, Event};
 #[cfg(feature = "file-storage")]
 pub use file_storage::{FileStorage, FileStorageError};
 #[cfg(feature = "mosquitto")]

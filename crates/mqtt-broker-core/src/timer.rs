@@ -12,6 +12,8 @@ use std::time::Instant;
 pub(crate) enum Timer {
     KeepAlive(ConnectionId),
     ConnectTimeout(ConnectionId),
+    /// A deferred authentication's time is up.
+    AuthTimeout(ConnectionId),
     /// A session's delayed will is due.
     Will(SessionKey),
     SessionExpiry(SessionKey),

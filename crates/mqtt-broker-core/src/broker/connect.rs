@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Packets a client may send after CONNECT while its authentication is
+/// deferred, held until the decision.
+const MAX_HELD: usize = 64;
+
 impl Broker {
     // ----- CONNECT ---------------------------------------------------------
 
@@ -226,6 +230,8 @@ impl Broker {
             username,
             username_from_certificate: from_cert,
             exchange: None,
+            deferred: false,
+            held: Vec::new(),
         };
         // 5.0 enhanced authentication (section 4.12).
         if let Some(method) = pending.connect.properties.authentication_method.clone() {
@@ -257,10 +263,107 @@ impl Broker {
             let req = auth_request(conn, &pending);
             self.authenticator.authenticate(&req)
         };
+        self.decided(now, id, pending, decision);
+    }
+
+    /// Acts on the authenticator's decision about a held CONNECT.
+    fn decided(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        mut pending: PendingConnect,
+        decision: AuthDecision,
+    ) {
         match decision {
-            AuthDecision::Allow => self.finish_connect(now, id, pending, None),
+            AuthDecision::Allow => {
+                let held = std::mem::take(&mut pending.held);
+                self.finish_connect(now, id, pending, None);
+                // What the client sent after its CONNECT, in order
+                // [MQTT-3.1.4-?: a client need not wait for CONNACK].
+                for packet in held {
+                    if self
+                        .conn_ref(id)
+                        .is_none_or(|c| c.state != ConnState::Connected)
+                    {
+                        break;
+                    }
+                    self.route_packet(now, id, packet);
+                }
+            }
             AuthDecision::Deny(rc) => self.refuse(now, id, rc, None),
+            AuthDecision::Defer => {
+                let Some(conn) = self.conns.get_mut(id) else {
+                    return;
+                };
+                let request = Box::new(auth_request(conn, &pending).to_owned());
+                pending.deferred = true;
+                conn.state = ConnState::Authenticating;
+                conn.pending = Some(Box::new(pending));
+                tracing::debug!(target: TARGET, "Authentication of {} deferred.", conn.name());
+                self.out.events.push_back(Event::AuthPending {
+                    connection: id,
+                    request,
+                });
+                let at = now + self.config.auth_timeout;
+                self.set_timer(at, Timer::AuthTimeout(id));
+            }
         }
+    }
+
+    /// The answer to a deferred authentication ([`Event::AuthPending`]).
+    /// Returns false when nothing waits for it any more (the client left,
+    /// or the time-out refused it); `Defer` again keeps it waiting.
+    pub fn complete_auth(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        decision: AuthDecision,
+    ) -> bool {
+        self.touch(now);
+        let Some(conn) = self.conns.get_mut(id) else {
+            return false;
+        };
+        if conn.state != ConnState::Authenticating
+            || !conn.pending.as_ref().is_some_and(|p| p.deferred)
+        {
+            return false;
+        }
+        if decision == AuthDecision::Defer {
+            return true;
+        }
+        let Some(pending) = conn.pending.take() else {
+            return false;
+        };
+        self.decided(now, id, *pending, decision);
+        true
+    }
+
+    /// A deferred authentication that got no answer in time.
+    pub(super) fn auth_timed_out(&mut self, now: Instant, id: ConnectionId) {
+        let waiting = self.conn_ref(id).is_some_and(|c| {
+            c.state == ConnState::Authenticating && c.pending.as_ref().is_some_and(|p| p.deferred)
+        });
+        if waiting {
+            let why = format!(
+                "the authentication check gave no answer within {} s (auth_timeout); try again later",
+                self.config.auth_timeout.as_secs_f32()
+            );
+            self.refuse_because(now, id, ReasonCode::ServerUnavailable, why);
+        }
+    }
+
+    /// Holds a packet a client sent after its CONNECT while the decision is
+    /// deferred; a client that sends too many is closed.
+    pub(super) fn hold(&mut self, now: Instant, id: ConnectionId, packet: Packet) {
+        let Some(pending) = self.conn_mut(id).and_then(|c| c.pending.as_mut()) else {
+            return;
+        };
+        if pending.held.len() >= MAX_HELD {
+            let why = format!("more than {MAX_HELD} packets sent before CONNACK");
+            self.refuse_because(now, id, ReasonCode::QuotaExceeded, why);
+            return;
+        }
+        pending.held.push(packet);
     }
 
     pub(super) fn run_enhanced(
@@ -403,6 +506,8 @@ impl Broker {
                     username: conn.username.clone(),
                     username_from_certificate: false,
                     exchange: None,
+                    deferred: false,
+                    held: Vec::new(),
                 };
                 let step = self.run_enhanced(id, &pending, &mut exchange);
                 let mut reply = Auth {
@@ -666,12 +771,18 @@ impl Broker {
         }
         tracing::debug!(target: TARGET, "Sending CONNACK to {} ({}, 0)", client_id, u8::from(session_present_flag));
         self.send_to(id, &Packet::ConnAck(ack));
+        let (remote_addr, certificate) = match self.conns.get(id) {
+            Some(c) => (c.info.remote_addr, c.info.tls.clone()),
+            None => return,
+        };
         self.out.events.push_back(Event::ClientConnected {
             connection: id,
             client_id: client_id.clone(),
             username,
             protocol: version,
             session_present,
+            remote_addr,
+            certificate,
         });
         if keep_alive > 0 {
             let at = now + keep_alive_grace(keep_alive);

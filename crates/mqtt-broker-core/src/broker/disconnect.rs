@@ -38,6 +38,9 @@ impl Broker {
         // [MQTT-3.1.2-10] a normal DISCONNECT discards the will; 0x04 sends it.
         let will = v5 && d.reason_code == ReasonCode::DisconnectWithWillMessage;
         tracing::info!(target: CONNECTION, "Client {} disconnected.", name);
+        if let Some(conn) = self.conn_mut(id) {
+            conn.disconnect_code = Some(d.reason_code);
+        }
         self.close_conn(now, id, will, DisconnectReason::ClientDisconnected);
     }
 }

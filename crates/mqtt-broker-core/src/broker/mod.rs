@@ -9,7 +9,7 @@ use crate::connection::{
     auth_request, keep_alive_grace, Conn, ConnState, ConnectionId, ConnectionInfo, OutgoingPublish,
     PendingConnect,
 };
-use crate::event::{DisconnectReason, Event};
+use crate::event::{DisconnectReason, DropReason, Event};
 use crate::log_line::PublishSummary;
 use crate::message::Message;
 use crate::outbox::Outbox;
@@ -157,6 +157,12 @@ impl Broker {
         self.store.flush();
     }
 
+    /// Turns the `Subscribed`, `Unsubscribed` and `MessageDropped` events
+    /// on or off (off by default: they cost an allocation each).
+    pub fn report_activity(&mut self, on: bool) {
+        self.out.report_activity = on;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
@@ -291,6 +297,7 @@ impl Broker {
         let state = conn.state;
         let name = conn.name().to_string();
         let session = conn.session;
+        let (username, remote_addr) = (conn.username.clone(), conn.info.remote_addr);
         if state != ConnState::Closing {
             tracing::info!(target: CONNECTION, "Client {} closed its connection.", name);
             if state == ConnState::Connected {
@@ -300,6 +307,9 @@ impl Broker {
                     connection: id,
                     client_id: name,
                     reason: DisconnectReason::ConnectionLost,
+                    username,
+                    remote_addr,
+                    reason_code: None,
                 });
             }
             if let Some(s) = session {
@@ -439,6 +449,13 @@ impl Broker {
     }
 
     /// The client identifier of `id` for log lines.
+    /// Whether `id`'s authentication waits for a deferred decision.
+    fn auth_deferred(&self, id: ConnectionId) -> bool {
+        self.conn_ref(id)
+            .and_then(|c| c.pending.as_ref())
+            .is_some_and(|p| p.deferred)
+    }
+
     fn name_of(&self, id: ConnectionId) -> &str {
         self.conn_ref(id).map_or("<unknown>", |c| c.name())
     }
@@ -524,11 +541,16 @@ impl Broker {
         let session = conn.session.take();
         let name = conn.name().to_string();
         if was_connected {
+            let reason_code = conn.disconnect_code.or(reason.reason_code());
+            let (username, remote_addr) = (conn.username.clone(), conn.info.remote_addr);
             self.out.stats.clients_connected = self.out.stats.clients_connected.saturating_sub(1);
             self.out.events.push_back(Event::ClientDisconnected {
                 connection: id,
                 client_id: name,
                 reason,
+                username,
+                remote_addr,
+                reason_code,
             });
         }
         self.out.events.push_back(Event::Close(id));
@@ -544,6 +566,18 @@ impl Broker {
         conn.last_rx = now;
         let state = conn.state;
         self.out.stats.messages_received += 1;
+        self.route_in(now, id, state, packet);
+    }
+
+    /// A packet received (or held while authentication was deferred) goes
+    /// where the connection's state says.
+    fn route_packet(&mut self, now: Instant, id: ConnectionId, packet: Packet) {
+        if let Some(state) = self.conn_ref(id).map(|c| c.state) {
+            self.route_in(now, id, state, packet);
+        }
+    }
+
+    fn route_in(&mut self, now: Instant, id: ConnectionId, state: ConnState, packet: Packet) {
         match (state, packet) {
             (ConnState::Closing, _) => {}
             (ConnState::AwaitingConnect, Packet::Connect(c)) => self.handle_connect(now, id, c),
@@ -556,6 +590,7 @@ impl Broker {
                     &format!("{} before CONNECT", p.packet_type()),
                 );
             }
+            (ConnState::Authenticating, p) if self.auth_deferred(id) => self.hold(now, id, p),
             (ConnState::Authenticating, Packet::Auth(a)) => self.handle_auth(now, id, a),
             (ConnState::Authenticating, p) => {
                 // Only AUTH belongs in the exchange (section 4.12).

@@ -125,7 +125,9 @@ impl Broker {
                 self.name_of(id),
                 PublishSummary::of(&p)
             );
-            self.out.stats.publish_messages_dropped += 1;
+            let name = self.name_of(id).to_string();
+            self.out
+                .dropped(&name, p.topic.as_str(), DropReason::TooLarge);
             rc = ReasonCode::ImplementationSpecificError;
         } else if !self
             .conn_ref(id)

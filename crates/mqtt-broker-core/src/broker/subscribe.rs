@@ -38,6 +38,15 @@ impl Broker {
         let mount = conn.info.listener.mount_point.clone();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut send_retained = Vec::new();
+        // The filters as sent, for the event (before the mount point).
+        let sent: Vec<String> = if self.out.report_activity {
+            s.subscriptions
+                .iter()
+                .map(|sub| sub.filter.as_str().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for mut sub in s.subscriptions {
             tracing::debug!(target: TARGET, "\t{} (QoS {})", sub.filter, sub.options.qos.as_u8());
             tracing::info!(target: SUBSCRIBE, "{} {} {}", name, sub.options.qos.as_u8(), sub.filter);
@@ -93,6 +102,18 @@ impl Broker {
             }
         }
         tracing::debug!(target: TARGET, "Sending SUBACK to {}", name);
+        if self.out.report_activity {
+            let filters = sent
+                .into_iter()
+                .zip(codes.iter())
+                .map(|(f, rc)| (f, granted_qos(*rc)))
+                .collect();
+            self.out.events.push_back(Event::Subscribed {
+                connection: id,
+                client_id: name.clone(),
+                filters,
+            });
+        }
         // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6].
         self.send_to(
             id,
@@ -191,6 +212,13 @@ impl Broker {
             });
         }
         tracing::debug!(target: TARGET, "Sending UNSUBACK to {}", name);
+        if self.out.report_activity {
+            self.out.events.push_back(Event::Unsubscribed {
+                connection: id,
+                client_id: name.clone(),
+                filters: u.filters.iter().map(|f| f.as_str().to_string()).collect(),
+            });
+        }
         // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
         self.send_to(
             id,
@@ -201,5 +229,15 @@ impl Broker {
             }),
         );
         self.save_session(slot);
+    }
+}
+
+/// The QoS a SUBACK code grants, or the refusal.
+fn granted_qos(rc: ReasonCode) -> Result<QoS, ReasonCode> {
+    match rc {
+        ReasonCode::Success => Ok(QoS::AtMostOnce),
+        ReasonCode::GrantedQoS1 => Ok(QoS::AtLeastOnce),
+        ReasonCode::GrantedQoS2 => Ok(QoS::ExactlyOnce),
+        other => Err(other),
     }
 }

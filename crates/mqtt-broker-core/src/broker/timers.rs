@@ -15,14 +15,19 @@ impl Broker {
                     let Some(conn) = self.conn_ref(id) else {
                         continue;
                     };
-                    if matches!(
-                        conn.state,
-                        ConnState::AwaitingConnect | ConnState::Authenticating
-                    ) {
+                    // A deferred authentication has its own time-out.
+                    let deferred = conn.pending.as_ref().is_some_and(|p| p.deferred);
+                    if !deferred
+                        && matches!(
+                            conn.state,
+                            ConnState::AwaitingConnect | ConnState::Authenticating
+                        )
+                    {
                         tracing::info!(target: CONNECTION, "Client {} has exceeded timeout, disconnecting.", conn.name());
                         self.close_conn(now, id, false, DisconnectReason::KeepAliveTimeout);
                     }
                 }
+                Timer::AuthTimeout(id) => self.auth_timed_out(now, id),
                 Timer::Will(slot) => {
                     let Some(s) = self.sessions.get_mut(slot) else {
                         continue;

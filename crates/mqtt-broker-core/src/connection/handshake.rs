@@ -7,7 +7,8 @@ use super::Conn;
 use crate::auth::{AuthExchange, AuthRequest};
 use mqtt_codec::Connect;
 
-/// A CONNECT held while its AUTH exchange runs.
+/// A CONNECT held while its AUTH exchange runs, or while a deferred
+/// authentication decision is awaited.
 #[derive(Debug)]
 pub(crate) struct PendingConnect {
     pub connect: Box<Connect>,
@@ -17,6 +18,10 @@ pub(crate) struct PendingConnect {
     pub username: Option<String>,
     pub username_from_certificate: bool,
     pub exchange: Option<AuthExchange>,
+    /// The authenticator deferred its decision ([`crate::AuthDecision::Defer`]).
+    pub deferred: bool,
+    /// What the client sent after CONNECT while the decision is deferred.
+    pub held: Vec<mqtt_codec::Packet>,
 }
 
 pub(crate) fn auth_request<'a>(conn: &'a Conn, pending: &'a PendingConnect) -> AuthRequest<'a> {

@@ -56,6 +56,8 @@ pub(crate) struct Conn {
     /// The CONNECT held while its AUTH exchange runs ([`super::handshake`]).
     pub pending: Option<Box<PendingConnect>>,
     pub reauth: Option<crate::auth::AuthExchange>,
+    /// The reason code of the client's DISCONNECT (for the event).
+    pub disconnect_code: Option<mqtt_codec::ReasonCode>,
 }
 
 impl Conn {
@@ -91,6 +93,7 @@ impl Conn {
             auth_method: None,
             pending: None,
             reauth: None,
+            disconnect_code: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! takes in one piece ([`crate::Broker::take_transmit`]).
 
 use super::Conn;
+use crate::event::DropReason;
 use crate::log_line::PublishSummary;
 use crate::message::{Delivery, Message};
 use crate::outbox::Outbox;
@@ -61,7 +62,7 @@ impl Conn {
         let expiry = match msg.expires_at {
             // [MQTT-3.3.2-5] an expired message is not sent.
             Some(t) if t <= now => {
-                out.stats.publish_messages_dropped += 1;
+                out.dropped(self.name(), msg.topic.as_str(), DropReason::Expired);
                 return false;
             }
             // [MQTT-3.3.2-6] the interval sent is what is left of it.
@@ -154,7 +155,7 @@ impl Conn {
             Err(e) => {
                 // [MQTT-3.1.2-25] too large for the client: discarded.
                 tracing::debug!(target: "mqtt_broker", "Dropped PUBLISH to {} ('{}'): {}.", self.name(), msg.topic, e);
-                out.stats.publish_messages_dropped += 1;
+                out.dropped(self.name(), msg.topic.as_str(), DropReason::TooLarge);
                 false
             }
         }

@@ -24,14 +24,21 @@
 //! # }
 //! ```
 
+mod auth;
 mod conn;
 mod from_config;
 mod shared;
 
+pub use auth::{AsyncAuthenticator, AuthFuture};
+pub use shared::EventStream;
+
 // Their home is `crate::mosquitto` (no runtime needed); kept here too.
 pub use crate::mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
 
-use crate::{Authenticator, Authorizer, Broker, BrokerConfig, ListenerSettings, Statistics};
+use crate::{
+    AuthDecision, Authenticator, Authorizer, Broker, BrokerConfig, ConnectionId, ListenerSettings,
+    Statistics,
+};
 use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
@@ -193,6 +200,8 @@ pub struct ServerBuilder {
     broker: Broker,
     listeners: Vec<Listener>,
     handshake_timeout: Duration,
+    event_capacity: usize,
+    async_auth: Option<Arc<dyn AsyncAuthenticator>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -216,11 +225,39 @@ impl ServerBuilder {
             broker,
             listeners: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            event_capacity: 1024,
+            async_auth: None,
         }
     }
 
-    /// Sets the authenticator.
+    /// Checks CONNECTs with an `async` function, outside the broker's lock
+    /// (replaces the [`Authenticator`]). See [`AsyncAuthenticator`].
+    pub fn async_authenticator<F, Fut>(self, check: F) -> Self
+    where
+        F: Fn(crate::OwnedAuthRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = AuthDecision> + Send + 'static,
+    {
+        self.async_authenticator_with(Arc::new(check))
+    }
+
+    /// Checks CONNECTs with an [`AsyncAuthenticator`], outside the broker's
+    /// lock (replaces the [`Authenticator`]).
+    pub fn async_authenticator_with(mut self, a: Arc<dyn AsyncAuthenticator>) -> Self {
+        self.async_auth = Some(a);
+        self.broker = self.broker.with_authenticator(Box::new(auth::DeferAll));
+        self
+    }
+
+    /// How many events [`Server::events`] keeps for a reader that lags
+    /// (default 1024); beyond it the oldest are lost, and counted.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// Sets the authenticator (replaces an async one).
     pub fn authenticator(mut self, a: Box<dyn Authenticator>) -> Self {
+        self.async_auth = None;
         self.broker = self.broker.with_authenticator(a);
         self
     }
@@ -281,10 +318,25 @@ impl ServerBuilder {
             });
             bound.push((socket, local, rt));
         }
-        let shared = Shared::new(self.broker);
+        let (auth_tx, auth_rx) = match &self.async_auth {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let shared = Shared::new(self.broker, self.event_capacity, auth_tx);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let mut tasks = Vec::new();
+        if let (Some(auth), Some(rx)) = (self.async_auth, auth_rx) {
+            tasks.push(tokio::spawn(shared::auth_task(
+                shared.clone(),
+                auth,
+                rx,
+                stop_rx.clone(),
+            )));
+        }
         let mut local_addrs = Vec::new();
         let mut runtimes = Vec::new();
         for (socket, local, rt) in bound {
@@ -393,6 +445,30 @@ impl Server {
     /// A snapshot of the broker's statistics.
     pub fn stats(&self) -> Statistics {
         self.shared.lock().broker().stats()
+    }
+
+    /// What happens in the broker, as it happens: clients connected and
+    /// disconnected (with address, user name, certificate identity and
+    /// reason code), subscribed and unsubscribed, messages dropped, and
+    /// authentications deferred by a synchronous [`Authenticator`] (answer
+    /// them with [`Server::complete_auth`]). Each call gives a new reader
+    /// that sees what happens from then on. The stream is bounded
+    /// ([`ServerBuilder::event_capacity`]): a reader that falls behind
+    /// never slows the broker; it loses the oldest events, and
+    /// [`EventStream::lost`] counts them.
+    pub fn events(&self) -> EventStream {
+        let rx = self.shared.events.subscribe();
+        self.shared.lock().broker().report_activity(true);
+        EventStream::new(rx)
+    }
+
+    /// Answers a deferred authentication (an [`crate::Event::AuthPending`]
+    /// from [`Server::events`]). False when nothing waits for it any more.
+    pub fn complete_auth(&self, connection: ConnectionId, decision: AuthDecision) -> bool {
+        self.shared
+            .lock()
+            .broker()
+            .complete_auth(Instant::now(), connection, decision)
     }
 
     /// Runs `f` on the locked broker (for embedders that need more than

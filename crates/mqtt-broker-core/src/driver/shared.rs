@@ -1,12 +1,12 @@
 //! State shared by the accept loops, the connection tasks and the timer task:
 //! the [`Broker`] behind one mutex, held for one call and never across I/O.
 
-use crate::{Broker, ConnectionId, Event};
+use crate::{Broker, ConnectionId, Event, OwnedAuthRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, mpsc, Notify};
 
 /// How the broker wakes one connection task.
 #[derive(Debug, Default)]
@@ -24,14 +24,26 @@ pub(crate) struct Inner {
     timer_deadline: Option<Instant>,
 }
 
+/// A deferred authentication for the async authenticator's task.
+pub(crate) type AuthJob = (ConnectionId, Box<OwnedAuthRequest>);
+
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Wakes the timer task when an earlier deadline appears.
     pub(crate) timer: Notify,
+    /// What happens, for [`super::Server::events`] (bounded: a slow reader
+    /// loses the oldest events and is told how many).
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Deferred authentications, when an async authenticator is set.
+    auth_jobs: Option<mpsc::UnboundedSender<AuthJob>>,
 }
 
 impl Shared {
-    pub(crate) fn new(broker: Broker) -> Arc<Self> {
+    pub(crate) fn new(
+        broker: Broker,
+        event_capacity: usize,
+        auth_jobs: Option<mpsc::UnboundedSender<AuthJob>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 broker,
@@ -39,6 +51,8 @@ impl Shared {
                 timer_deadline: None,
             }),
             timer: Notify::new(),
+            events: broadcast::channel(event_capacity.max(1)).0,
+            auth_jobs,
         })
     }
 
@@ -92,7 +106,20 @@ impl Guard<'_> {
                         s.notify.notify_one();
                     }
                 }
-                Event::ClientConnected { .. } | Event::ClientDisconnected { .. } => {}
+                Event::AuthPending {
+                    connection,
+                    request,
+                } if self.shared.auth_jobs.is_some() => {
+                    if let Some(jobs) = &self.shared.auth_jobs {
+                        let _ = jobs.send((connection, request));
+                    }
+                }
+                other => {
+                    // Nobody listening is the common case: nothing to do.
+                    if self.shared.events.receiver_count() > 0 {
+                        let _ = self.shared.events.send(other);
+                    }
+                }
             }
         }
         let next = inner.broker.poll_timeout();
@@ -136,5 +163,69 @@ pub(crate) async fn timer_task(shared: Arc<Shared>, mut stop: tokio::sync::watch
             _ = shared.timer.notified() => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Runs the async authenticator: each deferred CONNECT in a task of its
+/// own, its decision handed back to the broker under the lock.
+pub(crate) async fn auth_task(
+    shared: Arc<Shared>,
+    auth: Arc<dyn super::AsyncAuthenticator>,
+    mut jobs: mpsc::UnboundedReceiver<AuthJob>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let Some((id, request)) = job else { return };
+                let decision = auth.authenticate(*request);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let decision = decision.await;
+                    shared.lock().broker().complete_auth(Instant::now(), id, decision);
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The events of a [`super::Server`], from [`super::Server::events`].
+#[derive(Debug)]
+pub struct EventStream {
+    rx: broadcast::Receiver<Event>,
+    lost: u64,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
+        Self { rx, lost: 0 }
+    }
+
+    /// The next event; `None` once the server has stopped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.lost += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.lost += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Events this reader lost because it fell behind.
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 }

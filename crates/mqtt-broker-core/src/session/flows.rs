@@ -5,6 +5,7 @@
 use super::{Outgoing, Session};
 use crate::broker_config::BrokerConfig;
 use crate::connection::{Conn, ConnState, OutgoingPublish};
+use crate::event::DropReason;
 use crate::message::{Delivery, Message};
 use crate::outbox::Outbox;
 use crate::persistence::Persistence;
@@ -46,7 +47,11 @@ impl FlowCtx<'_> {
     pub fn enqueue(&mut self, now: Instant, session: &mut Session, mut d: Delivery) -> bool {
         let cfg = self.config;
         if session.queue_is_full(cfg.max_queued_messages, cfg.max_queued_bytes, d.msg.size()) {
-            self.out.stats.publish_messages_dropped += 1;
+            self.out.dropped(
+                &session.client_id,
+                d.msg.topic.as_str(),
+                DropReason::QueueFull,
+            );
             if !session.dropping {
                 session.dropping = true;
                 tracing::info!(target: "mqtt_broker", "Outgoing messages are being dropped for client {}.", session.client_id);
@@ -66,7 +71,11 @@ impl FlowCtx<'_> {
     /// Removes expired messages from the session's queue [MQTT-3.3.2-5].
     pub fn drop_expired(&mut self, now: Instant, session: &mut Session) {
         for d in session.take_expired(now) {
-            self.out.stats.publish_messages_dropped += 1;
+            self.out.dropped(
+                &session.client_id,
+                d.msg.topic.as_str(),
+                DropReason::Expired,
+            );
             self.store.forget(session, d.seq);
         }
     }
@@ -90,7 +99,11 @@ impl FlowCtx<'_> {
                 break;
             };
             if d.msg.is_expired(now) {
-                self.out.stats.publish_messages_dropped += 1;
+                self.out.dropped(
+                    &session.client_id,
+                    d.msg.topic.as_str(),
+                    DropReason::Expired,
+                );
                 self.store.forget(session, d.seq);
                 continue;
             }
@@ -142,7 +155,11 @@ impl FlowCtx<'_> {
                     // Back-pressure: a slow subscriber loses QoS 0 messages
                     // rather than making the broker buffer without bound.
                     if conn.out.len() >= self.config.max_transmit_bytes {
-                        self.out.stats.publish_messages_dropped += 1;
+                        self.out.dropped(
+                            &session.client_id,
+                            msg.topic.as_str(),
+                            DropReason::QueueFull,
+                        );
                     } else {
                         conn.send_publish(self.out, now, publish, None, false);
                     }
