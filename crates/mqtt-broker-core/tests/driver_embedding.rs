@@ -252,3 +252,168 @@ async fn next(events: &mut mqtt_broker_core::driver::EventStream) -> Event {
         .expect("an event in time")
         .expect("server running")
 }
+
+#[tokio::test]
+async fn a_stream_the_program_accepted_itself_is_served_with_its_settings() {
+    let server = ServerBuilder::new(BrokerConfig::default())
+        .start()
+        .await
+        .unwrap();
+    // The program's own listener, e.g. one that also speaks another protocol.
+    let own = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = own.local_addr().unwrap();
+    let mut events = server.events();
+    let client = tokio::spawn(async move {
+        let (mut c, ack) =
+            RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "handed", |_| {}).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        c.subscribe("t", QoS::AtMostOnce).await;
+        c.publish("t", b"hello", QoS::AtMostOnce, false).await;
+        assert_eq!(&c.expect_publish().await.payload[..], b"hello");
+    });
+    let (stream, peer) = own.accept().await.unwrap();
+    let mut info = mqtt_broker_core::ConnectionInfo::new(peer);
+    info.listener.mount_point = Some("tenant/".into());
+    let task = server.serve(stream, info);
+    tokio::time::timeout(WAIT, client).await.unwrap().unwrap();
+    match next(&mut events).await {
+        Event::ClientConnected { remote_addr, .. } => assert_eq!(remote_addr, peer),
+        other => panic!("{other:?}"),
+    }
+    // The listener settings given with the stream apply: the mount point.
+    match next(&mut events).await {
+        Event::Subscribed { filters, .. } => assert_eq!(filters[0].0, "t"),
+        other => panic!("{other:?}"),
+    }
+    let topics: Vec<String> =
+        server.with_broker(|b| b.session_client_ids().map(str::to_string).collect());
+    assert_eq!(topics, ["handed"]);
+    drop(server);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn websockets_on_a_path_of_the_programs_own_http_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerBuilder::new(BrokerConfig::default())
+        .start()
+        .await
+        .unwrap();
+    let http = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = http.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let (ws, protocol) =
+            mqtt_tls::websocket::connect(tcp(addr).await, &format!("ws://{addr}/mqtt"))
+                .await
+                .expect("upgrade answered by the program");
+        assert_eq!(protocol.as_deref(), Some("mqtt"));
+        let (mut c, ack) = RawClient::connect(ws, ProtocolVersion::V3_1_1, "web", |_| {}).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        c.subscribe("w", QoS::AtLeastOnce).await;
+        c.publish("w", b"over ws", QoS::AtMostOnce, false).await;
+        assert_eq!(&c.expect_publish().await.payload[..], b"over ws");
+    });
+    // A toy HTTP server: reads the request head, answers the upgrade itself.
+    let (mut stream, peer) = http.accept().await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("GET /mqtt "), "{head}");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let accept = mqtt_tls::websocket::accept_key(header("sec-websocket-key").as_bytes());
+    let protocol =
+        mqtt_tls::websocket::choose_subprotocol([header("sec-websocket-protocol").as_str()])
+            .expect("client offers mqtt");
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await.unwrap();
+    server.serve_websocket(stream, mqtt_broker_core::ConnectionInfo::new(peer));
+    tokio::time::timeout(WAIT, client).await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_listener_from_a_socket_the_program_bound() {
+    let socket = std::net::TcpListener::bind(loopback()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let server = ServerBuilder::new(BrokerConfig::default())
+        .listener(Listener::from_std(socket).unwrap())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(server.local_addrs(), [addr]);
+    let (_, ack) = RawClient::connect(tcp(addr).await, ProtocolVersion::V3_1_1, "x", |_| {}).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_handle_and_dropping_the_server_both_stop_it() {
+    for by_handle in [true, false] {
+        let server = ServerBuilder::new(BrokerConfig::default())
+            .listener(Listener::tcp(loopback()))
+            .start()
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let (mut c, _) =
+            RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "x", |_| {}).await;
+        let handle = server.shutdown_handle();
+        assert!(!handle.is_stopped());
+        let kept = if by_handle {
+            tokio::spawn({
+                let handle = handle.clone();
+                async move { handle.shutdown() }
+            })
+            .await
+            .unwrap();
+            Some(server)
+        } else {
+            drop(server);
+            None
+        };
+        assert!(handle.is_stopped());
+        // The client is told, then the connection ends.
+        match tokio::time::timeout(WAIT, c.recv()).await.unwrap() {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason_code, ReasonCode::ServerShuttingDown)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(tokio::time::timeout(WAIT, c.recv())
+            .await
+            .unwrap()
+            .is_none());
+        // Nobody is accepted any more.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = match tokio::net::TcpStream::connect(addr).await {
+            Err(_) => true,
+            Ok(mut s) => {
+                use tokio::io::AsyncReadExt;
+                let mut b = [0u8; 1];
+                matches!(
+                    tokio::time::timeout(WAIT, s.read(&mut b)).await,
+                    Ok(Ok(0)) | Ok(Err(_))
+                )
+            }
+        };
+        assert!(refused, "still accepting after shutdown");
+        if let Some(server) = kept {
+            server.shutdown().await;
+        }
+    }
+}

@@ -33,8 +33,43 @@ pub async fn accept<S>(stream: S) -> Result<WsStream<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ws = tokio_tungstenite::accept_hdr_async(stream, choose_subprotocol).await?;
+    let ws = tokio_tungstenite::accept_hdr_async(stream, answer_upgrade).await?;
     Ok(WsStream::new(ws))
+}
+
+/// A stream on which the program's own HTTP server already answered a
+/// client's WebSocket upgrade (status 101, with [`accept_key`] and
+/// [`choose_subprotocol`]): MQTT over it from here on, e.g. on a path of
+/// an HTTP server that also serves other things on the same port.
+pub async fn from_upgraded<S>(stream: S) -> WsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ws = WebSocketStream::from_raw_socket(
+        stream,
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await;
+    WsStream::new(ws)
+}
+
+/// The `Sec-WebSocket-Accept` value that answers a client's
+/// `Sec-WebSocket-Key` (RFC 6455 section 4.2.2).
+pub fn accept_key(sec_websocket_key: &[u8]) -> String {
+    tokio_tungstenite::tungstenite::handshake::derive_accept_key(sec_websocket_key)
+}
+
+/// The subprotocol to answer with, from the values of the client's
+/// `Sec-WebSocket-Protocol` headers: `mqtt` when offered [MQTT-6.0.0-3],
+/// else the older `mqttv3.1`, else none (the client decides).
+pub fn choose_subprotocol<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    let offered: Vec<&str> = offered
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    SUBPROTOCOLS.iter().copied().find(|p| offered.contains(p))
 }
 
 /// Asks the broker at `url` (`ws://host:port/path`, or `wss://...` when
@@ -60,22 +95,16 @@ where
 /// Names the subprotocol in the upgrade's response.
 // The signature is tungstenite's callback; its error is an HTTP response.
 #[allow(clippy::result_large_err)]
-fn choose_subprotocol(
-    request: &Request,
-    mut response: Response,
-) -> Result<Response, ErrorResponse> {
-    let offered: Vec<&str> = request
+fn answer_upgrade(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    let offered = request
         .headers()
         .get_all("Sec-WebSocket-Protocol")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
+        .filter_map(|v| v.to_str().ok());
     // A client that offers no subprotocol is served anyway (some JavaScript
     // clients omit it); one that offers only others gets none back, and
     // decides.
-    if let Some(p) = SUBPROTOCOLS.iter().find(|p| offered.contains(p)) {
+    if let Some(p) = choose_subprotocol(offered) {
         response
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));

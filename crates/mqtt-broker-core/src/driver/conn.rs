@@ -101,6 +101,20 @@ async fn upgrade_and_serve<S>(
     }
 }
 
+/// Serves a stream the program handed over ([`super::Server::serve`]):
+/// its TLS (if any) and WebSocket upgrade were done by the program.
+pub(crate) async fn handle_stream<S>(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerRuntime>,
+    stream: S,
+    info: ConnectionInfo,
+    _alive: Option<mpsc::Sender<()>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    serve(shared, listener, stream, info).await
+}
+
 /// Logs a connection that failed before MQTT started (TLS, WebSocket).
 fn failed(peer: SocketAddr, listener: &ListenerRuntime, why: impl std::fmt::Display) {
     tracing::info!(
@@ -147,10 +161,8 @@ async fn serve<S>(
     // cores); the broker is locked only to take the decoded packets.
     let mut decoder = Decoder::new();
     decoder.set_max_packet_size(max_packet_size);
-    let plain = listener
-        .tls
-        .is_none()
-        .then_some((peer, listener.settings.port));
+    let plain =
+        (listener.tls.is_none() && !listener.external).then_some((peer, listener.settings.port));
     let unread = pump(&shared, &signal, id, stream, decoder, plain).await;
     listener.open.fetch_sub(1, Ordering::AcqRel);
     {

@@ -95,6 +95,8 @@ pub enum DriverError {
 #[derive(Clone)]
 pub struct Listener {
     addr: SocketAddr,
+    /// A socket the program bound itself ([`Listener::from_std`]).
+    prebound: Option<Arc<std::net::TcpListener>>,
     tls: Option<Arc<mqtt_tls::ReloadableServerConfig>>,
     settings: ListenerSettings,
     max_connections: Option<u32>,
@@ -117,6 +119,7 @@ impl Listener {
     pub fn tcp(addr: SocketAddr) -> Self {
         Self {
             addr,
+            prebound: None,
             tls: None,
             settings: ListenerSettings {
                 port: addr.port(),
@@ -125,6 +128,29 @@ impl Listener {
             max_connections: None,
             websockets: false,
         }
+    }
+
+    /// A plain listener on a socket the program already bound (a
+    /// socket-activated one, or one bound before dropping privileges).
+    pub fn from_std(socket: std::net::TcpListener) -> std::io::Result<Self> {
+        let addr = socket.local_addr()?;
+        let mut l = Self::tcp(addr);
+        l.prebound = Some(Arc::new(socket));
+        Ok(l)
+    }
+
+    /// Serves TLS (`options`) on a socket the program already bound.
+    pub fn tls_from_std(
+        socket: std::net::TcpListener,
+        options: mqtt_tls::ServerTlsOptions,
+    ) -> Result<Self, mqtt_tls::TlsError> {
+        // The socket is what counts; its address only names the listener.
+        let addr = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut l = Self::tls(addr, options)?;
+        l.prebound = Some(Arc::new(socket));
+        Ok(l)
     }
 
     /// A TLS listener; the files are read once here (and again only when
@@ -138,6 +164,7 @@ impl Listener {
         let config = mqtt_tls::ReloadableServerConfig::new(options)?;
         Ok(Self {
             addr,
+            prebound: None,
             tls: Some(Arc::new(config)),
             settings: ListenerSettings {
                 port: addr.port(),
@@ -192,6 +219,8 @@ pub(crate) struct ListenerRuntime {
     max_connections: Option<u32>,
     websockets: bool,
     open: AtomicU32,
+    /// A stream the program handed over ([`Server::serve`]), not accepted here.
+    external: bool,
 }
 
 /// Builds a [`Server`]: the broker's configuration, its auth plug-ins and
@@ -289,7 +318,10 @@ impl ServerBuilder {
     pub async fn start(self) -> Result<Server, DriverError> {
         let mut bound = Vec::new();
         for l in &self.listeners {
-            let socket = bind(l.addr)?;
+            let socket = match &l.prebound {
+                Some(s) => adopt(s, l.addr)?,
+                None => bind(l.addr)?,
+            };
             let local = socket.local_addr().map_err(|source| DriverError::Bind {
                 addr: l.addr,
                 source,
@@ -315,6 +347,7 @@ impl ServerBuilder {
                 max_connections: l.max_connections,
                 websockets: l.websockets,
                 open: AtomicU32::new(0),
+                external: false,
             });
             bound.push((socket, local, rt));
         }
@@ -356,11 +389,24 @@ impl ServerBuilder {
             local_addrs,
             runtimes,
             tasks,
-            stop: stop_tx,
-            alive_tx,
+            stop: Arc::new(stop_tx),
+            alive_tx: Some(alive_tx),
             alive_rx,
+            handshake_timeout: self.handshake_timeout,
         })
     }
+}
+
+/// A socket the program bound, for tokio.
+fn adopt(socket: &std::net::TcpListener, addr: SocketAddr) -> Result<TcpListener, DriverError> {
+    let err = |source| DriverError::Bind {
+        addr,
+        source,
+        hint: "",
+    };
+    let socket = socket.try_clone().map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    TcpListener::from_std(socket).map_err(err)
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, DriverError> {
@@ -415,16 +461,70 @@ async fn accept_loop(
     }
 }
 
-/// A running broker. Dropping it without [`Server::shutdown`] leaves the
-/// tasks running until the runtime stops.
+/// A running broker.
+///
+/// [`Server::shutdown`] stops it and waits for the connections to close.
+/// Dropping the `Server` (or [`ShutdownHandle::shutdown`] from anywhere)
+/// stops it too, without waiting: the listeners stop accepting, 5.0
+/// clients get DISCONNECT 0x8B Server shutting down, and every connection
+/// task ends on its own shortly after.
 pub struct Server {
     shared: Arc<Shared>,
     local_addrs: Vec<SocketAddr>,
     runtimes: Vec<Arc<ListenerRuntime>>,
     tasks: Vec<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-    alive_tx: mpsc::Sender<()>,
+    stop: Arc<watch::Sender<bool>>,
+    /// Every connection task holds a clone; `None` once shutting down.
+    alive_tx: Option<mpsc::Sender<()>>,
     alive_rx: mpsc::Receiver<()>,
+    handshake_timeout: Duration,
+}
+
+/// Stops a [`Server`] from anywhere (a signal handler, another task):
+/// cloneable, and it does not keep the server alive.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    stop: Arc<watch::Sender<bool>>,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("stopped", &*self.stop.borrow())
+            .finish()
+    }
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, sends 5.0 clients DISCONNECT 0x8B Server shutting
+    /// down and closes every connection. Returns at once; the `Server`'s
+    /// owner can still `shutdown().await` to wait for the connections.
+    pub fn shutdown(&self) {
+        stop(&self.stop, self.shared.upgrade().as_deref());
+    }
+
+    /// Whether the server was told to stop.
+    pub fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+/// Tells the accept loops and timers to end and the broker to close every
+/// connection (once).
+fn stop(tx: &watch::Sender<bool>, shared: Option<&Shared>) {
+    if tx.send_replace(true) {
+        return;
+    }
+    if let Some(shared) = shared {
+        shared.lock().broker().shutdown(Instant::now());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        stop(&self.stop, Some(&self.shared));
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -495,22 +595,79 @@ impl Server {
     /// Graceful shutdown: stop accepting, send 5.0 clients DISCONNECT 0x8B
     /// Server shutting down, flush every connection and close it. Waits up
     /// to five seconds for the connections to finish.
-    pub async fn shutdown(self) {
-        let Server {
-            shared,
-            tasks,
-            stop,
-            alive_tx,
-            mut alive_rx,
-            ..
-        } = self;
-        let _ = stop.send(true);
-        for t in tasks {
+    pub async fn shutdown(mut self) {
+        // Accept loops and timers end first, so no connection starts after
+        // the broker closed them all.
+        let _ = self.stop.send(true);
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
-        shared.lock().broker().shutdown(Instant::now());
-        drop(alive_tx);
+        self.shared.lock().broker().shutdown(Instant::now());
+        self.alive_tx = None;
         // Every connection task holds a sender; recv() returns None once all are gone.
-        let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.alive_rx.recv()).await;
+    }
+
+    /// A handle that stops this server from anywhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            stop: self.stop.clone(),
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Serves MQTT on a stream the program already holds: a connection its
+    /// own listener accepted, a Unix socket, a TLS stream it terminated
+    /// itself (its client certificate's identity in `info.tls`). `info`
+    /// says who the peer is and which [`ListenerSettings`] apply (mount
+    /// point, `allow_anonymous`, ...). The connection runs in a task of its
+    /// own, like those the listeners accept; the handle ends with it.
+    pub fn serve<S>(&self, stream: S, info: crate::ConnectionInfo) -> JoinHandle<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let rt = Arc::new(ListenerRuntime {
+            tls: None,
+            settings: info.listener.clone(),
+            handshake_timeout: self.handshake_timeout,
+            max_connections: None,
+            websockets: false,
+            open: AtomicU32::new(0),
+            external: true,
+        });
+        tokio::spawn(conn::handle_stream(
+            self.shared.clone(),
+            rt,
+            stream,
+            info,
+            self.alive_tx.clone(),
+        ))
+    }
+
+    /// Serves MQTT over WebSockets on a stream whose upgrade the program's
+    /// own HTTP server answered (status 101 with
+    /// [`mqtt_tls::websocket::accept_key`] and
+    /// [`mqtt_tls::websocket::choose_subprotocol`]): MQTT on a path such as
+    /// `/mqtt` of a server that serves other things on the same port. See
+    /// `examples/gateway.rs`.
+    pub fn serve_websocket<S>(&self, upgraded: S, info: crate::ConnectionInfo) -> JoinHandle<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let rt = Arc::new(ListenerRuntime {
+            tls: None,
+            settings: info.listener.clone(),
+            handshake_timeout: self.handshake_timeout,
+            max_connections: None,
+            websockets: false,
+            open: AtomicU32::new(0),
+            external: true,
+        });
+        let alive = self.alive_tx.clone();
+        tokio::spawn(async move {
+            let ws = mqtt_tls::websocket::from_upgraded(upgraded).await;
+            conn::handle_stream(shared, rt, ws, info, alive).await
+        })
     }
 }
