@@ -77,6 +77,12 @@ pub struct BrokerConfig {
     /// How long a deferred authentication ([`crate::AuthDecision::Defer`])
     /// may take before the client is refused (0x88 Server unavailable).
     pub auth_timeout: Duration,
+    /// `write_timeout` (this broker's key): how long a write to a client
+    /// may make no progress (a client that stopped reading) before its
+    /// connection is closed. `None`: 1.5 times the client's Keep Alive, as
+    /// Mosquitto users know from keep-alive expiry, or 60 s with Keep Alive
+    /// 0.
+    pub write_timeout: Option<Duration>,
     /// `persistent_client_expiration`: upper bound on how long a persistent
     /// session (3.1.1 clean session 0, or 5.0 Session Expiry Interval) lives
     /// while its client is offline; `None` keeps them as long as they ask.
@@ -108,6 +114,7 @@ impl Default for BrokerConfig {
             sys_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(10),
+            write_timeout: None,
             persistent_client_expiration: None,
             max_transmit_bytes: 1 << 20,
         }
@@ -123,6 +130,9 @@ impl BrokerConfig {
             self.max_packet_size
         }
     }
+
+    /// Without `write_timeout`, the bound for a client with Keep Alive 0.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
     pub(crate) fn inflight_window(&self) -> u16 {
         if self.max_inflight_messages == 0 {

@@ -107,6 +107,9 @@ pub enum DropReason {
     Expired,
     /// It is larger than the client's Maximum Packet Size.
     TooLarge,
+    /// A QoS 0 message written to a client that stopped reading, lost
+    /// when its connection was closed (`write_timeout`).
+    ClientNotReading,
 }
 
 /// Why a connected client went away.
@@ -126,6 +129,8 @@ pub enum DisconnectReason {
     NotAuthorized,
     /// The broker is shutting down.
     ServerShuttingDown,
+    /// It stopped reading: a write made no progress within `write_timeout`.
+    WriteTimeout,
 }
 
 impl DisconnectReason {
@@ -140,6 +145,7 @@ impl DisconnectReason {
             Self::ProtocolViolation(rc) => Some(*rc),
             Self::NotAuthorized => Some(ReasonCode::NotAuthorized),
             Self::ServerShuttingDown => Some(ReasonCode::ServerShuttingDown),
+            Self::WriteTimeout => None,
         }
     }
 }

@@ -159,6 +159,7 @@ pub fn broker_config(config: &Config) -> BrokerConfig {
         clientid_prefixes: config.clientid_prefixes.clone(),
         sys_interval: Duration::from_secs(u64::from(config.sys_interval)),
         persistent_client_expiration: config.persistent_client_expiration,
+        write_timeout: config.write_timeout,
         ..defaults
     }
 }

@@ -343,3 +343,13 @@ fn max_topic_alias_is_kept_per_listener_by_from_config() {
         .collect();
     assert_eq!(per_listener, [Some(3), Some(0)]);
 }
+
+#[test]
+fn write_timeout_is_seconds_and_reaches_the_broker_config() {
+    assert_eq!(Config::default().write_timeout, None);
+    let c = parse("write_timeout 45\n");
+    assert_eq!(c.write_timeout, Some(Duration::from_secs(45)));
+    let b = mqtt_broker_core::mosquitto::broker_config(&c);
+    assert_eq!(b.write_timeout, Some(Duration::from_secs(45)));
+    assert!(Config::parse_str("write_timeout 0\n", "t.conf").is_err());
+}

@@ -286,3 +286,29 @@ fn clean_session_client_leaves_no_session_behind() {
         assert_eq!(h.broker.stats().subscriptions, 0);
     }
 }
+
+#[test]
+fn the_write_timeout_follows_keep_alive_unless_configured() {
+    let mut h = Harness::default_config();
+    let (id, _) = h.connect_with({
+        let mut c = connect(V3, "ka");
+        c.keep_alive = 20;
+        c
+    });
+    assert_eq!(h.broker.write_timeout(id), Duration::from_secs(30));
+    let (zero, _) = h.connect_with({
+        let mut c = connect(V3, "zero");
+        c.keep_alive = 0;
+        c
+    });
+    assert_eq!(
+        h.broker.write_timeout(zero),
+        BrokerConfig::DEFAULT_WRITE_TIMEOUT
+    );
+    let mut fixed = Harness::new(BrokerConfig {
+        write_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    });
+    let id = fixed.connect(V3, "f");
+    assert_eq!(fixed.broker.write_timeout(id), Duration::from_secs(5));
+}

@@ -291,6 +291,10 @@ impl Broker {
     /// broker closed it), this is an abnormal end: the will is published.
     pub fn connection_closed(&mut self, now: Instant, id: ConnectionId) {
         self.touch(now);
+        self.transport_ended(now, id, DisconnectReason::ConnectionLost);
+    }
+
+    fn transport_ended(&mut self, now: Instant, id: ConnectionId, reason: DisconnectReason) {
         let Some(conn) = self.conn_ref(id) else {
             return;
         };
@@ -299,14 +303,16 @@ impl Broker {
         let session = conn.session;
         let (username, remote_addr) = (conn.username.clone(), conn.info.remote_addr);
         if state != ConnState::Closing {
-            tracing::info!(target: CONNECTION, "Client {} closed its connection.", name);
+            if reason == DisconnectReason::ConnectionLost {
+                tracing::info!(target: CONNECTION, "Client {} closed its connection.", name);
+            }
             if state == ConnState::Connected {
                 self.out.stats.clients_connected =
                     self.out.stats.clients_connected.saturating_sub(1);
                 self.out.events.push_back(Event::ClientDisconnected {
                     connection: id,
                     client_id: name,
-                    reason: DisconnectReason::ConnectionLost,
+                    reason,
                     username,
                     remote_addr,
                     reason_code: None,
@@ -318,6 +324,54 @@ impl Broker {
         }
         self.conns.remove(id);
         self.out.stats.connections_open = self.out.stats.connections_open.saturating_sub(1);
+    }
+
+    /// How long a write to connection `id` may make no progress before the
+    /// driver gives up on it ([`BrokerConfig::write_timeout`]; by default
+    /// 1.5 times the client's Keep Alive) and calls
+    /// [`Broker::connection_stalled`].
+    pub fn write_timeout(&self, id: ConnectionId) -> Duration {
+        if let Some(t) = self.config.write_timeout {
+            return t;
+        }
+        match self.conn_ref(id).map_or(0, |c| c.keep_alive) {
+            0 => BrokerConfig::DEFAULT_WRITE_TIMEOUT,
+            k => keep_alive_grace(k),
+        }
+    }
+
+    /// The driver could not write to `id` within [`Broker::write_timeout`]:
+    /// the client stopped reading. The connection ends as a lost one (its
+    /// will is published; QoS 1 and 2 messages in flight stay in its
+    /// session and are sent again when it returns, if the session
+    /// persists). `unsent` is what the driver could not write, from the
+    /// start of a packet: its QoS 0 messages are counted as dropped.
+    pub fn connection_stalled(&mut self, now: Instant, id: ConnectionId, unsent: &[u8]) {
+        self.touch(now);
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        let name = conn.name().to_string();
+        let version = conn.version;
+        let waited = self.write_timeout(id);
+        tracing::info!(
+            target: CONNECTION,
+            "Client {} has not read what was sent to it for {} s (write_timeout), disconnecting.",
+            name,
+            waited.as_secs_f32()
+        );
+        let mut decoder = mqtt_codec::Decoder::with_version(version);
+        decoder.set_max_packet_size(u32::MAX);
+        let mut rest = BytesMut::from(unsent);
+        while let Ok(Some(p)) = decoder.decode(&mut rest) {
+            if let Packet::Publish(p) = p {
+                if p.qos == QoS::AtMostOnce {
+                    self.out
+                        .dropped(&name, p.topic.as_str(), DropReason::ClientNotReading);
+                }
+            }
+        }
+        self.transport_ended(now, id, DisconnectReason::WriteTimeout);
     }
 
     /// When [`Broker::handle_timeout`] should next be called.

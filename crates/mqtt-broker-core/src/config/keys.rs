@@ -47,6 +47,7 @@ pub const SUPPORTED: &[&str] = &[
     "use_identity_as_username",
     "use_subject_as_username",
     "use_username_as_clientid",
+    "write_timeout",
 ];
 
 /// Keys that are read, checked for a value, and otherwise ignored with a

@@ -118,6 +118,11 @@ pub struct Config {
     /// `persistent_client_expiration`: how long a disconnected persistent
     /// session is kept; `None` = forever (default).
     pub persistent_client_expiration: Option<Duration>,
+    /// `write_timeout SECONDS` (this broker's key, not Mosquitto's): how
+    /// long a write to a client that stopped reading may make no progress
+    /// before its connection is closed. `None`: 1.5 times the client's Keep
+    /// Alive (60 s with Keep Alive 0).
+    pub write_timeout: Option<Duration>,
     /// `log_type`: which kinds of log lines to emit. Default: error, warning,
     /// notice, information.
     pub log_types: BTreeSet<LogType>,
@@ -356,6 +361,7 @@ impl Default for Config {
             persistence_location: None,
             persistence_file: None,
             persistent_client_expiration: None,
+            write_timeout: None,
             log_types: [
                 LogType::Error,
                 LogType::Warning,

@@ -469,6 +469,9 @@ impl Parser {
                 self.cfg.persistent_client_expiration = Some(parse_expiration(line)?)
             }
             "sys_interval" => self.cfg.sys_interval = line.int(0, 65535)? as u16,
+            "write_timeout" => {
+                self.cfg.write_timeout = Some(Duration::from_secs(line.int(1, 86_400)? as u64))
+            }
             "log_type" => {
                 let what = "none, information, notice, warning, error, debug, subscribe, \
                             unsubscribe, websockets, internal or all";

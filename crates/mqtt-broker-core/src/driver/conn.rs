@@ -163,14 +163,17 @@ async fn serve<S>(
     decoder.set_max_packet_size(max_packet_size);
     let plain =
         (listener.tls.is_none() && !listener.external).then_some((peer, listener.settings.port));
-    let unread = pump(&shared, &signal, id, stream, decoder, plain).await;
+    let end = pump(&shared, &signal, id, stream, decoder, plain).await;
     listener.open.fetch_sub(1, Ordering::AcqRel);
     {
         let mut g = shared.lock();
-        g.broker().connection_closed(Instant::now(), id);
+        match &end {
+            End::Stalled(unsent) => g.broker().connection_stalled(Instant::now(), id, unsent),
+            _ => g.broker().connection_closed(Instant::now(), id),
+        }
         g.unregister(id);
     }
-    if let Some(rd) = unread {
+    if let End::BrokerClosed(rd) = end {
         linger(rd).await;
     }
 }
@@ -203,8 +206,7 @@ async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
 
 /// Moves bytes both ways until either side closes. `plain` (peer, port) is
 /// set on plain listeners, where a TLS ClientHello gets its own message.
-/// Returns the reading side when the broker closed the connection (for
-/// [`linger`]), `None` when the client did.
+/// Says how it ended ([`End`]).
 async fn pump<S>(
     shared: &Shared,
     signal: &ConnSignal,
@@ -212,13 +214,15 @@ async fn pump<S>(
     stream: S,
     mut decoder: Decoder,
     mut plain: Option<(SocketAddr, u16)>,
-) -> Option<tokio::io::ReadHalf<S>>
+) -> End<tokio::io::ReadHalf<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
     let mut packets: Vec<(Packet, usize)> = Vec::new();
+    // Set with each batch taken, under the same lock (it follows Keep Alive).
+    let mut write_timeout;
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -228,7 +232,7 @@ where
         }
         let out = tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => return None,
+                Ok(0) | Err(_) => return End::ClientClosed,
                 Ok(_) => {
                     if let Some((peer, port)) = plain.take() {
                         // A TLS record starts with 0x16 (handshake); MQTT's first
@@ -242,7 +246,7 @@ where
                                 peer.port(),
                                 port
                             );
-                            return None;
+                            return End::ClientClosed;
                         }
                     }
                     let error = loop {
@@ -270,19 +274,24 @@ where
                         broker.handle_decode_error(now, id, e);
                     }
                     // Answer in the same wake-up: no extra round through the signal.
+                    write_timeout = broker.write_timeout(id);
                     broker.take_transmit_when_stored(now, id)
                 }
             },
-            _ = signal.notify.notified() => shared.lock().broker().take_transmit_when_stored(Instant::now(), id),
+            _ = signal.notify.notified() => {
+                let mut g = shared.lock();
+                write_timeout = g.broker().write_timeout(id);
+                g.broker().take_transmit_when_stored(Instant::now(), id)
+            }
         };
         if let Some(out) = out {
             // The storage writes what these bytes acknowledge on its own
             // thread; they wait for it here, with the broker unlocked.
-            let out = out.stored().await;
-            // Flushed too: a TLS or WebSocket stream may hold back what
-            // it accepted until then.
-            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
-                return None;
+            let mut out = out.stored().await;
+            match write_bounded(&mut wr, &out, write_timeout).await {
+                Ok(()) => {}
+                Err(Some(written)) => return End::Stalled(out.split_off(written)),
+                Err(None) => return End::ClientClosed,
             }
         }
         if signal.close.load(Ordering::Acquire) {
@@ -296,7 +305,90 @@ where
             }
             let _ = wr.flush().await;
             let _ = wr.shutdown().await;
-            return Some(rd);
+            return End::BrokerClosed(rd);
         }
+    }
+}
+
+/// How [`pump`] ended.
+enum End<R> {
+    /// The client closed the connection (or it broke).
+    ClientClosed,
+    /// The broker closed it; the reading side, for [`linger`].
+    BrokerClosed(R),
+    /// The client stopped reading: what could not be written, from the
+    /// start of the packet the write stopped in.
+    Stalled(BytesMut),
+}
+
+/// Writes `out` and flushes it, giving up when one write or the flush
+/// makes no progress for `bound`: `Err(Some(n))` then, with `n` the bytes
+/// up to the start of the packet the write stopped in (packets are whole
+/// in `out`); `Err(None)` when the connection broke.
+async fn write_bounded<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &[u8],
+    bound: Duration,
+) -> Result<(), Option<usize>> {
+    let mut written = 0;
+    while written < out.len() {
+        match tokio::time::timeout(bound, wr.write(&out[written..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
+            Ok(Ok(n)) => written += n,
+            Err(_) => return Err(Some(packet_start(out, written))),
+        }
+    }
+    // A TLS or WebSocket stream may hold back what it accepted until then.
+    match tokio::time::timeout(bound, wr.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(packet_start(out, written))),
+    }
+}
+
+/// The offset of the packet `pos` falls in, walking `out`'s fixed headers.
+fn packet_start(out: &[u8], pos: usize) -> usize {
+    let mut at = 0;
+    while at < out.len() {
+        let mut len = 0usize;
+        let mut i = at + 1;
+        let mut shift = 0;
+        loop {
+            let Some(&b) = out.get(i) else { return at };
+            len |= usize::from(b & 0x7F) << shift;
+            i += 1;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 21 {
+                break;
+            }
+        }
+        let next = i + len;
+        if next > pos {
+            return at;
+        }
+        at = next;
+    }
+    at.min(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packet_start;
+
+    #[test]
+    fn a_stalled_write_is_cut_at_the_start_of_its_packet() {
+        // PINGRESP (2 bytes), a PUBLISH of 2 + 200 bytes (two-byte length),
+        // PINGRESP.
+        let mut out = vec![0xD0, 0x00, 0x30, 0xC8, 0x01];
+        out.extend(std::iter::repeat_n(0u8, 200));
+        out.extend([0xD0, 0x00]);
+        assert_eq!(packet_start(&out, 0), 0);
+        assert_eq!(packet_start(&out, 1), 0);
+        assert_eq!(packet_start(&out, 2), 2);
+        assert_eq!(packet_start(&out, 100), 2);
+        assert_eq!(packet_start(&out, 205), 205);
+        assert_eq!(packet_start(&out, 206), 205);
+        // Everything written: nothing left.
+        assert_eq!(packet_start(&out, out.len()), out.len());
     }
 }
