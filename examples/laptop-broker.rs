@@ -8,6 +8,8 @@
 //!
 //! Log lines follow `mosquitto -v` (`1700000000: New client connected from …`).
 //! Stop it with Ctrl-C (SIGINT) or SIGTERM: 5.0 clients get DISCONNECT 0x8B.
+//! SIGHUP re-reads the configuration file as Mosquitto does: certificates,
+//! password and ACL files, limits and log types (docs/operations.md).
 #![forbid(unsafe_code)]
 
 use clap::Parser;
@@ -15,6 +17,7 @@ use mqtt_broker_core::config::{Config, ListenerConfig, LogType};
 use mqtt_broker_core::driver::ServerBuilder;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
@@ -51,7 +54,8 @@ impl FormatTime for UnixSeconds {
 
 /// Logs as Mosquitto does: the config's `log_type`s and
 /// `connection_messages` (`-v`: every type), or `RUST_LOG` when it is set.
-fn init_logs(config: &Config) {
+/// The filter reads `config` at each line, so a reload changes it.
+fn init_logs(config: Arc<RwLock<Config>>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -66,11 +70,13 @@ fn init_logs(config: &Config) {
             .with(fmt.with_filter(filter))
             .init(),
         Err(_) => {
-            let config = config.clone();
             let ours = tracing_subscriber::filter::filter_fn(move |meta| {
                 let target = meta.target();
                 (target.starts_with("mqtt_broker") || target.starts_with("laptop_broker"))
-                    && config.log_enabled(target, *meta.level())
+                    && config
+                        .read()
+                        .map(|c| c.log_enabled(target, *meta.level()))
+                        .unwrap_or(true)
             });
             tracing_subscriber::registry()
                 .with(fmt.with_filter(ours))
@@ -79,37 +85,15 @@ fn init_logs(config: &Config) {
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let loaded = match &args.config {
-        Some(path) => Config::load(path).map(Some),
-        None => Ok(None),
-    };
-    let (mut config, warnings) = match loaded {
-        Ok(Some((c, w))) => (c, w),
-        Ok(None) => (Config::default(), Vec::new()),
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(3);
-        }
+/// The configuration file (or the default) with the command line applied.
+fn load(args: &Args) -> Result<(Config, Vec<mqtt_broker_core::config::Warning>), String> {
+    let (mut config, warnings) = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => (Config::default(), Vec::new()),
     };
     if args.verbose {
         // Mosquitto's -v: every log type.
         config.log_types.extend(LogType::ALL);
-    }
-    init_logs(&config);
-    tracing::info!(target: "mqtt_broker", "laptop-broker version {} starting", env!("CARGO_PKG_VERSION"));
-    match &args.config {
-        Some(path) => {
-            tracing::info!(target: "mqtt_broker", "Config loaded from {}.", path.display())
-        }
-        None => tracing::info!(target: "mqtt_broker", "Using default config."),
-    }
-    for w in &warnings {
-        tracing::warn!(target: "mqtt_broker", "Warning: {}:{}: {}", w.file, w.line, w.message);
-    }
-    if args.daemon {
-        tracing::warn!(target: "mqtt_broker", "Warning: -d is ignored: run laptop-broker under systemd (docs/raspberry-pi.md) instead of daemonising.");
     }
     if !args.port.is_empty() {
         if config.local_only {
@@ -123,6 +107,33 @@ fn main() -> ExitCode {
                 .listeners
                 .extend(args.port.iter().map(|&p| ListenerConfig::new(p, None)));
         }
+    }
+    Ok((config, warnings))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (config, warnings) = match load(&args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let shared_config = Arc::new(RwLock::new(config.clone()));
+    init_logs(shared_config.clone());
+    tracing::info!(target: "mqtt_broker", "laptop-broker version {} starting", env!("CARGO_PKG_VERSION"));
+    match &args.config {
+        Some(path) => {
+            tracing::info!(target: "mqtt_broker", "Config loaded from {}.", path.display())
+        }
+        None => tracing::info!(target: "mqtt_broker", "Using default config."),
+    }
+    for w in &warnings {
+        tracing::warn!(target: "mqtt_broker", "Warning: {}:{}: {}", w.file, w.line, w.message);
+    }
+    if args.daemon {
+        tracing::warn!(target: "mqtt_broker", "Warning: -d is ignored: run laptop-broker under systemd (docs/raspberry-pi.md) instead of daemonising.");
     }
     // One thread, like Mosquitto's event loop: packets from different
     // clients are handled in the order their sockets became readable. On a
@@ -153,31 +164,81 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        while let Signal::Reload = wait_for_signal().await {
+            reload(&args, &server, &shared_config);
+        }
         tracing::info!(target: "mqtt_broker", "laptop-broker version {} terminating", env!("CARGO_PKG_VERSION"));
         server.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// SIGHUP: read the file again and apply what can change while running; a
+/// file that does not parse keeps the running configuration.
+fn reload(args: &Args, server: &mqtt_broker_core::driver::Server, config: &RwLock<Config>) {
+    tracing::info!(target: "mqtt_broker", "Reloading config.");
+    if args.config.is_none() {
+        tracing::info!(target: "mqtt_broker", "No configuration file (-c) to reload.");
+        return;
+    }
+    let (new, warnings) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!(target: "mqtt_broker", "Error: {e}; keeping the running configuration.");
+            return;
+        }
+    };
+    for w in &warnings {
+        tracing::warn!(target: "mqtt_broker", "Warning: {}:{}: {}", w.file, w.line, w.message);
+    }
+    match server.reload(&new) {
+        Ok(report) => {
+            if let Ok(mut c) = config.write() {
+                *c = new;
+            }
+            tracing::info!(
+                target: "mqtt_broker",
+                "Configuration reloaded: {} TLS listener(s) with new certificates, {} client(s) disconnected, {} change(s) waiting for a restart.",
+                report.tls_reloaded,
+                report.disconnected.len(),
+                report.needs_restart.len()
+            );
+        }
+        Err(e) => {
+            tracing::error!(target: "mqtt_broker", "Error: {e}; keeping the running configuration.")
+        }
+    }
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+async fn wait_for_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Signal::Stop,
+                    _ = term.recv() => Signal::Stop,
+                    _ = hup.recv() => Signal::Reload,
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                Signal::Stop
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }

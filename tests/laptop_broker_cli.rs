@@ -351,3 +351,64 @@ fn a_mosquitto_database_in_the_way_is_named_and_left_alone() {
     c.publish("t", "x", true, 1);
     assert_eq!(std::fs::read(&db).unwrap(), mosquitto_db);
 }
+
+fn hangup(broker: &Broker) {
+    let status = Command::new("kill")
+        .args(["-HUP", &broker.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_broken_file_keeps_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite #\n").unwrap();
+    let text = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n",
+        acl.display()
+    );
+    std::fs::write(&conf, &text).unwrap();
+    let (mut broker, rx) = start_with_config(&conf);
+    let mut seen = Vec::new();
+    let open = format!("Opening ipv4 listen socket on port {port}.");
+    assert!(wait_for(&rx, &open, &mut seen), "{seen:?}");
+    let (mut client, _) = Raw::connect(port, "stays", true);
+    client.subscribe("a/#");
+    let (mut publisher, _) = Raw::connect(port, "publisher", true);
+
+    // A broken file: the running configuration stays, the log names file:line.
+    std::fs::write(&conf, format!("{text}max_queued_mesages 5\n")).unwrap();
+    hangup(&broker);
+    assert!(wait_for(&rx, "Reloading config.", &mut seen), "{seen:?}");
+    assert!(
+        wait_for(&rx, "keeping the running configuration", &mut seen),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("{}:4", conf.display()))),
+        "{seen:?}"
+    );
+    publisher.publish("a/1", "still served", false, 1);
+    assert_eq!(client.next_message().1, "still served");
+
+    // A good file with a stricter ACL: applied, the client stays connected.
+    std::fs::write(&acl, "topic write #\n").unwrap();
+    std::fs::write(&conf, &text).unwrap();
+    hangup(&broker);
+    assert!(
+        wait_for(&rx, "Configuration reloaded", &mut seen),
+        "{seen:?}"
+    );
+    publisher.publish("a/2", "not delivered", false, 2);
+    client.send(mqtt_codec::Packet::PingReq);
+    assert!(
+        matches!(client.recv(), mqtt_codec::Packet::PingResp),
+        "the denied message was delivered"
+    );
+    assert!(broker.0.try_wait().unwrap().is_none(), "still running");
+}

@@ -613,6 +613,7 @@ impl Broker {
             assigned,
             server_keep_alive,
             username,
+            username_from_certificate,
             ..
         } = pending;
         let version = connect.protocol;
@@ -688,6 +689,14 @@ impl Broker {
             conn.state = ConnState::Connected;
             conn.session = Some(slot);
             conn.username = username.clone();
+            // Kept to check the client again when the password file is
+            // reloaded (Mosquitto 2 does the same).
+            conn.password = if username_from_certificate {
+                None
+            } else {
+                connect.password.clone()
+            };
+            conn.username_from_certificate = username_from_certificate;
             conn.keep_alive = keep_alive;
             conn.auth_method = auth.as_ref().map(|(m, _)| m.clone());
             (conn.info.remote_addr, client_id.clone())

@@ -48,6 +48,7 @@ mod connect;
 mod disconnect;
 mod persist;
 mod publish;
+mod reload;
 mod sessions;
 mod subscribe;
 mod sys;

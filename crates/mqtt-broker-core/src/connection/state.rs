@@ -58,6 +58,10 @@ pub(crate) struct Conn {
     pub reauth: Option<crate::auth::AuthExchange>,
     /// The reason code of the client's DISCONNECT (for the event).
     pub disconnect_code: Option<mqtt_codec::ReasonCode>,
+    /// The CONNECT password, to check the client again on a reload.
+    pub password: Option<bytes::Bytes>,
+    /// The user name came from the client certificate.
+    pub username_from_certificate: bool,
 }
 
 impl Conn {
@@ -94,6 +98,8 @@ impl Conn {
             pending: None,
             reauth: None,
             disconnect_code: None,
+            password: None,
+            username_from_certificate: false,
         }
     }
 

@@ -32,15 +32,14 @@ pub(crate) async fn handle(
     let _ = tcp.set_nodelay(true);
     let mut info = ConnectionInfo {
         remote_addr: peer,
-        listener: listener.settings.clone(),
+        listener: listener.settings(),
         tls: None,
     };
     match &listener.tls {
         None => upgrade_and_serve(shared, listener, tcp, info).await,
         Some(tls) => {
             let config = tls.current();
-            let handshake =
-                mqtt_tls::accept(config, tcp, peer, listener.settings.require_certificate);
+            let handshake = mqtt_tls::accept(config, tcp, peer, listener.require_certificate);
             match tokio::time::timeout(listener.handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => {
                     info.tls = mqtt_tls::PeerIdentity::from_tls_stream(&stream).map(|id| {
@@ -79,7 +78,7 @@ async fn upgrade_and_serve<S>(
         return serve(shared, listener, stream, info).await;
     }
     let peer = info.remote_addr;
-    let port = listener.settings.port;
+    let port = listener.port;
     match tokio::time::timeout(listener.handshake_timeout, mqtt_tls::websocket::accept(stream)).await
     {
         Ok(Ok(ws)) => serve(shared, listener, ws, info).await,
@@ -122,7 +121,7 @@ fn failed(peer: SocketAddr, listener: &ListenerRuntime, why: impl std::fmt::Disp
         "Client connection from {}:{} on port {} failed: {}",
         peer.ip(),
         peer.port(),
-        listener.settings.port,
+        listener.port,
         why
     );
 }
@@ -161,8 +160,7 @@ async fn serve<S>(
     // cores); the broker is locked only to take the decoded packets.
     let mut decoder = Decoder::new();
     decoder.set_max_packet_size(max_packet_size);
-    let plain =
-        (listener.tls.is_none() && !listener.external).then_some((peer, listener.settings.port));
+    let plain = (listener.tls.is_none() && !listener.external).then_some((peer, listener.port));
     let end = pump(&shared, &signal, id, stream, decoder, plain).await;
     listener.open.fetch_sub(1, Ordering::AcqRel);
     {

@@ -103,6 +103,30 @@ impl ServerBuilder {
             }
         }
 
+        let (authenticator, authorizer) = security(config)?;
+        builder = builder.authenticator(Box::new(authenticator));
+        builder = builder.authorizer(Box::new(authorizer));
+        builder.config = Some(config.clone());
+        builder = listeners(builder, config)?;
+        if config.local_only {
+            tracing::info!(
+                target: TARGET,
+                "Starting in local only mode. Connections will only be possible from clients running on this machine."
+            );
+            tracing::info!(
+                target: TARGET,
+                "Create a configuration file which defines a listener to allow remote access."
+            );
+        }
+        Ok(builder)
+    }
+}
+
+/// The `password_file` and `acl_file` of `config`, loaded.
+pub(super) fn security(
+    config: &Config,
+) -> Result<(ConfigAuthenticator, ConfigAuthorizer), DriverError> {
+    {
         // Authentication: one password file, or one per listener.
         let authenticator = if config.per_listener_settings {
             let mut map = HashMap::new();
@@ -119,7 +143,6 @@ impl ServerBuilder {
             };
             ConfigAuthenticator::global(file)
         };
-        builder = builder.authenticator(Box::new(authenticator));
 
         // Authorisation: the core asks without naming the listener, so one
         // acl_file serves the whole broker.
@@ -144,23 +167,51 @@ impl ServerBuilder {
             Some(p) => Some(AclFile::load(p)?),
             None => None,
         };
-        builder = builder.authorizer(Box::new(ConfigAuthorizer::new(acl)));
+        Ok((authenticator, ConfigAuthorizer::new(acl)))
+    }
+}
 
+/// What about a listener can only change with a restart: its sockets,
+/// protocol, TLS files and settings.
+pub(super) fn listener_shape(l: &ListenerConfig) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?} {:?}",
+        l.port,
+        l.bind_address,
+        l.socket_domain,
+        l.protocol,
+        l.tls,
+        l.max_connections,
+        l.max_qos,
+        l.use_username_as_clientid,
+        l.mount_point,
+        l.max_topic_alias
+    )
+}
+
+/// What the clients of listener `l` get.
+pub(super) fn listener_settings(config: &Config, l: &ListenerConfig) -> ListenerSettings {
+    ListenerSettings {
+        port: l.port,
+        require_certificate: l.tls.require_certificate,
+        use_identity_as_username: l.tls.use_identity_as_username,
+        use_subject_as_username: l.tls.use_subject_as_username,
+        allow_anonymous: Some(config.allow_anonymous(l)),
+        allow_zero_length_clientid: Some(config.allow_zero_length_clientid(l)),
+        auto_id_prefix: Some(config.auto_id_prefix(l).to_string()),
+        use_username_as_clientid: l.use_username_as_clientid,
+        max_qos: l.max_qos,
+        mount_point: l.mount_point.clone(),
+        max_topic_alias: Some(l.max_topic_alias),
+    }
+}
+
+/// Adds `config`'s listeners to `builder`.
+fn listeners(mut builder: ServerBuilder, config: &Config) -> Result<ServerBuilder, DriverError> {
+    {
         for l in &config.listeners {
             let tls = tls_options(l)?;
-            let settings = ListenerSettings {
-                port: l.port,
-                require_certificate: l.tls.require_certificate,
-                use_identity_as_username: l.tls.use_identity_as_username,
-                use_subject_as_username: l.tls.use_subject_as_username,
-                allow_anonymous: Some(config.allow_anonymous(l)),
-                allow_zero_length_clientid: Some(config.allow_zero_length_clientid(l)),
-                auto_id_prefix: Some(config.auto_id_prefix(l).to_string()),
-                use_username_as_clientid: l.use_username_as_clientid,
-                max_qos: l.max_qos,
-                mount_point: l.mount_point.clone(),
-                max_topic_alias: Some(l.max_topic_alias),
-            };
+            let settings = listener_settings(config, l);
             for addr in addresses(l)? {
                 let listener = match &tls {
                     None => Listener::tcp(addr),
@@ -171,24 +222,15 @@ impl ServerBuilder {
                         })?
                     }
                 };
-                let listener = listener
+                let mut listener = listener
                     .with_settings(settings.clone())
                     .with_max_connections(l.max_connections);
+                listener.shape = listener_shape(l);
                 builder = builder.listener(match l.protocol {
                     ListenerProtocol::Mqtt => listener,
                     ListenerProtocol::Websockets => listener.websockets(),
                 });
             }
-        }
-        if config.local_only {
-            tracing::info!(
-                target: TARGET,
-                "Starting in local only mode. Connections will only be possible from clients running on this machine."
-            );
-            tracing::info!(
-                target: TARGET,
-                "Create a configuration file which defines a listener to allow remote access."
-            );
         }
         Ok(builder)
     }

@@ -27,9 +27,11 @@
 mod auth;
 mod conn;
 mod from_config;
+mod reload;
 mod shared;
 
 pub use auth::{AsyncAuthenticator, AuthFuture};
+pub use reload::ReloadReport;
 pub use shared::EventStream;
 
 // Their home is `crate::mosquitto` (no runtime needed); kept here too.
@@ -97,6 +99,8 @@ pub struct Listener {
     addr: SocketAddr,
     /// A socket the program bound itself ([`Listener::from_std`]).
     prebound: Option<Arc<std::net::TcpListener>>,
+    /// From a configuration file: what a reload cannot change.
+    shape: String,
     tls: Option<Arc<mqtt_tls::ReloadableServerConfig>>,
     settings: ListenerSettings,
     max_connections: Option<u32>,
@@ -120,6 +124,7 @@ impl Listener {
         Self {
             addr,
             prebound: None,
+            shape: String::new(),
             tls: None,
             settings: ListenerSettings {
                 port: addr.port(),
@@ -165,6 +170,7 @@ impl Listener {
         Ok(Self {
             addr,
             prebound: None,
+            shape: String::new(),
             tls: Some(Arc::new(config)),
             settings: ListenerSettings {
                 port: addr.port(),
@@ -214,13 +220,30 @@ impl Listener {
 /// What a connection task needs to know about its listener.
 pub(crate) struct ListenerRuntime {
     tls: Option<Arc<mqtt_tls::ReloadableServerConfig>>,
-    settings: ListenerSettings,
+    /// What its new clients get; replaced by [`Server::reload`].
+    settings: std::sync::RwLock<ListenerSettings>,
+    /// The bound port, for log lines.
+    port: u16,
+    require_certificate: bool,
+    /// What about its configuration needs a restart to change (empty when
+    /// it does not come from a configuration file).
+    shape: String,
     handshake_timeout: Duration,
     max_connections: Option<u32>,
     websockets: bool,
     open: AtomicU32,
     /// A stream the program handed over ([`Server::serve`]), not accepted here.
     external: bool,
+}
+
+impl ListenerRuntime {
+    /// The settings for a new connection.
+    pub(crate) fn settings(&self) -> ListenerSettings {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// Builds a [`Server`]: the broker's configuration, its auth plug-ins and
@@ -231,6 +254,8 @@ pub struct ServerBuilder {
     handshake_timeout: Duration,
     event_capacity: usize,
     async_auth: Option<Arc<dyn AsyncAuthenticator>>,
+    /// The configuration file's contents, when built from one.
+    config: Option<crate::config::Config>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -256,6 +281,7 @@ impl ServerBuilder {
             handshake_timeout: Duration::from_secs(10),
             event_capacity: 1024,
             async_auth: None,
+            config: None,
         }
     }
 
@@ -342,7 +368,10 @@ impl ServerBuilder {
             settings.port = local.port();
             let rt = Arc::new(ListenerRuntime {
                 tls: l.tls.clone(),
-                settings,
+                port: settings.port,
+                require_certificate: settings.require_certificate,
+                shape: l.shape.clone(),
+                settings: std::sync::RwLock::new(settings),
                 handshake_timeout: self.handshake_timeout,
                 max_connections: l.max_connections,
                 websockets: l.websockets,
@@ -393,6 +422,7 @@ impl ServerBuilder {
             alive_tx: Some(alive_tx),
             alive_rx,
             handshake_timeout: self.handshake_timeout,
+            config: std::sync::Mutex::new(self.config),
         })
     }
 }
@@ -452,7 +482,7 @@ async fn accept_loop(
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: say so, back off briefly.
-                    tracing::warn!(target: TARGET, "Error accepting a connection on port {}: {}", rt.settings.port, e);
+                    tracing::warn!(target: TARGET, "Error accepting a connection on port {}: {}", rt.port, e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -478,6 +508,8 @@ pub struct Server {
     alive_tx: Option<mpsc::Sender<()>>,
     alive_rx: mpsc::Receiver<()>,
     handshake_timeout: Duration,
+    /// The configuration it runs with, when built from a file.
+    config: std::sync::Mutex<Option<crate::config::Config>>,
 }
 
 /// Stops a [`Server`] from anywhere (a signal handler, another task):
@@ -628,7 +660,10 @@ impl Server {
     {
         let rt = Arc::new(ListenerRuntime {
             tls: None,
-            settings: info.listener.clone(),
+            port: info.listener.port,
+            require_certificate: info.listener.require_certificate,
+            shape: String::new(),
+            settings: std::sync::RwLock::new(info.listener.clone()),
             handshake_timeout: self.handshake_timeout,
             max_connections: None,
             websockets: false,
@@ -657,7 +692,10 @@ impl Server {
         let shared = self.shared.clone();
         let rt = Arc::new(ListenerRuntime {
             tls: None,
-            settings: info.listener.clone(),
+            port: info.listener.port,
+            require_certificate: info.listener.require_certificate,
+            shape: String::new(),
+            settings: std::sync::RwLock::new(info.listener.clone()),
             handshake_timeout: self.handshake_timeout,
             max_connections: None,
             websockets: false,
