@@ -228,3 +228,32 @@ async fn acl_and_limits_apply_to_the_next_message_and_listener_changes_wait_for_
         .is_err());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_certificate_watch_interval_a_renewed_certificate_is_served_without_a_reload() {
+    let certs = Certs::generate();
+    let port = free_port();
+    let text = format!(
+        "certificate_watch_interval 1\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        certs.path("ca.crt").display(),
+        certs.path("server.crt").display(),
+        certs.path("server.key").display(),
+    );
+    let (server, addr, _) = start(&text, port).await;
+    let before = served_certificate(addr, &certs).await;
+    let ca = mqtt_tls::gen::CertificateAuthority::from_pem_files(
+        &certs.path("ca.crt"),
+        &certs.path("ca.key"),
+    )
+    .unwrap();
+    ca.issue_server(&["127.0.0.1".to_string()])
+        .unwrap()
+        .write(&certs.path("server.crt"), &certs.path("server.key"))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while served_certificate(addr, &certs).await == before {
+        assert!(tokio::time::Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.shutdown().await;
+}

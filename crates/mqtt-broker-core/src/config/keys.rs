@@ -11,6 +11,7 @@ pub const SUPPORTED: &[&str] = &[
     "cafile",
     "capath",
     "certfile",
+    "certificate_watch_interval",
     "clientid_prefixes",
     "connection_messages",
     "crlfile",

@@ -123,6 +123,11 @@ pub struct Config {
     /// before its connection is closed. `None`: 1.5 times the client's Keep
     /// Alive (60 s with Keep Alive 0).
     pub write_timeout: Option<Duration>,
+    /// `certificate_watch_interval SECONDS` (this broker's key): look at
+    /// the TLS listeners' certificate, key and CA files this often and
+    /// serve new files as soon as a renewal job replaced them, without a
+    /// SIGHUP. `None` (the default): only on reload.
+    pub certificate_watch_interval: Option<Duration>,
     /// `log_type`: which kinds of log lines to emit. Default: error, warning,
     /// notice, information.
     pub log_types: BTreeSet<LogType>,
@@ -362,6 +367,7 @@ impl Default for Config {
             persistence_file: None,
             persistent_client_expiration: None,
             write_timeout: None,
+            certificate_watch_interval: None,
             log_types: [
                 LogType::Error,
                 LogType::Warning,

@@ -469,6 +469,12 @@ impl Parser {
                 self.cfg.persistent_client_expiration = Some(parse_expiration(line)?)
             }
             "sys_interval" => self.cfg.sys_interval = line.int(0, 65535)? as u16,
+            "certificate_watch_interval" => {
+                self.cfg.certificate_watch_interval = match line.int(0, 86_400)? {
+                    0 => None,
+                    s => Some(Duration::from_secs(s as u64)),
+                }
+            }
             "write_timeout" => {
                 self.cfg.write_timeout = Some(Duration::from_secs(line.int(1, 86_400)? as u64))
             }

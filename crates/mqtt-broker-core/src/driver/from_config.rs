@@ -107,6 +107,7 @@ impl ServerBuilder {
         builder = builder.authenticator(Box::new(authenticator));
         builder = builder.authorizer(Box::new(authorizer));
         builder.config = Some(config.clone());
+        builder.certificate_watch = config.certificate_watch_interval;
         builder = listeners(builder, config)?;
         if config.local_only {
             tracing::info!(

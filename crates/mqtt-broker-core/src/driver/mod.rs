@@ -256,6 +256,7 @@ pub struct ServerBuilder {
     async_auth: Option<Arc<dyn AsyncAuthenticator>>,
     /// The configuration file's contents, when built from one.
     config: Option<crate::config::Config>,
+    certificate_watch: Option<Duration>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -282,6 +283,7 @@ impl ServerBuilder {
             event_capacity: 1024,
             async_auth: None,
             config: None,
+            certificate_watch: None,
         }
     }
 
@@ -300,6 +302,15 @@ impl ServerBuilder {
     pub fn async_authenticator_with(mut self, a: Arc<dyn AsyncAuthenticator>) -> Self {
         self.async_auth = Some(a);
         self.broker = self.broker.with_authenticator(Box::new(auth::DeferAll));
+        self
+    }
+
+    /// Looks at the TLS listeners' certificate, key and CA files every
+    /// `interval` and serves new files as soon as they change on disk (a
+    /// renewal job replaced them), as [`Server::reload_tls`] does. Off by
+    /// default (`certificate_watch_interval` in the configuration file).
+    pub fn watch_certificates(mut self, interval: Duration) -> Self {
+        self.certificate_watch = Some(interval);
         self
     }
 
@@ -412,6 +423,19 @@ impl ServerBuilder {
                 stop_rx.clone(),
             )));
         }
+        if let Some(every) = self.certificate_watch {
+            let tls: Vec<_> = runtimes
+                .iter()
+                .filter_map(|rt| rt.tls.clone().map(|t| (t, rt.port)))
+                .collect();
+            if !tls.is_empty() {
+                tasks.push(tokio::spawn(watch_certificates(
+                    tls,
+                    every,
+                    stop_rx.clone(),
+                )));
+            }
+        }
         tasks.push(tokio::spawn(shared::timer_task(shared.clone(), stop_rx)));
         Ok(Server {
             shared,
@@ -424,6 +448,42 @@ impl ServerBuilder {
             handshake_timeout: self.handshake_timeout,
             config: std::sync::Mutex::new(self.config),
         })
+    }
+}
+
+/// Reloads TLS files that changed on disk, every `every`.
+async fn watch_certificates(
+    tls: Vec<(Arc<mqtt_tls::ReloadableServerConfig>, u16)>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once per listener until it changes, not at every look.
+    let mut last_error: Vec<Option<String>> = vec![None; tls.len()];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for ((config, port), last) in tls.iter().zip(&mut last_error) {
+            match config.reload_if_changed() {
+                Ok(true) => {
+                    *last = None;
+                    tracing::info!(target: TARGET, "Certificate files of the listener on port {port} changed: new connections get them.")
+                }
+                Ok(false) => {}
+                // A renewal job may be half-way through writing: the old
+                // files stay in use and the next look tries again.
+                Err(e) => {
+                    let e = e.to_string();
+                    if last.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(target: TARGET, "Certificate files of the listener on port {port} changed but cannot be used yet ({e}); the old ones stay in use.");
+                        *last = Some(e);
+                    }
+                }
+            }
+        }
     }
 }
 
