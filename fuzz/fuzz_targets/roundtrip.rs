@@ -267,6 +267,7 @@ fn build(f: &FuzzPacket, v: ProtocolVersion) -> Packet {
                     .filter(|_| v5 || username.is_some())
                     .map(Bytes::from),
                 username,
+                bridge: false,
             }))
         }
         FuzzPacket::ConnAck {

@@ -296,3 +296,34 @@ mod config_authenticator {
         );
     }
 }
+
+/// `06-bridge-no-local.py`: a Mosquitto bridge (protocol level 0x83 / 0x84,
+/// `try_private true`) is accepted, and never gets its own messages back.
+#[test]
+fn a_mosquitto_bridge_is_accepted_and_does_not_receive_its_own_messages() {
+    for v in [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1] {
+        for bridge in [true, false] {
+            let mut h = Harness::default_config();
+            let mut c = connect(v, "bridge-test");
+            c.bridge = bridge;
+            let (id, ack) = h.connect_with(c);
+            assert_eq!(ack.reason_code, ReasonCode::Success, "{v:?}");
+            h.subscribe(id, "loop/test", QoS::AtMostOnce);
+            h.send(
+                id,
+                Packet::Publish(publish(
+                    "loop/test",
+                    "message",
+                    QoS::AtMostOnce,
+                    false,
+                    None,
+                )),
+            );
+            h.send(id, Packet::PingReq);
+            let got = h.recv(id);
+            let echoed = got.iter().any(|p| matches!(p, Packet::Publish(_)));
+            assert_eq!(echoed, !bridge, "{v:?} bridge={bridge}: {got:?}");
+            assert!(matches!(got.last(), Some(Packet::PingResp)));
+        }
+    }
+}

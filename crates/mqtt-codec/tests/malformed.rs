@@ -1166,3 +1166,36 @@ fn mqtt_3_1_accepts_dup_on_a_resent_pubrel_subscribe_and_unsubscribe_and_3_1_1_d
     let mut buf = bytes::BytesMut::from(wire);
     assert!(d.decode(&mut buf).is_err());
 }
+
+#[test]
+fn mosquitto_bridge_levels_decode_as_bridges_of_3_1_and_3_1_1() {
+    use mqtt_codec::{Connect, Decoder, Packet, ProtocolVersion};
+    for (v, level) in [
+        (ProtocolVersion::V3_1, 0x83u8),
+        (ProtocolVersion::V3_1_1, 0x84),
+    ] {
+        let mut c = Connect::new(v, "bridge");
+        c.bridge = true;
+        let mut buf = bytes::BytesMut::new();
+        Packet::Connect(Box::new(c.clone()))
+            .encode(v, &mut buf)
+            .unwrap();
+        let name_len = if v == ProtocolVersion::V3_1 { 6 } else { 4 };
+        assert_eq!(buf[2 + 2 + name_len], level);
+        match Decoder::new().decode(&mut buf).unwrap() {
+            Some(Packet::Connect(got)) => assert_eq!(*got, c),
+            other => panic!("{other:?}"),
+        }
+    }
+    // 5.0 has no bridge bit (bridges use No Local): 0x85 is refused, and a
+    // 5.0 CONNECT marked as a bridge is encoded as plain 5.
+    let mut c = Connect::new(ProtocolVersion::V5, "b5");
+    c.bridge = true;
+    let mut buf = bytes::BytesMut::new();
+    Packet::Connect(Box::new(c))
+        .encode(ProtocolVersion::V5, &mut buf)
+        .unwrap();
+    assert_eq!(buf[2 + 2 + 4], 5);
+    buf[2 + 2 + 4] = 0x85;
+    assert!(Decoder::new().decode(&mut buf).is_err());
+}

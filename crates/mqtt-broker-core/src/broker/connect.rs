@@ -697,6 +697,8 @@ impl Broker {
                 connect.password.clone()
             };
             conn.username_from_certificate = username_from_certificate;
+            // Mosquitto's bridge bit (3.1 / 3.1.1 only; 5.0 bridges use No Local).
+            conn.bridge = connect.bridge && !version.is_v5();
             conn.keep_alive = keep_alive;
             conn.auth_method = auth.as_ref().map(|(m, _)| m.clone());
             (conn.info.remote_addr, client_id.clone())
@@ -713,7 +715,12 @@ impl Broker {
             .unwrap_or_default();
         tracing::info!(
             target: CONNECTION,
-            "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
+            "New {} connected from {}:{} as {} (p{}, c{}, k{}{}).",
+            if connect.bridge && !version.is_v5() {
+                "bridge"
+            } else {
+                "client"
+            },
             remote.ip(),
             remote.port(),
             name_for_log,

@@ -35,6 +35,7 @@ impl Broker {
             .copied()
             .unwrap_or(0);
         let max_qos = conn.info.listener.max_qos;
+        let bridge = conn.bridge;
         let mount = conn.info.listener.mount_point.clone();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut send_retained = Vec::new();
@@ -52,6 +53,12 @@ impl Broker {
             tracing::info!(target: SUBSCRIBE, "{} {} {}", name, sub.options.qos.as_u8(), sub.filter);
             // Granted at most the listener's max_qos.
             sub.options.qos = sub.options.qos.min(max_qos);
+            if bridge {
+                // As Mosquitto: a 3.1/3.1.1 bridge never gets its own
+                // messages back, and sees retain flags as published.
+                sub.options.no_local = true;
+                sub.options.retain_as_published = true;
+            }
             if let Some(m) = &mount {
                 match mounted_filter(m, &sub.filter) {
                     Some(f) => sub.filter = f,

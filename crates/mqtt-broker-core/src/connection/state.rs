@@ -62,6 +62,10 @@ pub(crate) struct Conn {
     pub password: Option<bytes::Bytes>,
     /// The user name came from the client certificate.
     pub username_from_certificate: bool,
+    /// A Mosquitto bridge (protocol level 0x83 / 0x84): its subscriptions
+    /// are No Local and Retain As Published, so nothing it sends comes
+    /// back to it.
+    pub bridge: bool,
 }
 
 impl Conn {
@@ -100,6 +104,7 @@ impl Conn {
             disconnect_code: None,
             password: None,
             username_from_certificate: false,
+            bridge: false,
         }
     }
 

@@ -44,6 +44,10 @@ pub struct Connect {
     pub username: Option<String>,
     /// Password (binary data).
     pub password: Option<Bytes>,
+    /// Mosquitto's bridge bit (`try_private`): a 3.1 or 3.1.1 bridge sets
+    /// the top bit of the protocol level (0x83, 0x84) to tell the broker it
+    /// is a bridge. Not used with 5.0, where bridges use No Local.
+    pub bridge: bool,
 }
 
 impl Connect {
@@ -59,21 +63,15 @@ impl Connect {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 
     pub(crate) fn decode(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
-        let protocol = match (&name[..], level) {
-            (b"MQTT", 4) => ProtocolVersion::V3_1_1,
-            (b"MQTT", 5) => ProtocolVersion::V5,
-            (b"MQIsdp", 3) => ProtocolVersion::V3_1,
-            (b"MQTT", l) | (b"MQIsdp", l) => {
-                return Err(DecodeError::UnsupportedProtocolVersion(l))
-            }
-            _ => return Err(DecodeError::InvalidProtocolName),
-        };
+        let protocol = version_of(&name, level)?;
+        let bridge = level & 0x80 != 0;
         let flags = r.u8()?;
         // [MQTT-3.1.2-3] the reserved flag must be 0.
         if flags & 0x01 != 0 {
@@ -142,6 +140,7 @@ impl Connect {
             will,
             username,
             password,
+            bridge,
         })
     }
 }
@@ -171,7 +170,8 @@ impl Body for Connect {
         // CONNECT always carries its own version; the connection's is ignored.
         let v5 = self.protocol.is_v5();
         put_binary(buf, self.protocol.protocol_name().as_bytes());
-        buf.put_u8(self.protocol.level());
+        let bridge = if self.bridge && !v5 { 0x80 } else { 0 };
+        buf.put_u8(self.protocol.level() | bridge);
         let mut flags = 0u8;
         if self.clean_start {
             flags |= 0x02;
@@ -233,10 +233,17 @@ pub fn peek_connect_version(buf: &[u8]) -> Result<Option<ProtocolVersion>, Decod
     let Some(&level) = body.get(2 + name_len) else {
         return Ok(None);
     };
-    match (&body[2..2 + name_len], level) {
-        (b"MQTT", 4) => Ok(Some(ProtocolVersion::V3_1_1)),
-        (b"MQTT", 5) => Ok(Some(ProtocolVersion::V5)),
-        (b"MQIsdp", 3) => Ok(Some(ProtocolVersion::V3_1)),
+    version_of(&body[2..2 + name_len], level).map(Some)
+}
+
+/// The version a CONNECT's protocol name and level name. Mosquitto's bridge
+/// bit (0x80) is allowed on 3.1 and 3.1.1 (0x83, 0x84), as Mosquitto
+/// accepts it.
+fn version_of(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeError> {
+    match (name, level) {
+        (b"MQTT", 4 | 0x84) => Ok(ProtocolVersion::V3_1_1),
+        (b"MQTT", 5) => Ok(ProtocolVersion::V5),
+        (b"MQIsdp", 3 | 0x83) => Ok(ProtocolVersion::V3_1),
         (b"MQTT", l) | (b"MQIsdp", l) => Err(DecodeError::UnsupportedProtocolVersion(l)),
         _ => Err(DecodeError::InvalidProtocolName),
     }

@@ -341,6 +341,7 @@ pub fn connect(v: ProtocolVersion) -> impl Strategy<Value = Connect> {
                     will,
                     username,
                     password,
+                    bridge: false,
                 }
             },
         )
