@@ -108,6 +108,7 @@ mod session;
 mod slab;
 mod stats;
 mod storage;
+pub mod sys;
 mod timer;
 
 pub use auth::{
@@ -122,7 +123,7 @@ pub use event::{DisconnectReason, Event};
 pub use file_storage::{FileStorage, FileStorageError};
 #[cfg(feature = "mosquitto")]
 pub use mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
-pub use stats::Statistics;
+pub use stats::{DisconnectCounts, HeapSource, HeapUsage, Statistics};
 pub use storage::{
     MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState,
 };
