@@ -26,7 +26,10 @@
 
 mod conn;
 mod from_config;
+mod metrics;
 mod shared;
+
+pub use metrics::{metrics_text, CONTENT_TYPE as METRICS_CONTENT_TYPE, METRICS_PATH};
 
 // Their home is `crate::mosquitto` (no runtime needed); kept here too.
 pub use crate::mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
@@ -193,6 +196,8 @@ pub struct ServerBuilder {
     broker: Broker,
     listeners: Vec<Listener>,
     handshake_timeout: Duration,
+    /// Where to serve the Prometheus metrics (`metrics_listener`).
+    metrics: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -200,6 +205,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("listeners", &self.listeners)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -216,6 +222,7 @@ impl ServerBuilder {
             broker,
             listeners: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            metrics: Vec::new(),
         }
     }
 
@@ -234,6 +241,13 @@ impl ServerBuilder {
     /// Adds a listener.
     pub fn listener(mut self, l: Listener) -> Self {
         self.listeners.push(l);
+        self
+    }
+
+    /// Serves the statistics for Prometheus at `http://ADDR/metrics`
+    /// ([`metrics_text`]); may be given more than once (e.g. IPv4 and IPv6).
+    pub fn metrics_listener(mut self, addr: SocketAddr) -> Self {
+        self.metrics.push(addr);
         self
     }
 
@@ -281,6 +295,17 @@ impl ServerBuilder {
             });
             bound.push((socket, local, rt));
         }
+        let mut metrics_sockets = Vec::new();
+        for addr in &self.metrics {
+            let socket = bind(*addr)?;
+            let local = socket.local_addr().map_err(|source| DriverError::Bind {
+                addr: *addr,
+                source,
+                hint: "",
+            })?;
+            tracing::info!(target: TARGET, "Opening metrics listen socket on {}.", local);
+            metrics_sockets.push((socket, local));
+        }
         let shared = Shared::new(self.broker);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
@@ -298,10 +323,17 @@ impl ServerBuilder {
                 stop_rx.clone(),
             )));
         }
+        let mut metrics_addrs = Vec::new();
+        for (socket, local) in metrics_sockets {
+            metrics_addrs.push(local);
+            let task = metrics::serve(shared.clone(), socket, stop_rx.clone());
+            tasks.push(tokio::spawn(task));
+        }
         tasks.push(tokio::spawn(shared::timer_task(shared.clone(), stop_rx)));
         Ok(Server {
             shared,
             local_addrs,
+            metrics_addrs,
             runtimes,
             tasks,
             stop: stop_tx,
@@ -368,6 +400,7 @@ async fn accept_loop(
 pub struct Server {
     shared: Arc<Shared>,
     local_addrs: Vec<SocketAddr>,
+    metrics_addrs: Vec<SocketAddr>,
     runtimes: Vec<Arc<ListenerRuntime>>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -393,6 +426,18 @@ impl Server {
     /// A snapshot of the broker's statistics.
     pub fn stats(&self) -> Statistics {
         self.shared.lock().broker().stats()
+    }
+
+    /// The addresses the Prometheus metrics are served on (empty without
+    /// [`ServerBuilder::metrics_listener`]), with the real port when port 0
+    /// was asked for.
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.metrics_addrs
+    }
+
+    /// The statistics in Prometheus' text format, as served at `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        metrics_text(&self.stats())
     }
 
     /// Runs `f` on the locked broker (for embedders that need more than
