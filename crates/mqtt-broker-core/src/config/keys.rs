@@ -29,6 +29,7 @@ pub const SUPPORTED: &[&str] = &[
     "max_topic_alias",
     "maximum_qos",
     "message_size_limit",
+    "metrics_listener",
     "mount_point",
     "password_file",
     "per_listener_settings",

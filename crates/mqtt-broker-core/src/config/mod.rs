@@ -139,6 +139,21 @@ pub struct Config {
     /// may connect (deprecated in Mosquitto 2, still honoured). `None`
     /// (default): any.
     pub clientid_prefixes: Option<String>,
+    /// `metrics_listener PORT [BIND_ADDRESS]`: serve the statistics for
+    /// Prometheus over HTTP at `/metrics` on this port (all addresses, or
+    /// only `BIND_ADDRESS`). `None` (default): no metrics listener.
+    pub metrics_listener: Option<MetricsListener>,
+}
+
+/// Where the Prometheus metrics are served (`metrics_listener`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsListener {
+    /// The TCP port.
+    pub port: u16,
+    /// The address or host name to bind; `None` = every address (IPv4 and IPv6).
+    pub bind_address: Option<String>,
+    /// Where it was configured.
+    pub origin: Origin,
 }
 
 /// Auth options that are global or per listener depending on
@@ -379,6 +394,7 @@ impl Default for Config {
             connection_messages: true,
             sys_interval: 10,
             clientid_prefixes: None,
+            metrics_listener: None,
         }
     }
 }
