@@ -58,6 +58,7 @@ use std::sync::Arc;
 pub mod check;
 mod client;
 mod error;
+pub mod expiry;
 pub mod gen;
 mod handshake;
 mod identity;
