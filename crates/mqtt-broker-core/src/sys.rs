@@ -42,6 +42,9 @@ pub(crate) enum SysValue {
     HeapCurrent,
     /// `Statistics::heap_maximum`, if the embedder gave a heap source.
     HeapMaximum,
+    /// The days left of a TLS listener's certificate, from the driver
+    /// ([`crate::Broker::set_tls_days_left`]).
+    TlsDaysLeft,
 }
 
 /// When a `$SYS` topic is published.
@@ -57,12 +60,16 @@ pub enum SysPublish {
     /// On change, and only when the embedder gave a heap source
     /// ([`crate::Broker::with_heap_source`]).
     HeapSourceOnChange,
+    /// On change, one topic per TLS listener whose driver reported the
+    /// value ([`crate::Broker::set_tls_days_left`]).
+    PerTlsListenerOnChange,
 }
 
 /// One `$SYS/broker/...` topic.
 #[derive(Debug, Clone, Copy)]
 pub struct SysTopic {
-    /// The full topic name.
+    /// The full topic name; in [`SYS_LISTENER_TOPICS`], a pattern with
+    /// `<port>` where the listener's port goes.
     pub topic: &'static str,
     /// What the value is.
     pub meaning: &'static str,
@@ -205,6 +212,23 @@ pub const SYS_TOPICS: &[SysTopic] = &[
     stat("$SYS/broker/publish/bytes/sent", "payload bytes of the PUBLISH packets sent since the start", "bytes", |s| s.publish_bytes_sent),
 ];
 
+/// The `$SYS/broker/...` topics published once per listener, with `<port>`
+/// in place of the listener's port. Mosquitto has none of these; the names
+/// follow its `$SYS/broker/...` style.
+pub const SYS_LISTENER_TOPICS: &[SysTopic] = &[SysTopic {
+    topic: "$SYS/broker/tls/listener/<port>/certificate/days_left",
+    meaning: "whole days until the TLS listener's server certificate expires (0 on its last day, negative once expired), checked at start, on reload and once a day",
+    unit: "days",
+    retained: true,
+    publish: SysPublish::PerTlsListenerOnChange,
+    value: SysValue::TlsDaysLeft,
+}];
+
+/// The topic of `pattern` (from [`SYS_LISTENER_TOPICS`]) for the listener on `port`.
+pub fn listener_topic(pattern: &str, port: u16) -> String {
+    pattern.replace("<port>", &port.to_string())
+}
+
 /// The `$SYS` state carried from one update to the next.
 #[derive(Debug, Default)]
 pub(crate) struct SysState {
@@ -216,6 +240,9 @@ pub(crate) struct SysState {
     pub loads: Vec<f64>,
     /// The payload last published, by index in `SYS_TOPICS`.
     pub published: Vec<Option<String>>,
+    /// Days left of each TLS listener's certificate, by port, and what was
+    /// last published for it.
+    pub tls_days_left: std::collections::BTreeMap<u16, (i64, Option<i64>)>,
 }
 
 /// The new moving average of `current` towards `rate` after `elapsed`

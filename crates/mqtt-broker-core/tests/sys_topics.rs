@@ -4,7 +4,9 @@
 //! the heap source, and the documentation's table of the same list.
 mod util;
 
-use mqtt_broker_core::sys::{SysPublish, SYS_TOPICS};
+use mqtt_broker_core::sys::{
+    listener_topic, SysPublish, SysTopic, SYS_LISTENER_TOPICS, SYS_TOPICS,
+};
 use mqtt_broker_core::{Broker, BrokerConfig, HeapUsage};
 use mqtt_codec::{Packet, Publish, QoS};
 use std::collections::BTreeMap;
@@ -263,16 +265,17 @@ fn an_expired_session_counts_in_clients_expired() {
     assert_eq!(num(&v, "$SYS/broker/clients/maximum"), 1);
 }
 
-/// The table of docs/sys-and-metrics.md, made from `SYS_TOPICS`.
-fn docs_table() -> String {
+/// A table of docs/sys-and-metrics.md, made from `topics`.
+fn docs_table(topics: &[SysTopic]) -> String {
     let mut t =
         String::from("| topic | meaning | unit | retained | published |\n|---|---|---|---|---|\n");
-    for s in SYS_TOPICS {
+    for s in topics {
         let when = match s.publish {
             SysPublish::Always => "every interval",
             SysPublish::OnChange => "on change",
             SysPublish::LoadChange => "first update, then on a change of 0.01 or more",
             SysPublish::HeapSourceOnChange => "on change, with a heap source",
+            SysPublish::PerTlsListenerOnChange => "on change, for each TLS listener",
             _ => "other",
         };
         t.push_str(&format!(
@@ -291,11 +294,50 @@ fn docs_table() -> String {
 fn the_docs_list_every_sys_topic_as_the_table_says() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sys-and-metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/sys-and-metrics.md");
-    let table = docs_table();
+    let table = docs_table(SYS_TOPICS);
     assert!(
         docs.contains(&table),
         "docs/sys-and-metrics.md must hold this table (generated from SYS_TOPICS):\n{table}"
     );
+    let table = docs_table(SYS_LISTENER_TOPICS);
+    assert!(
+        docs.contains(&table),
+        "docs/sys-and-metrics.md must hold this table (generated from SYS_LISTENER_TOPICS):\n{table}"
+    );
+}
+
+#[test]
+fn tls_days_left_is_published_retained_per_listener_when_it_changes() {
+    let mut h = Harness::new(config());
+    h.broker.set_tls_days_left(8883, 10);
+    h.broker.set_tls_days_left(8884, -2);
+    assert_eq!(h.broker.tls_days_left(8883), Some(10));
+    let s = h.connect(V5, "s");
+    h.subscribe(s, "$SYS/broker/tls/#", QoS::AtMostOnce);
+    h.advance(INTERVAL);
+    let first = by_topic(&h.recv_publishes(s));
+    let topic = |port| listener_topic(SYS_LISTENER_TOPICS[0].topic, port);
+    assert_eq!(
+        topic(8883),
+        "$SYS/broker/tls/listener/8883/certificate/days_left"
+    );
+    // Delivered live to "s" (retain off, as for any live message).
+    assert_eq!(first[&topic(8883)].0, "10");
+    assert_eq!(first[&topic(8884)].0, "-2");
+    assert_eq!(first.len(), 2, "{first:?}");
+    // Unchanged: not published again; changed: published.
+    h.broker.set_tls_days_left(8883, 10);
+    h.advance(INTERVAL);
+    assert!(h.recv_publishes(s).is_empty());
+    h.broker.set_tls_days_left(8883, 9);
+    h.advance(INTERVAL);
+    let third = by_topic(&h.recv_publishes(s));
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_eq!(third[&topic(8883)].0, "9");
+    // A later subscriber gets the retained values.
+    let late = read_sys(&mut h, "late");
+    assert_eq!(late[&topic(8883)], ("9".to_string(), true));
+    assert_eq!(late[&topic(8884)], ("-2".to_string(), true));
 }
 
 #[test]
