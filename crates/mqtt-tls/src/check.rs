@@ -90,7 +90,12 @@ pub fn has_errors(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error)
 }
 
-const SOON: i64 = 30 * 24 * 3600;
+const DAY: i64 = 24 * 3600;
+
+/// Whole days from `now` to `not_after`, rounded down (negative once expired).
+fn days_left(not_after: i64, now: i64) -> i64 {
+    not_after.saturating_sub(now).div_euclid(DAY)
+}
 
 /// Runs every check that the given files allow and returns the findings, in order.
 pub fn check(options: &CheckOptions) -> Vec<Finding> {
@@ -225,13 +230,15 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
     }
 
     // Validity.
-    validity(
-        &mut push,
-        &what,
-        &info,
-        now,
-        "re-issue it from the same CA with gen-certs --ca-cert ca.crt --ca-key ca.key",
-    );
+    let fix = match crate::expiry::CertificateExpiry::from_der(leaf.as_ref(), Some(certfile), 1) {
+        Ok(expiry) => format!(
+            "re-issue it from the same CA: {}",
+            expiry.reissue_command(options.cafile.as_deref())
+        ),
+        Err(_) => "re-issue it from the same CA with gen-certs --ca-cert ca.crt --ca-key ca.key"
+            .to_string(),
+    };
+    validity(&mut push, &what, &info, now, &fix);
 
     // Key.
     if let Some(keyfile) = &options.keyfile {
@@ -337,22 +344,33 @@ fn validity(
             ),
         );
     } else if now > info.not_after {
+        let ago = now.saturating_sub(info.not_after).div_euclid(DAY);
         push(
             Severity::Error,
-            format!("{what} expired on {}; {fix}", format_time(info.not_after)),
+            format!(
+                "{what} expired on {} ({ago} day{} ago; days left: {}); {fix}",
+                format_time(info.not_after),
+                if ago == 1 { "" } else { "s" },
+                days_left(info.not_after, now)
+            ),
         );
-    } else if info.not_after - now < SOON {
+    } else if days_left(info.not_after, now) < crate::expiry::WARN_WITHIN_DAYS {
         push(
             Severity::Warning,
-            format!("{what} expires on {}; {fix}", format_time(info.not_after)),
+            format!(
+                "{what} expires on {} (days left: {}); {fix}",
+                format_time(info.not_after),
+                days_left(info.not_after, now)
+            ),
         );
     } else {
         push(
             Severity::Ok,
             format!(
-                "{what}: valid from {} to {}",
+                "{what}: valid from {} to {} (days left: {})",
                 format_time(info.not_before),
-                format_time(info.not_after)
+                format_time(info.not_after),
+                days_left(info.not_after, now)
             ),
         );
     }
@@ -445,6 +463,56 @@ mod tests {
         assert!(findings
             .iter()
             .any(|f| f.message.contains("accepts this client certificate")));
+    }
+
+    #[test]
+    fn days_left_are_reported_for_the_ca_and_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = set(dir.path());
+        let day = std::time::Duration::from_secs(86400);
+        let hour = std::time::Duration::from_secs(3600);
+        let now = std::time::SystemTime::now();
+        let soon = ca
+            .issue_server_valid(
+                &["127.0.0.2".to_string()],
+                now - hour,
+                now + day * 10 + hour,
+            )
+            .unwrap();
+        soon.write(&dir.path().join("soon.crt"), &dir.path().join("soon.key"))
+            .unwrap();
+        let findings = check(&CheckOptions {
+            cafile: Some(dir.path().join("ca.crt")),
+            certfile: Some(dir.path().join("soon.crt")),
+            keyfile: Some(dir.path().join("soon.key")),
+            names: vec!["127.0.0.2".to_string()],
+        });
+        let soon_crt = dir.path().join("soon.crt");
+        let warning = findings
+            .iter()
+            .find(|f| f.severity == Severity::Warning && f.message.contains("days left: 10"))
+            .unwrap_or_else(|| panic!("{findings:#?}"));
+        assert!(
+            warning
+                .message
+                .starts_with(&format!("certfile {} expires on", soon_crt.display())),
+            "{warning:?}"
+        );
+        assert!(
+            warning.message.ends_with(&format!(
+                "--ca-cert {} --ca-key {} --server-name 127.0.0.2",
+                dir.path().join("ca.crt").display(),
+                dir.path().join("ca.key").display()
+            )),
+            "{warning:?}"
+        );
+        // The CA from gen-certs: ten years.
+        assert!(
+            findings.iter().any(|f| f.severity == Severity::Ok
+                && f.message.starts_with("cafile ")
+                && f.message.contains("days left: 36")),
+            "{findings:#?}"
+        );
     }
 
     #[test]

@@ -292,7 +292,11 @@ pub fn certificates_in_dir(dir: &Path) -> Result<Vec<CertificateExpiry>, TlsErro
         use rustls_pki_types::pem::PemObject;
         let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes).flatten();
         for (i, der) in certs.enumerate() {
-            out.push(CertificateExpiry::from_der(der.as_ref(), Some(&path), i + 1)?);
+            out.push(CertificateExpiry::from_der(
+                der.as_ref(),
+                Some(&path),
+                i + 1,
+            )?);
         }
     }
     Ok(out)
@@ -340,10 +344,11 @@ pub fn configured(
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut add = |role, found: Result<Vec<CertificateExpiry>, TlsError>| match found {
-        Ok(certs) => out.extend(certs.into_iter().map(|certificate| ConfiguredCertificate {
-            role,
-            certificate,
-        })),
+        Ok(certs) => out.extend(
+            certs
+                .into_iter()
+                .map(|certificate| ConfiguredCertificate { role, certificate }),
+        ),
         Err(e) => errors.push(e),
     };
     if let Some(f) = certfile {
@@ -418,12 +423,17 @@ mod tests {
         let w = c.warning(now, None);
         assert!(w.contains("client certificate CN=pi in "), "{w}");
         assert!(w.contains("expired 3 days ago"), "{w}");
-        assert!(w.ends_with("--ca-cert ca.crt --ca-key ca.key --client-name pi"), "{w}");
+        assert!(
+            w.ends_with("--ca-cert ca.crt --ca-key ca.key --client-name pi"),
+            "{w}"
+        );
 
         let f = &certificates_in(&dir.path().join("f.crt")).unwrap()[0];
         assert_eq!(f.days_left(now), 400);
         assert!(!f.expires_within(now, WARN_WITHIN_DAYS));
-        assert!(f.reissue_command(None).ends_with("--client-name 'sensor 2'"));
+        assert!(f
+            .reissue_command(None)
+            .ends_with("--client-name 'sensor 2'"));
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub(crate) async fn handle(
             let handshake = mqtt_tls::accept(config, tcp, peer, listener.require_certificate);
             match tokio::time::timeout(listener.handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => {
+                    let presented = stream.get_ref().1.peer_certificates();
+                    if let Some(cert) = presented.and_then(|certs| certs.first()) {
+                        shared
+                            .expiry
+                            .check_client(cert.as_ref(), peer, listener.port);
+                    }
                     info.tls = mqtt_tls::PeerIdentity::from_tls_stream(&stream).map(|id| {
                         PeerCertificate {
                             common_name: id.common_name,

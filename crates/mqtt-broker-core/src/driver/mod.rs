@@ -26,13 +26,16 @@
 
 mod auth;
 mod conn;
+mod expiry;
 mod from_config;
 mod metrics;
 mod reload;
 mod shared;
 
 pub use auth::{AsyncAuthenticator, AuthFuture};
+pub use expiry::DEFAULT_CHECK_INTERVAL as DEFAULT_CERTIFICATE_EXPIRY_CHECK_INTERVAL;
 pub use metrics::{metrics_text, CONTENT_TYPE as METRICS_CONTENT_TYPE, METRICS_PATH};
+pub use mqtt_tls::expiry::WARN_WITHIN_DAYS as DEFAULT_CERTIFICATE_EXPIRY_WARNING_DAYS;
 pub use reload::ReloadReport;
 pub use shared::EventStream;
 
@@ -261,6 +264,10 @@ pub struct ServerBuilder {
     certificate_watch: Option<Duration>,
     /// Where to serve the Prometheus metrics (`metrics_listener`).
     metrics: Vec<SocketAddr>,
+    /// Warn about certificates with fewer days left than this.
+    expiry_warning_days: u32,
+    /// How often the listeners' certificates are checked for expiry.
+    expiry_check_interval: Duration,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -290,7 +297,32 @@ impl ServerBuilder {
             config: None,
             certificate_watch: None,
             metrics: Vec::new(),
+            expiry_warning_days: DEFAULT_CERTIFICATE_EXPIRY_WARNING_DAYS.unsigned_abs() as u32,
+            expiry_check_interval: DEFAULT_CERTIFICATE_EXPIRY_CHECK_INTERVAL,
         }
+    }
+
+    /// Logs a warning for each certificate of a TLS listener (`certfile`,
+    /// `cafile`, `capath`) and each client certificate presented to the
+    /// broker that expires within `days` days, or has expired (default
+    /// [`DEFAULT_CERTIFICATE_EXPIRY_WARNING_DAYS`], 30). The listeners'
+    /// certificates are checked at start, on [`Server::reload`] and every
+    /// [`ServerBuilder::certificate_expiry_check_interval`]; a client
+    /// certificate when it is presented, at most once a day per subject.
+    /// Each warning names the certificate, its file, the days left and the
+    /// `gen-certs` command that re-issues it from the same CA.
+    pub fn certificate_expiry_warning(mut self, days: u32) -> Self {
+        self.expiry_warning_days = days;
+        self
+    }
+
+    /// How often the TLS listeners' certificates are checked for expiry
+    /// while the broker runs (default once a day,
+    /// [`DEFAULT_CERTIFICATE_EXPIRY_CHECK_INTERVAL`]); the check also
+    /// updates `$SYS/broker/tls/listener/<port>/certificate/days_left`.
+    pub fn certificate_expiry_check_interval(mut self, every: Duration) -> Self {
+        self.expiry_check_interval = every;
+        self
     }
 
     /// Checks CONNECTs with an `async` function, outside the broker's lock
@@ -422,7 +454,12 @@ impl ServerBuilder {
             }
             None => (None, None),
         };
-        let shared = Shared::new(self.broker, self.event_capacity, auth_tx);
+        let shared = Shared::new(
+            self.broker,
+            self.event_capacity,
+            auth_tx,
+            expiry::ExpiryWatch::new(i64::from(self.expiry_warning_days)),
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let mut tasks = Vec::new();
@@ -447,14 +484,26 @@ impl ServerBuilder {
                 stop_rx.clone(),
             )));
         }
+        let tls_runtimes: Vec<_> = runtimes
+            .iter()
+            .filter(|rt| rt.tls.is_some())
+            .cloned()
+            .collect();
+        if !tls_runtimes.is_empty() {
+            // Certificates that expire soon: said at start, then every day.
+            shared.expiry.check_listeners(&shared, &tls_runtimes);
+            tasks.push(tokio::spawn(expiry::check_every(
+                shared.clone(),
+                tls_runtimes.clone(),
+                self.expiry_check_interval,
+                stop_rx.clone(),
+            )));
+        }
         if let Some(every) = self.certificate_watch {
-            let tls: Vec<_> = runtimes
-                .iter()
-                .filter_map(|rt| rt.tls.clone().map(|t| (t, rt.port)))
-                .collect();
-            if !tls.is_empty() {
+            if !tls_runtimes.is_empty() {
                 tasks.push(tokio::spawn(watch_certificates(
-                    tls,
+                    shared.clone(),
+                    tls_runtimes,
                     every,
                     stop_rx.clone(),
                 )));
@@ -484,10 +533,15 @@ impl ServerBuilder {
 
 /// Reloads TLS files that changed on disk, every `every`.
 async fn watch_certificates(
-    tls: Vec<(Arc<mqtt_tls::ReloadableServerConfig>, u16)>,
+    shared: Arc<Shared>,
+    runtimes: Vec<Arc<ListenerRuntime>>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let tls: Vec<_> = runtimes
+        .iter()
+        .filter_map(|rt| rt.tls.clone().map(|t| (t, rt.port)))
+        .collect();
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Said once per listener until it changes, not at every look.
@@ -497,10 +551,12 @@ async fn watch_certificates(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        for ((config, port), last) in tls.iter().zip(&mut last_error) {
+        let mut changed = Vec::new();
+        for (((config, port), last), rt) in tls.iter().zip(&mut last_error).zip(&runtimes) {
             match config.reload_if_changed() {
                 Ok(true) => {
                     *last = None;
+                    changed.push(rt.clone());
                     tracing::info!(target: TARGET, "Certificate files of the listener on port {port} changed: new connections get them.")
                 }
                 Ok(false) => {}
@@ -515,6 +571,8 @@ async fn watch_certificates(
                 }
             }
         }
+        // New files: how long they have left, in the log and in $SYS.
+        shared.expiry.check_listeners(&shared, &changed);
     }
 }
 

@@ -43,6 +43,9 @@ impl Server {
     /// and `connection_messages` are the logger's: the program applies
     /// them (laptop-broker does).
     ///
+    /// After a reload, every certificate of the TLS listeners that expires
+    /// soon is logged again (see [`super::ServerBuilder::certificate_expiry_warning`]).
+    ///
     /// Only a server built with [`super::ServerBuilder::from_config`]
     /// reloads its authentication; for others, only TLS files and limits
     /// are applied.
@@ -131,6 +134,10 @@ impl Server {
                 report.disconnected = broker.reauthenticate_connected(now);
             }
         }
+        // Certificates that expire soon, in the files as they are now.
+        self.shared
+            .expiry
+            .check_listeners(&self.shared, &self.runtimes);
         for what in &report.needs_restart {
             tracing::warn!(target: TARGET, "Reload: {what}.");
         }

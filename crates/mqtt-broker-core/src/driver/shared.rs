@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<Event>,
     /// Deferred authentications, when an async authenticator is set.
     auth_jobs: Option<mpsc::UnboundedSender<AuthJob>>,
+    /// Certificates that expire soon: the threshold and the clients warned about.
+    pub(crate) expiry: super::expiry::ExpiryWatch,
 }
 
 impl Shared {
@@ -43,6 +45,7 @@ impl Shared {
         broker: Broker,
         event_capacity: usize,
         auth_jobs: Option<mpsc::UnboundedSender<AuthJob>>,
+        expiry: super::expiry::ExpiryWatch,
     ) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -53,6 +56,7 @@ impl Shared {
             timer: Notify::new(),
             events: broadcast::channel(event_capacity.max(1)).0,
             auth_jobs,
+            expiry,
         })
     }
 
