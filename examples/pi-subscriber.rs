@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 
@@ -195,6 +195,63 @@ fn print_message(args: &Args, message: &Publish) {
     let _ = out.flush();
 }
 
+/// The warnings for the client certificate (`--cert`) and the CAs it
+/// trusts (`--cafile`, `--capath`) that expire within
+/// [`mqtt_tls::expiry::WARN_WITHIN_DAYS`] days of `now`, or have expired,
+/// each with the `gen-certs` command that re-issues it. Files that cannot
+/// be read are left to the connection, which explains them.
+fn expiry_warnings(tls: &TlsArgs, now: SystemTime) -> Vec<String> {
+    let (found, _unreadable) = mqtt_tls::expiry::configured(
+        tls.cert.as_deref(),
+        tls.cafile.as_deref(),
+        tls.capath.as_deref(),
+    );
+    found
+        .iter()
+        .filter(|c| {
+            c.certificate
+                .expires_within(now, mqtt_tls::expiry::WARN_WITHIN_DAYS)
+        })
+        .map(|c| {
+            let flag = match c.role {
+                mqtt_tls::expiry::Role::Certfile => "--cert",
+                mqtt_tls::expiry::Role::Cafile => "--cafile",
+                mqtt_tls::expiry::Role::Capath => "--capath",
+            };
+            format!(
+                "Warning: {flag}: {}",
+                c.certificate.warning(now, tls.cafile.as_deref())
+            )
+        })
+        .collect()
+}
+
+/// Prints the expiry warnings now, then once a day while running.
+fn warn_about_expiry(tls: &TlsArgs) {
+    for w in expiry_warnings(tls, SystemTime::now()) {
+        eprintln!("{w}");
+    }
+    if tls.cert.is_none() && tls.cafile.is_none() && tls.capath.is_none() {
+        return;
+    }
+    let tls = tls.clone();
+    tokio::spawn(async move {
+        let mut day = tokio::time::interval_at(
+            tokio::time::Instant::now() + EXPIRY_CHECK_EVERY,
+            EXPIRY_CHECK_EVERY,
+        );
+        loop {
+            day.tick().await;
+            for w in expiry_warnings(&tls, SystemTime::now()) {
+                eprintln!("{w}");
+            }
+        }
+    });
+}
+
+/// How often the certificates are checked for expiry while running.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
+
 /// Whether `topic` matches the filter `filter` (for -T).
 fn matches(filter: &str, topic: &str) -> bool {
     let mut f = filter.split('/');
@@ -277,6 +334,7 @@ async fn run(args: Args) -> ExitCode {
             unsub_props.user_properties.push((k.into(), v.into()));
         }
     }
+    warn_about_expiry(&args.tls);
     let (client, mut messages) = match Client::connect(options).await {
         Ok(c) => c,
         Err(e) => {
