@@ -234,8 +234,7 @@ fn the_broker_and_the_pi_warn_about_certificates_that_expire_in_10_days() {
     assert!(!err.contains("--cafile:"), "{err}");
 
     // The broker saw the Pi's certificate.
-    let presented =
-        format!("on port {port} presented a client certificate CN=pi expires in 10 days");
+    let presented = format!("on port {port}: client certificate CN=pi expires in 10 days");
     assert!(wait_for(&rx, &presented, &mut seen), "{seen:#?}");
 }
 

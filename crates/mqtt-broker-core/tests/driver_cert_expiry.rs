@@ -215,14 +215,14 @@ async fn a_client_certificate_that_expires_soon_is_warned_about_once() {
     let text = logs.text();
     let warnings: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("presented a client certificate"))
+        .filter(|l| l.contains(": client certificate"))
         .collect();
     assert_eq!(warnings.len(), 1, "{text}");
     let w = warnings[0];
     assert!(
         w.starts_with("Warning: client 127.0.0.1:")
             && w.contains(&format!(
-                " on port {port} presented a client certificate CN=pi expires in 10 days (on "
+                " on port {port}: client certificate CN=pi expires in 10 days (on "
             )),
         "{w}"
     );

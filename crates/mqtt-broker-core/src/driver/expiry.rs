@@ -111,7 +111,7 @@ impl ExpiryWatch {
         }
         tracing::warn!(
             target: TARGET,
-            "Warning: client {}:{} on port {port} presented a {}",
+            "Warning: client {}:{} on port {port}: {}",
             peer.ip(),
             peer.port(),
             cert.warning(now, None)
