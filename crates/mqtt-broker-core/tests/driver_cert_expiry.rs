@@ -61,18 +61,17 @@ impl Set {
         .expect("written");
     }
 
-    /// Replaces the server certificate with one that expired `ago` days ago.
-    fn expire_server(&self, ago: u64) {
-        let now = SystemTime::now();
-        let old = self
+    /// Replaces the server certificate with one valid over these dates.
+    fn replace_server(&self, not_before: SystemTime, not_after: SystemTime) {
+        let new = self
             .ca
             .issue_server_valid(
                 &["127.0.0.1".to_string(), "localhost".to_string()],
-                now - days(ago + 30),
-                now - days(ago) - HOUR,
+                not_before,
+                not_after,
             )
-            .expect("expired certificate");
-        old.write(&self.path("server.crt"), &self.path("server.key"))
+            .expect("server certificate");
+        new.write(&self.path("server.crt"), &self.path("server.key"))
             .expect("written");
     }
 
@@ -244,7 +243,8 @@ async fn a_reload_and_the_periodic_check_warn_again_and_an_expired_certificate_i
     assert_eq!(days_left_on_sys(addr, &set, port, "400").await, "400");
 
     // Replaced with one that expired three days ago, then reloaded.
-    set.expire_server(3);
+    let now = SystemTime::now();
+    set.replace_server(now - days(33), now - days(3) - HOUR);
     let report = server.reload(&set.config(port)).expect("reloaded");
     assert_eq!(report.tls_reloaded, 1);
     let needle = format!(
@@ -260,9 +260,29 @@ async fn a_reload_and_the_periodic_check_warn_again_and_an_expired_certificate_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(logs.text().matches(&needle).count() >= 3, "{}", logs.text());
+
     server.shutdown().await;
     // Stopped with the server: no more checks.
     let after = logs.text().matches(&needle).count();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(logs.text().matches(&needle).count(), after);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_renewed_certificate_picked_up_by_reload_tls_is_no_longer_warned_about() {
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let set = Set::new(10);
+    let (server, addr, port) = start(&set, None).await;
+    let needle = "certfile: server certificate CN=127.0.0.1";
+    assert_eq!(logs.text().matches(needle).count(), 1, "{}", logs.text());
+    assert_eq!(days_left_on_sys(addr, &set, port, "10").await, "10");
+
+    let now = SystemTime::now();
+    set.replace_server(now - HOUR, now + days(400) + HOUR);
+    assert_eq!(server.reload_tls().expect("reloaded"), 1);
+    assert_eq!(server.with_broker(|b| b.tls_days_left(port)), Some(400));
+    assert_eq!(days_left_on_sys(addr, &set, port, "400").await, "400");
+    assert_eq!(logs.text().matches(needle).count(), 1, "{}", logs.text());
+    server.shutdown().await;
 }

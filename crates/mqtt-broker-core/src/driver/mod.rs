@@ -773,17 +773,25 @@ impl Server {
 
     /// Re-reads the TLS certificate and key of every TLS listener whose files
     /// changed; open connections keep the configuration they started with.
-    /// Returns how many listeners were reloaded.
+    /// Returns how many listeners were reloaded. The new files are checked
+    /// for expiry as at start ([`ServerBuilder::certificate_expiry_warning`]).
     pub fn reload_tls(&self) -> Result<usize, mqtt_tls::TlsError> {
-        let mut n = 0;
+        let mut reloaded = Vec::new();
+        let mut result = Ok(());
         for rt in &self.runtimes {
             if let Some(tls) = &rt.tls {
-                if tls.reload_if_changed()? {
-                    n += 1;
+                match tls.reload_if_changed() {
+                    Ok(true) => reloaded.push(rt.clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             }
         }
-        Ok(n)
+        self.shared.expiry.check_listeners(&self.shared, &reloaded);
+        result.map(|()| reloaded.len())
     }
 
     /// Graceful shutdown: stop accepting, send 5.0 clients DISCONNECT 0x8B
