@@ -84,13 +84,10 @@ async fn start_broker(dir: &Path, require_certificate: bool) -> DemoResult<Serve
     };
     let listener = Listener::tls("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, tls)
         .map_err(|e| e.to_string())?;
-    let config = BrokerConfig {
-        // The guide's ssl.conf does not say allow_anonymous: Mosquitto 2 then
-        // refuses anonymous clients, and a verified certificate is what
-        // authenticates the Pi (see shared decisions).
-        allow_anonymous: false,
-        ..BrokerConfig::default()
-    };
+    // The guide's ssl.conf does not say allow_anonymous: Mosquitto 2 then
+    // refuses anonymous clients, and a verified certificate is what
+    // authenticates the Pi (docs/configuration.md, the anonymous rule).
+    let config = BrokerConfig::default().allow_anonymous(false);
     ServerBuilder::new(config)
         .listener(listener)
         .start()
