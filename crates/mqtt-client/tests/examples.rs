@@ -921,12 +921,15 @@ fn tls_mosquitto(tls_extra: &str) -> Option<(Mosquitto, tempfile::TempDir, u16)>
     Some((m, certs, tls_port))
 }
 
+/// How a handshake through a [`TlsFront`] ended: the version agreed on,
+/// or why it failed (e.g. the client's alert).
+type Handshake = Result<rustls::ProtocolVersion, rustls::Error>;
+
 /// A TLS front for a plain broker port: terminates TLS with the given
-/// versions, forwards the MQTT bytes, and records each handshake's
-/// version (`None`: the handshake failed).
+/// versions, forwards the MQTT bytes, and records how each handshake ended.
 struct TlsFront {
     port: u16,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<Option<rustls::ProtocolVersion>>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Handshake>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -974,9 +977,24 @@ impl TlsFront {
         TlsFront { port, seen, stop }
     }
 
-    /// The versions recorded since the last call.
-    fn take(&self) -> Vec<Option<rustls::ProtocolVersion>> {
+    /// The handshakes recorded since the last call.
+    fn take(&self) -> Vec<Handshake> {
         std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    /// Runs `cmd` and returns its output and the one handshake it made
+    /// (recorded once the client closed its side; waited for, bounded).
+    fn run(&self, cmd: &mut Command) -> (Output, Handshake) {
+        self.take();
+        let out = run(cmd, 20);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = self.take();
+        while seen.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            seen = self.take();
+        }
+        assert_eq!(seen.len(), 1, "{cmd:?}: one connection, got {seen:?}");
+        (out, seen.remove(0))
     }
 }
 
@@ -992,7 +1010,7 @@ fn forward(
     config: std::sync::Arc<rustls::ServerConfig>,
     mut tcp: std::net::TcpStream,
     upstream: u16,
-    seen: &std::sync::Mutex<Vec<Option<rustls::ProtocolVersion>>>,
+    seen: &std::sync::Mutex<Vec<Handshake>>,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     use std::io::{ErrorKind, Read, Write};
@@ -1022,8 +1040,12 @@ fn forward(
             Ok(0) => break,
             Ok(_) => {
                 busy = true;
-                if conn.process_new_packets().is_err() {
-                    // Send the alert, then give up.
+                if let Err(e) = conn.process_new_packets() {
+                    if !recorded {
+                        recorded = true;
+                        seen.lock().unwrap().push(Err(e));
+                    }
+                    // Send our alert, if any, then give up.
                     let _ = conn.write_tls(&mut tcp);
                     break;
                 }
@@ -1033,7 +1055,10 @@ fn forward(
         }
         if !recorded && !conn.is_handshaking() {
             recorded = true;
-            seen.lock().unwrap().push(conn.protocol_version());
+            let version = conn
+                .protocol_version()
+                .expect("a version after the handshake");
+            seen.lock().unwrap().push(Ok(version));
         }
         loop {
             match conn.reader().read(&mut buf) {
@@ -1072,7 +1097,8 @@ fn forward(
         }
     }
     if !recorded {
-        seen.lock().unwrap().push(None);
+        let closed = rustls::Error::General("closed during the handshake".into());
+        seen.lock().unwrap().push(Err(closed));
     }
 }
 
@@ -1121,16 +1147,18 @@ fn tls_version_matches_mosquitto_sub_and_pub() {
         ] {
             let mut results = Vec::new();
             for name in [ours, theirs] {
-                front.take();
-                let (ok, out) = connect(name, flags, front.port, version);
-                // The front records once the client closed its side.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let mut seen = front.take();
-                while seen.is_empty() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                    seen = front.take();
-                }
-                assert_eq!(seen, vec![expected], "{name} {version}");
+                let (out, handshake) = front.run(
+                    tool(name)
+                        .args(flags)
+                        .args(["-h", "127.0.0.1", "-p", &front.port.to_string()])
+                        .args(["--cafile", &ca, "--tls-version", version]),
+                );
+                assert_eq!(
+                    handshake.as_ref().ok(),
+                    expected.as_ref(),
+                    "{name} {version}: {handshake:?}"
+                );
+                let ok = out.status.success();
                 assert_eq!(
                     ok,
                     expected.is_some(),
@@ -1287,7 +1315,7 @@ fn id_prefix_matches_mosquitto_sub_and_pub() {
 
 #[test]
 fn mqtts_urls_match_mosquitto_sub_and_pub() {
-    let Some((_m, certs, tls_port)) = tls_mosquitto("") else {
+    let Some((m, certs, tls_port)) = tls_mosquitto("") else {
         return;
     };
     let ca = certs.path().join("ca.crt").display().to_string();
@@ -1332,30 +1360,49 @@ fn mqtts_urls_match_mosquitto_sub_and_pub() {
     same("mqtts:// -p", &ours, &theirs);
     assert_eq!(text(&ours.stdout), "u/a ours\nu/b theirs\n");
     // Without --cafile mqtts:// trusts the public CAs only: our private CA's
-    // certificate is refused by both tools.
+    // certificate is refused by both tools. Directly, and through a front
+    // (same certificate) that shows each client ended the handshake with
+    // an alert: it spoke TLS and refused the certificate.
+    let front = TlsFront::start(
+        certs.path(),
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        m.port,
+    );
     for (ours, theirs, flags) in PAIRS {
-        let url = format!("mqtts://127.0.0.1:{tp}/t");
         let flags: Vec<&str> = flags
             .iter()
             .filter(|f| **f != "-t" && **f != "t")
             .copied()
             .collect();
         for name in [ours, theirs] {
+            let url = format!("mqtts://127.0.0.1:{tp}/t");
             let out = run(tool(name).args(["-L", &url]).args(&flags), 20);
             assert!(!out.status.success(), "{name} connected without --cafile");
             assert_eq!(text(&out.stdout), "", "{name}");
+            let url = format!("mqtts://127.0.0.1:{}/t", front.port);
+            let (out, handshake) = front.run(tool(name).args(["-L", &url]).args(&flags));
+            assert!(
+                matches!(handshake, Err(rustls::Error::AlertReceived(_))),
+                "{name}: {handshake:?}"
+            );
+            assert!(!out.status.success(), "{name} connected without --cafile");
         }
     }
 }
 
 #[test]
 fn tls_use_os_certs_refuses_a_private_ca_in_both_tools() {
-    let Some((_m, certs, tls_port)) = tls_mosquitto("") else {
+    let Some((m, certs, tls_port)) = tls_mosquitto("") else {
         return;
     };
     let ca = certs.path().join("ca.crt").display().to_string();
     let tp = tls_port.to_string();
     let target = ["-h", "127.0.0.1", "-p", tp.as_str()];
+    let front = TlsFront::start(
+        certs.path(),
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        m.port,
+    );
     for (ours, theirs, _) in PAIRS {
         for name in [ours, theirs] {
             let retained = format!("os/{name}");
@@ -1390,6 +1437,21 @@ fn tls_use_os_certs_refuses_a_private_ca_in_both_tools() {
                 "",
                 "{name} published without verifying"
             );
+            // Through a front with the same certificate: the client spoke
+            // TLS and ended the handshake with an alert (it refused the
+            // certificate; it did not fall back to plain TCP).
+            let fp = front.port.to_string();
+            let (out, handshake) = front.run(
+                tool(name)
+                    .args(["-h", "127.0.0.1", "-p", &fp])
+                    .args(&flags)
+                    .arg("--tls-use-os-certs"),
+            );
+            assert!(
+                matches!(handshake, Err(rustls::Error::AlertReceived(_))),
+                "{name}: {handshake:?}"
+            );
+            assert!(!out.status.success(), "{name}");
             // With our CA added (--cafile), the same command connects.
             let out = run(
                 tool(name)
