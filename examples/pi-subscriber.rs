@@ -284,7 +284,11 @@ fn check_client_id(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
+fn options(
+    args: &Args,
+    props: &client_cli::V5Properties,
+    precedence: client_cli::UrlPrecedence,
+) -> Result<ClientOptions, String> {
     let o = client_cli::Connection {
         host: &args.host,
         port: args.port,
@@ -300,6 +304,7 @@ fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOption
         will: &args.will,
         debug: args.debug,
         tls: &args.tls,
+        precedence,
     }
     .options()?;
     Ok(o.clean_start(!args.persistent).session_expiry_interval(
@@ -363,7 +368,7 @@ fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, precedence: client_cli::UrlPrecedence) -> ExitCode {
     if let Err(e) = check_client_id(&args) {
         eprintln!("{e}");
         return ExitCode::from(1);
@@ -380,7 +385,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let qos = QoS::from_u8(args.qos).unwrap_or_default();
-    let options = match options(&args, &props) {
+    let options = match options(&args, &props, precedence) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");

@@ -190,7 +190,11 @@ pub(crate) struct Args {
     help: Option<bool>,
 }
 
-fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
+fn options(
+    args: &Args,
+    props: &client_cli::V5Properties,
+    precedence: client_cli::UrlPrecedence,
+) -> Result<ClientOptions, String> {
     let o = client_cli::Connection {
         host: &args.host,
         port: args.port,
@@ -206,6 +210,7 @@ fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOption
         will: &args.will,
         debug: args.debug,
         tls: &args.tls,
+        precedence,
     }
     .options()?;
     // One-shot, like mosquitto_pub: a lost connection is an error.
@@ -229,7 +234,7 @@ fn single_payload(args: &Args) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, precedence: client_cli::UrlPrecedence) -> ExitCode {
     if args.message.is_none() && args.file.is_none() && !args.lines && !args.null && !args.stdin {
         eprintln!("Error: Both topic and message must be supplied (one of -m, -f, -l, -n, -s).");
         return ExitCode::from(1);
@@ -274,7 +279,7 @@ async fn run(args: Args) -> ExitCode {
         }
         p
     };
-    let options = match options(&args, &props) {
+    let options = match options(&args, &props, precedence) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");

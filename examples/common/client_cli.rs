@@ -224,13 +224,17 @@ pub fn report(err: &Error) {
 }
 
 /// Parses the flags and runs `run` on a current-thread runtime, with
-/// Mosquitto's exit code 1 for a usage error (clap would use 2).
-pub fn main_with<A, F>(run: impl FnOnce(A) -> F) -> ExitCode
+/// Mosquitto's exit code 1 for a usage error (clap would use 2). `run` also
+/// gets which flags `-L` overrides (the order they were given in).
+pub fn main_with<A, F>(run: impl FnOnce(A, UrlPrecedence) -> F) -> ExitCode
 where
     A: clap::Parser,
     F: std::future::Future<Output = ExitCode>,
 {
-    let args = match A::try_parse() {
+    let parsed = A::command()
+        .try_get_matches()
+        .and_then(|m| Ok((A::from_arg_matches(&m)?, UrlPrecedence::from_matches(&m))));
+    let (args, precedence) = match parsed {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -247,7 +251,56 @@ where
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, precedence))
+}
+
+/// Which of `-h`, `-p`, `-u`, `-P` the URL of `-L` replaces. mosquitto
+/// reads its flags in order, each setting what it names, so whichever of
+/// `-L` and `-h` (say) comes last wins; a flag not given is always
+/// replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlPrecedence {
+    /// The URL's host over `-h`.
+    pub host: bool,
+    /// The URL's port (or 1883/8883) over `-p`.
+    pub port: bool,
+    /// The URL's user name, if it has one, over `-u`.
+    pub username: bool,
+    /// The URL's password, if it has one, over `-P`.
+    pub password: bool,
+}
+
+impl Default for UrlPrecedence {
+    /// The URL replaces flags not given.
+    fn default() -> Self {
+        UrlPrecedence {
+            host: true,
+            port: true,
+            username: true,
+            password: true,
+        }
+    }
+}
+
+impl UrlPrecedence {
+    /// From the positions of `url`, `host`, `port`, `username` and
+    /// `password` (the argument ids both tools use) on the command line.
+    pub fn from_matches(m: &clap::ArgMatches) -> Self {
+        // Only what the command line gave (not -h's default).
+        let last = |id: &str| {
+            (m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                .then(|| m.indices_of(id).and_then(|i| i.max()))
+                .flatten()
+        };
+        let url = last("url");
+        let after = |id: &str| url > last(id);
+        UrlPrecedence {
+            host: after("host"),
+            port: after("port"),
+            username: after("username"),
+            password: after("password"),
+        }
+    }
 }
 
 /// `-L mqtt(s)://[username[:password]@]host[:port]/topic`, as Mosquitto's
@@ -495,6 +548,8 @@ pub struct Connection<'a> {
     pub will: &'a WillArgs,
     pub debug: bool,
     pub tls: &'a TlsArgs,
+    /// Which of `-h -p -u -P` `-L` replaces.
+    pub precedence: UrlPrecedence,
 }
 
 impl Connection<'_> {
@@ -504,8 +559,19 @@ impl Connection<'_> {
     pub fn options(&self) -> Result<ClientOptions, String> {
         let url_tls = self.url.is_some_and(|u| u.tls);
         let tls = self.tls.enabled() || url_tls;
+        let p = self.precedence;
         let (host, port) = match self.url {
-            Some(u) => (u.host.clone(), self.port.unwrap_or(u.port)),
+            Some(u) => (
+                if p.host {
+                    u.host.clone()
+                } else {
+                    self.host.to_string()
+                },
+                match self.port {
+                    Some(port) if !p.port => port,
+                    _ => u.port,
+                },
+            ),
             None => (
                 self.host.to_string(),
                 self.port.unwrap_or(self.tls.default_port()),
@@ -516,15 +582,22 @@ impl Connection<'_> {
             .protocol(self.version)
             .client_id(id)
             .keep_alive(std::time::Duration::from_secs(self.keepalive.into()));
-        o.session.username = self
-            .username
-            .clone()
-            .or(self.url.and_then(|u| u.username.clone()));
-        o.session.password = self
-            .password
-            .clone()
-            .or(self.url.and_then(|u| u.password.clone()))
-            .map(|p| p.into_bytes().into());
+        // The URL sets a user name (password) only if it has one.
+        let pick = |flag: &Option<String>, url: Option<&String>, url_wins: bool| match (flag, url) {
+            (Some(f), Some(u)) => Some(if url_wins { u } else { f }.clone()),
+            (f, u) => f.clone().or(u.cloned()),
+        };
+        o.session.username = pick(
+            self.username,
+            self.url.and_then(|u| u.username.as_ref()),
+            p.username,
+        );
+        o.session.password = pick(
+            self.password,
+            self.url.and_then(|u| u.password.as_ref()),
+            p.password,
+        )
+        .map(|p| p.into_bytes().into());
         if self.version.is_v5() {
             o.session.user_properties = self.connect_user.to_vec();
         }

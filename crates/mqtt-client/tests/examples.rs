@@ -1464,3 +1464,97 @@ fn tls_use_os_certs_refuses_a_private_ca_in_both_tools() {
         }
     }
 }
+
+#[test]
+fn url_and_the_flags_it_sets_take_the_last_one_given_as_mosquitto() {
+    if !tools() || !require("/usr/bin/mosquitto_passwd") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let pw = dir.path().join("passwords");
+    let out = run(
+        Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&pw)
+            .args(["user", "pass"]),
+        10,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    set_mode(&pw, 0o644);
+    let Some(m) = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}",
+        pw.display()
+    )) else {
+        return;
+    };
+    let p = m.port.to_string();
+    let url = |auth: &str, port: &str| format!("mqtt://{auth}127.0.0.1:{port}/t");
+    // mosquitto reads its flags in order: -L sets host, port and (when the
+    // URL has them) user name and password, and a later -h, -p, -u or -P
+    // sets them again. Mosquitto listens on 127.0.0.1 only, port 1 is
+    // closed, and only user/pass is let in: each line connects only if the
+    // right value won.
+    let good = url("user:pass@", &p);
+    let cases: Vec<Vec<String>> = vec![
+        vec!["-p".into(), "1".into(), "-L".into(), good.clone()],
+        vec!["-L".into(), url("user:pass@", "1"), "-p".into(), p.clone()],
+        vec!["-h".into(), "127.0.0.2".into(), "-L".into(), good.clone()],
+        vec![
+            "-L".into(),
+            format!("mqtt://user:pass@127.0.0.2:{p}/t"),
+            "-h".into(),
+            "127.0.0.1".into(),
+        ],
+        vec![
+            "-u".into(),
+            "wrong".into(),
+            "-P".into(),
+            "x".into(),
+            "-L".into(),
+            good.clone(),
+        ],
+        vec![
+            "-L".into(),
+            url("wrong:x@", &p),
+            "-u".into(),
+            "user".into(),
+            "-P".into(),
+            "pass".into(),
+        ],
+        // A URL without credentials leaves -u and -P alone.
+        vec![
+            "-u".into(),
+            "user".into(),
+            "-L".into(),
+            url("", &p),
+            "-P".into(),
+            "pass".into(),
+        ],
+        vec!["-L".into(), url("user@", &p), "-P".into(), "pass".into()],
+    ];
+    for (ours, theirs, flags) in PAIRS {
+        let flags: Vec<&str> = flags
+            .iter()
+            .filter(|f| **f != "-t" && **f != "t")
+            .copied()
+            .collect();
+        for case in &cases {
+            for name in [ours, theirs] {
+                let out = run(tool(name).args(case).args(&flags), 20);
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{name} {case:?}: {}",
+                    text(&out.stderr)
+                );
+            }
+        }
+        // And the refusal when the wrong password comes first and the URL
+        // has none: both refused (5).
+        let case = ["-P", "wrong", "-L", &url("user@", &p)];
+        for name in [ours, theirs] {
+            let out = run(tool(name).args(case).args(&flags), 20);
+            assert_eq!(out.status.code(), Some(5), "{name} {case:?}");
+        }
+    }
+}
