@@ -272,3 +272,80 @@ fn default_ports_are_mosquittos() {
         (true, 4567, "a/b", Some("u"))
     );
 }
+
+#[test]
+fn a_property_means_mqtt_5_unless_a_later_v_says_otherwise() {
+    let argv = |a: &[&str]| -> Vec<std::ffi::OsString> { a.iter().map(Into::into).collect() };
+    let implies = |a: &[&str]| client_cli::property_implies_v5(&argv(a));
+    assert!(!implies(&["publisher", "-t", "t", "-m", "x"]));
+    assert!(implies(&[
+        "publisher",
+        "-D",
+        "publish",
+        "content-type",
+        "t"
+    ]));
+    assert!(implies(&[
+        "publisher",
+        "-V",
+        "311",
+        "-D",
+        "publish",
+        "content-type",
+        "t"
+    ]));
+    assert!(!implies(&[
+        "publisher",
+        "-D",
+        "publish",
+        "content-type",
+        "t",
+        "-V",
+        "311"
+    ]));
+    assert!(!implies(&[
+        "publisher",
+        "--property",
+        "publish",
+        "content-type",
+        "t",
+        "--protocol-version=mqttv31"
+    ]));
+    assert!(!implies(&[
+        "publisher",
+        "-D",
+        "publish",
+        "content-type",
+        "t",
+        "-Vmqttv311"
+    ]));
+}
+
+#[test]
+fn help_exits_with_mosquittos_code_and_prints_to_stdout() {
+    for (ours, theirs) in [
+        ("pi-subscriber", "mosquitto_sub"),
+        ("publisher", "mosquitto_pub"),
+    ] {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples")
+            .join(ours);
+        assert!(bin.is_file(), "{} is built by cargo test", bin.display());
+        let out = Command::new(&bin).arg("--help").output().unwrap();
+        assert!(out.stderr.is_empty());
+        assert!(!out.stdout.is_empty());
+        let Some(_) = mosquitto_help(theirs) else {
+            continue;
+        };
+        let theirs = Command::new(format!("/usr/bin/{theirs}"))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), theirs.status.code(), "{ours}");
+    }
+}

@@ -72,7 +72,7 @@ pub mod help {
 e.g. -D publish content-type text/plain. Supported: connect user-property;
 publish user-property, content-type, message-expiry-interval, response-topic,
 correlation-data, payload-format-indicator; subscribe subscription-identifier,
-user-property; unsubscribe user-property. Ignored unless -V mqttv5 is given.";
+user-property; unsubscribe user-property. Implies -V mqttv5 unless a -V comes after it.";
     /// `-h`.
     pub const HOST: &str = "mqtt host to connect to. Defaults to localhost.";
     /// `-I`.
@@ -231,14 +231,24 @@ where
     A: clap::Parser,
     F: std::future::Future<Output = ExitCode>,
 {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if property_implies_v5(&argv) {
+        // mosquitto's `-D` sets MQTT 5.0, unless a `-V` comes after it: as
+        // if `-V mqttv5` were given last.
+        argv.extend(["-V".into(), "mqttv5".into()]);
+    }
+    // A flag given twice: the last one counts, as mosquitto reads them.
     let parsed = A::command()
-        .try_get_matches()
+        .args_override_self(true)
+        .try_get_matches_from(argv)
         .and_then(|m| Ok((A::from_arg_matches(&m)?, UrlPrecedence::from_matches(&m))));
     let (args, precedence) = match parsed {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::from(e.use_stderr()));
+            // mosquitto_sub/pub exit 1 after --help too (usage on stdout).
+            let help = e.kind() == clap::error::ErrorKind::DisplayHelp;
+            return ExitCode::from(u8::from(e.use_stderr() || help));
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -252,6 +262,24 @@ where
         }
     };
     runtime.block_on(run(args, precedence))
+}
+
+/// Whether a `-D` property comes after the last `-V` (or there is no `-V`):
+/// mosquitto's clients then speak MQTT 5.0.
+pub fn property_implies_v5(argv: &[std::ffi::OsString]) -> bool {
+    let position = |names: &[&str]| {
+        argv.iter().rposition(|a| {
+            let a = a.to_string_lossy();
+            names
+                .iter()
+                .any(|n| a == *n || (n.starts_with("--") && a.starts_with(&format!("{n}="))))
+                || (names.contains(&"-V") && a.starts_with("-V") && a.len() > 2)
+        })
+    };
+    match position(&["-D", "--property"]) {
+        None => false,
+        Some(d) => position(&["-V", "--protocol-version"]).is_none_or(|v| v < d),
+    }
 }
 
 /// Which of `-h`, `-p`, `-u`, `-P` the URL of `-L` replaces. mosquitto

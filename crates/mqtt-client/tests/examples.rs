@@ -709,6 +709,26 @@ fn publisher_flags_match_mosquitto_pub() {
             ],
         ),
         (
+            "-D without -V is MQTT 5.0",
+            vec![
+                "-p",
+                p,
+                "-t",
+                "d/t",
+                "-m",
+                "hi",
+                "-q",
+                "1",
+                "-d",
+                "-i",
+                "p5",
+                "-D",
+                "publish",
+                "content-type",
+                "t",
+            ],
+        ),
+        (
             "url, null message, will",
             vec![
                 "-L",
