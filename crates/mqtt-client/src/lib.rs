@@ -1,7 +1,19 @@
 //! An MQTT 3.1.1 and 5.0 (and 3.1) client over TCP, TLS and mutual TLS: a
-//! deterministic sans-IO core ([`proto`]) and a tokio API ([`Client`]) that
+//! deterministic sans-IO core ([`proto`]) and a tokio API (`Client`) that
 //! reconnects with back-off, restores subscriptions and re-sends
 //! unacknowledged messages.
+//!
+//! # Cargo features
+//!
+//! - `tokio` (default): the tokio API (`Client`, `EventLoop`,
+//!   `ClientOptions`, `Error`) and its transports: TCP, TLS with rustls
+//!   through `mqtt-tls`, WebSockets.
+//!
+//! With `default-features = false` the crate is the sans-IO core alone
+//! ([`proto`]): its dependencies are `mqtt-codec`, `bytes`, `thiserror` and
+//! `tracing`, so any runtime, or none, can drive it (the repository's
+//! `examples/client-core-without-tokio.rs` drives it over
+//! `std::net::TcpStream` and rustls).
 //!
 //! # The common case
 //!
@@ -64,24 +76,43 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
 mod backoff;
+#[cfg(feature = "tokio")]
 mod client;
+#[cfg(feature = "tokio")]
 mod error;
+#[cfg(feature = "tokio")]
 mod event_loop;
+#[cfg(feature = "tokio")]
 mod options;
 pub mod proto;
+#[cfg(feature = "tokio")]
 mod state;
 
+#[cfg(feature = "tokio")]
 pub use backoff::ReconnectOptions;
+#[cfg(feature = "tokio")]
 pub use client::{Client, Messages};
+#[cfg(feature = "tokio")]
 pub use error::Error;
+#[cfg(feature = "tokio")]
 pub use event_loop::EventLoop;
+#[cfg(feature = "tokio")]
 pub use options::ClientOptions;
 pub use proto::{AuthHandler, EnhancedAuth, PacketDirection};
+#[cfg(feature = "tokio")]
 pub use state::ConnectionState;
 
 pub use mqtt_codec::{
     Packet, Properties, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck,
     Subscription, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
 };
+#[cfg(feature = "tokio")]
 pub use mqtt_tls::{ClientTlsOptions, TlsError};
+
+/// The README's examples, compiled and run as doctests (the tokio one needs
+/// the `tokio` feature).
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
