@@ -11,7 +11,7 @@
 //! Every [`TlsError`] names the file, the address dialled or the certificate
 //! names involved, and says what to do, e.g.
 //! "server certificate is for 192.168.1.5, but you connected to 127.0.0.1;
-//! connect with -h 192.168.1.5 or re-issue the certificate with that name".
+//! connect with host 192.168.1.5 (the host of the client options) or re-issue the certificate with that name".
 //!
 //! ```
 //! use mqtt_tls::{gen::CertificateAuthority, ClientTlsOptions, ServerTlsOptions};
@@ -45,7 +45,7 @@
 //! }
 //! .build()
 //! .unwrap_err();
-//! assert!(err.to_string().contains("add --cafile"));
+//! assert!(err.to_string().contains("set `ClientTlsOptions::cafile` to ca.crt"));
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }

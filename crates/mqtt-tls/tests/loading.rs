@@ -146,10 +146,17 @@ fn client_certificate_without_a_trust_source_says_what_to_add() {
         msg.contains(&set.path("client.crt").display().to_string()),
         "{msg}"
     );
-    assert!(msg.contains("add --cafile ca.crt"), "{msg}");
-    // The public-CA alternative names the option that exists (the examples
-    // have no flag for it).
-    assert!(msg.contains("ClientTlsOptions::use_webpki_roots"), "{msg}");
+    assert!(
+        msg.contains("set `ClientTlsOptions::cafile` to ca.crt"),
+        "{msg}"
+    );
+    // The public-CA alternative names the option too: a library message
+    // names options, never a command line's flags.
+    assert!(
+        msg.contains("`ClientTlsOptions::use_webpki_roots`"),
+        "{msg}"
+    );
+    assert!(!msg.contains("--"), "{msg}");
 
     let err = ClientTlsOptions {
         cafile: None,
@@ -162,7 +169,8 @@ fn client_certificate_without_a_trust_source_says_what_to_add() {
     assert!(matches!(err, TlsError::NoTrustAnchors), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains("--cafile ca.crt") && msg.contains("--capath DIR"),
+        msg.contains("`ClientTlsOptions::cafile` to ca.crt")
+            && msg.contains("`ClientTlsOptions::capath` to a directory"),
         "{msg}"
     );
     assert!(msg.contains("ClientTlsOptions::use_webpki_roots"), "{msg}");
@@ -177,7 +185,11 @@ fn certificate_without_key_is_refused() {
     }
     .build()
     .unwrap_err();
-    assert!(err.to_string().contains("was given without --key"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("was given without `ClientTlsOptions::keyfile`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -76,7 +76,7 @@ async fn server_certificate_for_another_address_names_both_addresses() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("server certificate is for 127.0.0.2, but you connected to 127.0.0.1; connect with -h 127.0.0.2 or re-issue the certificate with that name"),
+        msg.contains("server certificate is for 127.0.0.2, but you connected to 127.0.0.1; connect with host 127.0.0.2 (the host of the client options) or re-issue the certificate with that name"),
         "{msg}"
     );
     assert!(
@@ -202,7 +202,7 @@ async fn missing_client_certificate_is_explained_on_both_sides() {
     assert_eq!(
         broker_err.to_string(),
         format!(
-            "client at {local} sent no certificate; require_certificate is on. Give the client --cert client.crt --key client.key issued by this broker's CA, or set `require_certificate false`"
+            "client at {local} sent no certificate; require_certificate is on. Give the client a certificate and key (client.crt, client.key) issued by this broker's CA, or set `require_certificate false`"
         )
     );
 
@@ -219,7 +219,7 @@ async fn missing_client_certificate_is_explained_on_both_sides() {
     assert!(
         explained
             .to_string()
-            .starts_with("the broker at 127.0.0.1 requires a client certificate, and none was sent; pass --cert client.crt --key client.key"),
+            .starts_with("the broker at 127.0.0.1 requires a client certificate, and none was sent; set `ClientTlsOptions::certfile` and `ClientTlsOptions::keyfile` to client.crt and client.key"),
         "{explained}"
     );
 }
