@@ -42,6 +42,9 @@
 //!
 //! [`Client::publish`] completes when the broker has the message (QoS 0:
 //! written; QoS 1: PUBACK; QoS 2: PUBCOMP) and returns its reason code.
+//! [`Client::start_publish`] returns once the message is queued, with a
+//! [`PublishHandle`] that resolves then: one task keeps many messages in
+//! flight (within the broker's Receive Maximum) without a round trip each.
 //! [`Client::state`] tells whether the client is connected or reconnecting,
 //! and why.
 //!
@@ -93,7 +96,7 @@ mod state;
 #[cfg(feature = "tokio")]
 pub use backoff::ReconnectOptions;
 #[cfg(feature = "tokio")]
-pub use client::{Client, Messages};
+pub use client::{Client, Messages, PublishHandle};
 #[cfg(feature = "tokio")]
 pub use error::Error;
 #[cfg(feature = "tokio")]
