@@ -11,7 +11,11 @@
 //! Every [`TlsError`] names the file, the address dialled or the certificate
 //! names involved, and says what to do, e.g.
 //! "server certificate is for 192.168.1.5, but you connected to 127.0.0.1;
-//! connect with host 192.168.1.5 (the host of the client options) or re-issue the certificate with that name".
+//! connect with host 192.168.1.5 (the host of the client options) or
+//! re-issue the certificate with that name". Messages name this crate's
+//! options (`ClientTlsOptions::cafile`) and Mosquitto's (`cafile`), never a
+//! command line's flags: a program that takes them as flags says so where it
+//! prints the error.
 //!
 //! ```
 //! use mqtt_tls::{gen::CertificateAuthority, ClientTlsOptions, ServerTlsOptions};
