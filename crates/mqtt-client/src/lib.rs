@@ -24,12 +24,10 @@
 //! use mqtt_client::{Client, ClientOptions, ClientTlsOptions, QoS};
 //!
 //! # async fn run() -> Result<(), mqtt_client::Error> {
-//! let tls = ClientTlsOptions {
-//!     cafile: Some("ca.crt".into()),
-//!     certfile: Some("client.crt".into()),
-//!     keyfile: Some("client.key".into()),
-//!     ..ClientTlsOptions::default()
-//! };
+//! let tls = ClientTlsOptions::new()
+//!     .cafile("ca.crt")
+//!     .certfile("client.crt")
+//!     .keyfile("client.key");
 //! let options = ClientOptions::new("192.168.1.5", 8883).client_id("pi").tls_files(&tls)?;
 //! let (client, mut messages) = Client::connect(options).await?;
 //! client.subscribe("ssltopic", QoS::AtLeastOnce).await?;
