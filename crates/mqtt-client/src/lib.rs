@@ -21,6 +21,7 @@
 //! loop over messages:
 //!
 //! ```no_run
+//! # #[cfg(feature = "tokio")] mod example {
 //! use mqtt_client::{Client, ClientOptions, ClientTlsOptions, QoS};
 //!
 //! # async fn run() -> Result<(), mqtt_client::Error> {
@@ -35,6 +36,7 @@
 //!     println!("{} {}", message.topic, String::from_utf8_lossy(&message.payload));
 //! }
 //! # Ok(())
+//! # }
 //! # }
 //! ```
 //!
