@@ -64,16 +64,16 @@ impl TlsArgs {
     /// The mqtt-tls options; mqtt-tls refuses --cert without --cafile/--capath,
     /// saying what to add, so nothing silently falls back to plain TCP.
     pub fn options(&self) -> ClientTlsOptions {
-        ClientTlsOptions {
-            cafile: self.cafile.clone(),
-            capath: self.capath.clone(),
-            certfile: self.cert.clone(),
-            keyfile: self.key.clone(),
-            insecure: self.insecure,
-            use_webpki_roots: self.tls_use_os_certs,
-            min_version: self.tls_version.unwrap_or_default(),
-            ..ClientTlsOptions::default()
-        }
+        let mut tls = ClientTlsOptions::new()
+            .insecure(self.insecure)
+            .use_webpki_roots(self.tls_use_os_certs)
+            .min_version(self.tls_version.unwrap_or_default());
+        // Optional flags: the public fields take the `Option`s as they are.
+        tls.cafile = self.cafile.clone();
+        tls.capath = self.capath.clone();
+        tls.certfile = self.cert.clone();
+        tls.keyfile = self.key.clone();
+        tls
     }
 }
 

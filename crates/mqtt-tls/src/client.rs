@@ -11,7 +11,9 @@ use crate::verify::ExplainingServerVerifier;
 use crate::{provider, TlsError, TlsVersion};
 
 /// A client's TLS settings, named after `mosquitto_sub`'s flags. Build
-/// them with the setters (or set the public fields):
+/// them with [`ClientTlsOptions::new`] and the setters (the fields are
+/// public to read and assign; the struct may grow, so it cannot be written
+/// as a literal outside this crate):
 ///
 /// ```no_run
 /// use mqtt_tls::ClientTlsOptions;
@@ -23,6 +25,7 @@ use crate::{provider, TlsError, TlsVersion};
 /// # Ok::<(), mqtt_tls::TlsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientTlsOptions {
     /// `--cafile`: CA certificates the broker's certificate is verified against.
     pub cafile: Option<PathBuf>,

@@ -32,23 +32,19 @@
 //!     ..ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
 //! }
 //! .build()?;
-//! let subscriber = ClientTlsOptions {
-//!     cafile: Some(dir.join("ca.crt")),
-//!     certfile: Some(dir.join("client.crt")),
-//!     keyfile: Some(dir.join("client.key")),
-//!     ..ClientTlsOptions::default()
-//! }
-//! .build()?;
+//! let subscriber = ClientTlsOptions::new()
+//!     .cafile(dir.join("ca.crt"))
+//!     .certfile(dir.join("client.crt"))
+//!     .keyfile(dir.join("client.key"))
+//!     .build()?;
 //! # let _ = (broker, subscriber);
 //!
 //! // A client certificate without a trust source is refused, with the fix.
-//! let err = ClientTlsOptions {
-//!     certfile: Some(dir.join("client.crt")),
-//!     keyfile: Some(dir.join("client.key")),
-//!     ..ClientTlsOptions::default()
-//! }
-//! .build()
-//! .unwrap_err();
+//! let err = ClientTlsOptions::new()
+//!     .certfile(dir.join("client.crt"))
+//!     .keyfile(dir.join("client.key"))
+//!     .build()
+//!     .unwrap_err();
 //! assert!(err.to_string().contains("set `ClientTlsOptions::cafile` to ca.crt"));
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())

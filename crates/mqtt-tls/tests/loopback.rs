@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use mqtt_tls::gen::CertificateAuthority;
-use mqtt_tls::{explain_io_error, ClientContext, ClientTlsOptions, PeerIdentity, TlsError};
+use mqtt_tls::{explain_io_error, ClientContext, PeerIdentity, TlsError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,9 +37,10 @@ async fn mutual_tls_handshake_succeeds_and_reports_the_client_identity() {
 async fn alpn_mqtt_is_negotiated_when_both_sides_offer_it() {
     let set = Set::new(&["127.0.0.1"]);
     let server = set.server_options(false).build().unwrap();
-    let client = ClientTlsOptions {
-        alpn_mqtt: true,
-        ..set.client_options(false)
+    let client = {
+        let mut tls = set.client_options(false);
+        tls.alpn_mqtt = true;
+        tls
     }
     .build()
     .unwrap();
@@ -91,9 +92,10 @@ async fn server_certificate_for_another_address_names_both_addresses() {
 async fn insecure_mode_skips_the_name_check_but_not_the_chain() {
     let set = Set::new(&["127.0.0.2"]);
     let server = set.server_options(false).build().unwrap();
-    let insecure = ClientTlsOptions {
-        insecure: true,
-        ..set.client_options(false)
+    let insecure = {
+        let mut tls = set.client_options(false);
+        tls.insecure = true;
+        tls
     }
     .build()
     .unwrap();
@@ -102,9 +104,10 @@ async fn insecure_mode_skips_the_name_check_but_not_the_chain() {
     within(handle).await.unwrap().unwrap();
 
     let other = Set::new(&["127.0.0.1"]);
-    let insecure_other_ca = ClientTlsOptions {
-        insecure: true,
-        ..other.client_options(false)
+    let insecure_other_ca = {
+        let mut tls = other.client_options(false);
+        tls.insecure = true;
+        tls
     }
     .build()
     .unwrap();
@@ -230,10 +233,11 @@ async fn client_certificate_from_another_ca_is_explained_on_both_sides() {
     let other = Set::new(&["127.0.0.1"]);
     let server = set.server_options(true).build().unwrap();
     // Trusts the right CA for the broker, but its own certificate is from another CA.
-    let client = ClientTlsOptions {
-        certfile: Some(other.path("client.crt")),
-        keyfile: Some(other.path("client.key")),
-        ..set.client_options(false)
+    let client = {
+        let mut tls = set.client_options(false);
+        tls.certfile = Some(other.path("client.crt"));
+        tls.keyfile = Some(other.path("client.key"));
+        tls
     }
     .build()
     .unwrap();
