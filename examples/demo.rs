@@ -60,11 +60,12 @@ fn check(ok: bool, what: &str) -> DemoResult<()> {
 }
 
 fn client_tls(dir: &Path, with_cert: bool) -> ClientTlsOptions {
-    ClientTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        certfile: with_cert.then(|| dir.join("client.crt")),
-        keyfile: with_cert.then(|| dir.join("client.key")),
-        ..ClientTlsOptions::default()
+    let tls = ClientTlsOptions::new().cafile(dir.join("ca.crt"));
+    if with_cert {
+        tls.certfile(dir.join("client.crt"))
+            .keyfile(dir.join("client.key"))
+    } else {
+        tls
     }
 }
 

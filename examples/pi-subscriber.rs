@@ -491,7 +491,8 @@ async fn run(args: Args, precedence: client_cli::UrlPrecedence) -> ExitCode {
                 } => {
                     lost = true;
                     eprintln!(
-                        "Connection lost: {last_error}; reconnecting in {:.1} s",
+                        "Connection lost: {}; reconnecting in {:.1} s",
+                        client_cli::cli_words(&last_error.to_string()),
                         retry_in.as_secs_f64()
                     )
                 }

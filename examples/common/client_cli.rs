@@ -179,16 +179,16 @@ impl TlsArgs {
     /// The mqtt-tls options; mqtt-tls refuses --cert without --cafile/--capath,
     /// saying what to add, so nothing silently falls back to plain TCP.
     pub fn options(&self) -> ClientTlsOptions {
-        ClientTlsOptions {
-            cafile: self.cafile.clone(),
-            capath: self.capath.clone(),
-            certfile: self.cert.clone(),
-            keyfile: self.key.clone(),
-            insecure: self.insecure,
-            use_webpki_roots: self.tls_use_os_certs,
-            min_version: self.tls_version.unwrap_or_default(),
-            ..ClientTlsOptions::default()
-        }
+        let mut tls = ClientTlsOptions::new()
+            .insecure(self.insecure)
+            .use_webpki_roots(self.tls_use_os_certs)
+            .min_version(self.tls_version.unwrap_or_default());
+        // Optional flags: the public fields take the `Option`s as they are.
+        tls.cafile = self.cafile.clone();
+        tls.capath = self.capath.clone();
+        tls.certfile = self.cert.clone();
+        tls.keyfile = self.key.clone();
+        tls
     }
 }
 
@@ -214,12 +214,66 @@ pub fn exit_code(err: &Error, version: ProtocolVersion) -> ExitCode {
     }
 }
 
-/// Prints an error the way Mosquitto's clients do, with our explanation.
+/// The libraries' advice names their options (`ClientTlsOptions::cafile`,
+/// the client options' `username`); on this command line those are flags.
+/// Most specific first: whole phrases, then the option names alone.
+const CLI_WORDS: &[(&str, &str)] = &[
+    (
+        "set `ClientTlsOptions::certfile` and `ClientTlsOptions::keyfile` to client.crt and client.key",
+        "pass --cert client.crt --key client.key",
+    ),
+    (
+        "set `ClientTlsOptions::cafile` to the ca.crt that signed the broker's certificate",
+        "pass the ca.crt that signed the broker's certificate with --cafile",
+    ),
+    (
+        "connect with TLS: set `ClientTlsOptions::cafile` to ca.crt (and `certfile`/`keyfile` when",
+        "add --cafile ca.crt (and --cert/--key when",
+    ),
+    ("set `ClientTlsOptions::cafile` to ca.crt", "add --cafile ca.crt"),
+    (
+        "`ClientTlsOptions::capath` to a directory of CA certificates",
+        "--capath DIR",
+    ),
+    (
+        "set `ClientTlsOptions::use_webpki_roots` to trust the public CAs",
+        "give --tls-use-os-certs to trust the public CAs",
+    ),
+    ("(`username` and `password` in the client options)", "(-u/-P)"),
+    (
+        "a client certificate (`ClientTlsOptions::certfile` and `keyfile`)",
+        "a client certificate (--cert/--key)",
+    ),
+    ("verified your client certificate", "verified your --cert"),
+    ("(`client_id` in the client options)", "(-i)"),
+    ("(`protocol` in the client options: 3.1.1 or 5.0)", "(-V 311 or -V 5)"),
+    ("(the host and port of the client options)", "(-h, -p)"),
+    ("connect with host ", "connect with -h "),
+    (" (the host of the client options) or re-issue", " or re-issue"),
+    ("TLS port (usually 8883)", "TLS port (usually -p 8883)"),
+    ("`ClientTlsOptions::certfile`", "--cert"),
+    ("`ClientTlsOptions::keyfile`", "--key"),
+    ("`ClientTlsOptions::cafile`", "--cafile"),
+    ("`ClientTlsOptions::capath`", "--capath"),
+];
+
+/// A library message in this command line's words (see [`CLI_WORDS`]).
+pub fn cli_words(message: &str) -> String {
+    CLI_WORDS
+        .iter()
+        .fold(message.to_string(), |text, (library, flags)| {
+            text.replace(library, flags)
+        })
+}
+
+/// Prints an error the way Mosquitto's clients do, with our explanation
+/// (in the command line's words).
 pub fn report(err: &Error) {
+    let text = cli_words(&err.to_string());
     if err.connack_refusal().is_some() {
-        eprintln!("Connection error: {err}");
+        eprintln!("Connection error: {text}");
     } else {
-        eprintln!("Error: {err}");
+        eprintln!("Error: {text}");
     }
 }
 
@@ -641,7 +695,9 @@ impl Connection<'_> {
             if url_tls {
                 t.use_webpki_roots = true;
             }
-            o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
+            o = o
+                .tls_files(&t)
+                .map_err(|e| format!("Error: {}", cli_words(&e.to_string())))?;
         }
         Ok(o)
     }

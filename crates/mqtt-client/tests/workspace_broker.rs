@@ -62,11 +62,11 @@ fn options(port: u16, version: ProtocolVersion, id: &str) -> ClientOptions {
     ClientOptions::new("127.0.0.1", port)
         .protocol(version)
         .client_id(id)
-        .reconnect(ReconnectOptions {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..ReconnectOptions::default()
-        })
+        .reconnect(
+            ReconnectOptions::default()
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(200)),
+        )
 }
 
 /// Clean start off and a session expiry, so the broker keeps the session
