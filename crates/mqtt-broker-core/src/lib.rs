@@ -105,6 +105,7 @@ mod outbox;
 mod persistence;
 mod router;
 mod session;
+mod setters;
 mod slab;
 mod stats;
 mod storage;

@@ -92,12 +92,10 @@ impl Set {
     }
 
     fn client_options(&self, stem: &str) -> mqtt_tls::ClientTlsOptions {
-        mqtt_tls::ClientTlsOptions {
-            cafile: Some(self.path("ca.crt")),
-            certfile: Some(self.path(&format!("{stem}.crt"))),
-            keyfile: Some(self.path(&format!("{stem}.key"))),
-            ..mqtt_tls::ClientTlsOptions::default()
-        }
+        mqtt_tls::ClientTlsOptions::new()
+            .cafile(self.path("ca.crt"))
+            .certfile(self.path(&format!("{stem}.crt")))
+            .keyfile(self.path(&format!("{stem}.key")))
     }
 }
 

@@ -28,10 +28,7 @@ fn statistics_count_clients_messages_and_bytes() {
 
 #[test]
 fn sys_topics_are_published_every_sys_interval_when_they_change() {
-    let mut h = Harness::new(BrokerConfig {
-        sys_interval: Duration::from_secs(10),
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().sys_interval(Duration::from_secs(10)));
     let s = h.connect(V3, "s");
     h.subscribe(s, "$SYS/broker/clients/connected", QoS::AtMostOnce);
     h.advance(Duration::from_secs(9));
@@ -48,11 +45,8 @@ fn sys_topics_are_published_every_sys_interval_when_they_change() {
 
 #[test]
 fn sys_values_are_retained_but_not_written_to_storage() {
-    let broker = Broker::new(BrokerConfig {
-        sys_interval: Duration::from_secs(10),
-        ..Default::default()
-    })
-    .with_storage(Box::new(MemoryStorage::new()));
+    let broker = Broker::new(BrokerConfig::default().sys_interval(Duration::from_secs(10)))
+        .with_storage(Box::new(MemoryStorage::new()));
     let mut h = Harness::with_broker(broker);
     let p = h.connect(V3, "p");
     h.advance(Duration::from_secs(30));
@@ -229,10 +223,7 @@ fn statistics_count_connections_per_listener_and_disconnects_per_reason() {
     let mut h = Harness::default_config();
     let on = |h: &mut Harness, port: u16, remote: u16| {
         let mut info = ConnectionInfo::new(addr(remote));
-        info.listener = ListenerSettings {
-            port,
-            ..ListenerSettings::default()
-        };
+        info.listener = ListenerSettings::default().port(port);
         h.open_with(info)
     };
     let a = on(&mut h, 1883, 40_001);

@@ -97,14 +97,11 @@ async fn the_sys_topics_are_those_mosquitto_2_0_11_publishes() {
 
     // This broker, read the same way: everything but the heap, which has no
     // source here.
-    let server = ServerBuilder::new(BrokerConfig {
-        sys_interval: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
-    .start()
-    .await
-    .expect("server starts");
+    let server = ServerBuilder::new(BrokerConfig::default().sys_interval(Duration::from_secs(1)))
+        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await
+        .expect("server starts");
     let ours = sys_topics_on(&sub, server.local_addrs()[0].port()).await;
     server.shutdown().await;
     let mut without_heap = table.clone();

@@ -16,10 +16,7 @@ use util::*;
 const INTERVAL: Duration = Duration::from_secs(10);
 
 fn config() -> BrokerConfig {
-    BrokerConfig {
-        sys_interval: INTERVAL,
-        ..Default::default()
-    }
+    BrokerConfig::default().sys_interval(INTERVAL)
 }
 
 /// Topic -> (payload, retain flag) of every `$SYS` message `id` got.

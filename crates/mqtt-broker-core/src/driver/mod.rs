@@ -593,7 +593,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, DriverError> {
     let err = |source: std::io::Error| {
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse => {
-                " (another program, perhaps a running mosquitto, already listens there: stop it or pick another port with -p / listener)"
+                " (another program, perhaps a running mosquitto, already listens there: stop it or pick another port for this listener)"
             }
             std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
             std::io::ErrorKind::AddrNotAvailable => {
