@@ -79,7 +79,7 @@ impl FlowCtx<'_> {
             return;
         }
         let window = conn.send_window(self.config);
-        while conn.out.len() < self.config.max_transmit_bytes {
+        while conn.pending_bytes() < self.config.max_transmit_bytes {
             let Some(front) = session.queue.front() else {
                 break;
             };
@@ -141,7 +141,7 @@ impl FlowCtx<'_> {
                 Some(conn) => {
                     // Back-pressure: a slow subscriber loses QoS 0 messages
                     // rather than making the broker buffer without bound.
-                    if conn.out.len() >= self.config.max_transmit_bytes {
+                    if conn.pending_bytes() >= self.config.max_transmit_bytes {
                         self.out.stats.publish_messages_dropped += 1;
                     } else {
                         conn.send_publish(self.out, now, publish, None, false);
