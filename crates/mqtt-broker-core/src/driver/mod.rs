@@ -26,7 +26,10 @@
 
 mod conn;
 mod from_config;
+mod local;
 mod shared;
+
+pub use local::{LocalClient, LocalClientError, LocalMessages, LocalOptions};
 
 // Their home is `crate::mosquitto` (no runtime needed); kept here too.
 pub use crate::mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
