@@ -256,6 +256,9 @@ impl Server {
             g.broker().handle_packet(now, id, connect, len);
             id
         };
+        // Should this future be dropped before the task runs, the
+        // connection ends with it.
+        let mut opened = Opened(Some((shared.clone(), id)));
         // The CONNACK: at once, or when an authenticator answers.
         let (ack, rest) = loop {
             let taken = shared
@@ -270,15 +273,14 @@ impl Server {
                 }
             }
             if signal.close.load(Ordering::Acquire) {
-                close(&shared, id);
                 return Err(LocalClientError::Closed);
             }
             signal.notify.notified().await;
         };
         if ack.reason_code.is_error() {
-            close(&shared, id);
             return Err(LocalClientError::Refused(ack.reason_code));
         }
+        opened.0 = None;
         let client_id: Arc<str> = match &ack.properties.assigned_client_identifier {
             Some(assigned) => assigned.as_str().into(),
             None => options.client_id.as_str().into(),
@@ -314,6 +316,18 @@ impl Server {
             },
             LocalMessages { messages, dropped },
         ))
+    }
+}
+
+/// A connection opened by [`Server::local_client`] that no task serves
+/// yet: closed when dropped, unless emptied.
+struct Opened(Option<(Arc<Shared>, crate::ConnectionId)>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some((shared, id)) = self.0.take() {
+            close(&shared, id);
+        }
     }
 }
 
@@ -525,9 +539,11 @@ impl Task {
             tokio::select! {
                 _ = signal.notify.notified() => self.wanted = true,
                 permit = messages.reserve(), if !self.held.is_empty() => {
-                    if let (Ok(permit), Some(p)) = (permit, self.held.pop_front()) {
-                        replies.extend(acknowledge(&p));
-                        permit.send(p);
+                    if let Ok(permit) = permit {
+                        if let Some(p) = self.held.pop_front() {
+                            replies.extend(acknowledge(&p));
+                            permit.send(p);
+                        }
                     }
                     // (The receiver gone: `deliver` acknowledges and drops.)
                     self.deliver(&mut replies);
