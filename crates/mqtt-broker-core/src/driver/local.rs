@@ -170,6 +170,36 @@ enum Command {
 /// same connection; the connection ends (and its will is published) when
 /// every handle is dropped, unless [`LocalClient::disconnect`] ended it
 /// first. Received messages come from the [`LocalMessages`] returned with it.
+///
+/// ```
+/// use mqtt_broker_core::driver::{Listener, LocalOptions, ServerBuilder};
+/// use mqtt_broker_core::mqtt_codec::{QoS, SubscriptionOptions};
+/// use mqtt_broker_core::BrokerConfig;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = ServerBuilder::new(BrokerConfig::default())
+///     .listener(Listener::tcp("127.0.0.1:0".parse()?))
+///     .start()
+///     .await?;
+/// // The program's own client: no socket, an identity the ACL knows.
+/// let (app, mut messages) = server
+///     .local_client(LocalOptions::new("app").username("app"))
+///     .await?;
+/// app.subscribe("commands/#", SubscriptionOptions::qos(QoS::AtLeastOnce)).await?;
+/// // Retained, so every subscriber that comes later sees it.
+/// app.publish("status/app", "online", QoS::AtLeastOnce, true).await?;
+/// // Remote clients connect to server.local_addrs()[0] and talk to it like
+/// // to any client; here the app sends itself a command.
+/// app.publish("commands/reload", "now", QoS::ExactlyOnce, false).await?;
+/// let m = messages.recv().await.expect("still connected");
+/// assert_eq!((m.topic.as_str(), &m.payload[..]), ("commands/reload", &b"now"[..]));
+/// app.clear_retained("status/app").await?;
+/// app.disconnect().await; // normal: the will (if any) is discarded
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct LocalClient {
     commands: mpsc::Sender<Command>,
