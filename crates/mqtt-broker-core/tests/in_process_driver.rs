@@ -28,6 +28,16 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 /// How long "nothing arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
 
+/// Every test captures the broker's log lines on its thread: `tracing`
+/// caches whether a log line is wanted process-wide, when the line is first
+/// reached, so one test without a subscriber could hide a line from the
+/// test that checks it.
+fn capture_logs() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+    let log = LogCapture::default();
+    let guard = log.install();
+    (log, guard)
+}
+
 async fn server(config: BrokerConfig) -> (Server, SocketAddr) {
     let server = ServerBuilder::new(config)
         .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
@@ -77,8 +87,7 @@ async fn recv(messages: &mut LocalMessages) -> Publish {
 
 #[tokio::test]
 async fn a_local_publisher_reaches_a_tcp_subscriber_at_every_qos() {
-    let log = LogCapture::default();
-    let _g = log.install();
+    let (log, _g) = capture_logs();
     let (server, addr) = server(BrokerConfig::default()).await;
     let mut sub = tcp_client(addr, "tcp-sub").await;
     sub.subscribe("plant/#", QoS::ExactlyOnce).await;
@@ -118,6 +127,7 @@ async fn a_local_publisher_reaches_a_tcp_subscriber_at_every_qos() {
 
 #[tokio::test]
 async fn a_tcp_publisher_reaches_a_local_subscriber_at_every_qos() {
+    let (_log, _g) = capture_logs();
     let (server, addr) = server(BrokerConfig::default()).await;
     let (app, mut messages) = local(&server, LocalOptions::new("app")).await;
     let granted = app
@@ -147,6 +157,7 @@ async fn a_tcp_publisher_reaches_a_local_subscriber_at_every_qos() {
 
 #[tokio::test]
 async fn a_local_client_sets_and_clears_a_retained_message() {
+    let (_log, _g) = capture_logs();
     let (server, addr) = server(BrokerConfig::default()).await;
     let (app, mut own) = local(&server, LocalOptions::new("app")).await;
     app.publish("status/app", "online", QoS::AtLeastOnce, true)
@@ -196,6 +207,7 @@ fn will(topic: &str, payload: &'static str) -> LastWill {
 
 #[tokio::test]
 async fn the_will_is_published_when_the_handle_drops_without_disconnect() {
+    let (_log, _g) = capture_logs();
     let (server, addr) = server(BrokerConfig::default()).await;
     let mut watcher = tcp_client(addr, "watcher").await;
     watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
@@ -272,6 +284,7 @@ impl Authenticator for Gate {
 
 #[tokio::test]
 async fn the_acl_and_the_authenticator_judge_the_local_identity() {
+    let (_log, _g) = capture_logs();
     let gate = Gate::default();
     let server = ServerBuilder::new(BrokerConfig::default())
         .authenticator(Box::new(gate.clone()))
@@ -322,6 +335,7 @@ async fn the_acl_and_the_authenticator_judge_the_local_identity() {
 
 #[tokio::test]
 async fn a_local_subscriber_that_does_not_read_does_not_stall_a_tcp_subscriber() {
+    let (_log, _g) = capture_logs();
     let config = BrokerConfig {
         max_queued_messages: 50,
         ..BrokerConfig::default()
@@ -377,6 +391,7 @@ async fn a_local_subscriber_that_does_not_read_does_not_stall_a_tcp_subscriber()
 
 #[tokio::test]
 async fn shutdown_reaches_the_local_client_as_a_typed_error() {
+    let (_log, _g) = capture_logs();
     let (server, _addr) = server(BrokerConfig::default()).await;
     let (app, mut messages) = local(&server, LocalOptions::new("app")).await;
     tokio::time::timeout(WAIT, server.shutdown())

@@ -580,7 +580,17 @@ impl Task {
                 }
                 // Within the broker's Receive Maximum [MQTT-3.3.4-7].
                 command = commands.recv(), if self.publishing < self.quota => match command {
-                    Some(c) => replies.extend(self.command(c)),
+                    Some(c) => {
+                        replies.extend(self.command(c));
+                        // What else is asked goes to the broker under the
+                        // same lock.
+                        while self.publishing < self.quota {
+                            match commands.try_recv() {
+                                Ok(c) => replies.extend(self.command(c)),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => {
                         // Every handle dropped without DISCONNECT: the
                         // connection is lost, and the will published.
