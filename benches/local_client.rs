@@ -16,6 +16,9 @@
 //!   them: end-to-end throughput.
 //! - `one_by_one/qos0`: one publish, then wait until the subscriber has it:
 //!   the latency of one message publish -> remote subscriber.
+//!
+//! Each on a multi-threaded runtime (`multi_thread`) and on one thread
+//! (`current_thread`).
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::time::Duration;
@@ -90,7 +93,19 @@ async fn batch(
 }
 
 fn local_vs_loopback(c: &mut Criterion) {
-    let rt = Runtime::new().expect("tokio runtime");
+    // Both flavours: on the multi-threaded runtime the broker, the clients
+    // and the bench spread over the cores (wake-ups cross threads); on one
+    // thread the figures are the work per message.
+    let multi = Runtime::new().expect("tokio runtime");
+    run(c, "multi_thread", &multi);
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    run(c, "current_thread", &single);
+}
+
+fn run(c: &mut Criterion, flavour: &str, rt: &Runtime) {
     let (server, subscriber, mut messages, local, loopback) = rt.block_on(async {
         let server = ServerBuilder::new(BrokerConfig::default())
             .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
@@ -125,7 +140,7 @@ fn local_vs_loopback(c: &mut Criterion) {
         )
     });
 
-    let mut group = c.benchmark_group("publish_to_tcp_subscriber");
+    let mut group = c.benchmark_group(format!("publish_to_tcp_subscriber/{flavour}"));
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
     for (name, qos) in [("qos0", QoS::AtMostOnce), ("qos1", QoS::AtLeastOnce)] {

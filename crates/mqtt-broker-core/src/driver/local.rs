@@ -315,7 +315,7 @@ impl Server {
             Some(assigned) => assigned.as_str().into(),
             None => options.client_id.as_str().into(),
         };
-        let (commands, command_rx) = mpsc::channel(16);
+        let (commands, command_rx) = mpsc::channel(64);
         let (message_tx, messages) = mpsc::channel(usize::from(receive_maximum));
         let closed = Arc::new(Mutex::new(None));
         let dropped = Arc::new(AtomicU64::new(0));
