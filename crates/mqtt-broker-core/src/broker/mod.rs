@@ -425,7 +425,7 @@ impl Broker {
         &mut self,
         now: Instant,
         id: ConnectionId,
-        take: fn(&mut Conn) -> Option<(T, usize)>,
+        take: impl FnOnce(&mut Conn) -> Option<(T, usize)>,
     ) -> Option<T> {
         // (No first-call work here: a connection exists only after a call
         // that did it.)

@@ -216,6 +216,19 @@ impl std::fmt::Debug for LocalClient {
 }
 
 /// The messages an in-process client receives, in order.
+///
+/// Flow control is the broker's own: the client announces a Receive
+/// Maximum of [`LocalOptions::receive_maximum`], which is also how many
+/// messages may wait here unread. A QoS 1 or 2 message is acknowledged when
+/// it enters this buffer, so while it is full the broker keeps further QoS
+/// 1/2 messages in the session's queue (`max_queued_messages`), and the
+/// client's task leaves the broker's packets where they are, so QoS 0
+/// messages beyond `max_transmit_bytes` are dropped by the broker, as for a
+/// slow network subscriber; other subscribers never wait. (While one of
+/// the client's own requests waits for its acknowledgement the task keeps
+/// taking packets, so a publisher is never stalled by its unread messages;
+/// QoS 0 messages that then find the buffer full are dropped and counted in
+/// [`LocalMessages::dropped`].)
 #[derive(Debug)]
 pub struct LocalMessages {
     messages: mpsc::Receiver<Publish>,
@@ -238,9 +251,9 @@ impl LocalMessages {
     }
 
     /// QoS 0 messages dropped because the buffer was full while the
-    /// client's own requests were waiting for acknowledgements (see the
-    /// [module documentation](self)). Messages the broker dropped count in
-    /// its statistics, not here.
+    /// client's own requests were waiting for acknowledgements (see
+    /// [`LocalMessages`]). Messages the broker dropped count in its
+    /// statistics, not here.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
