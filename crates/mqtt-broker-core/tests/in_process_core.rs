@@ -246,3 +246,28 @@ fn a_network_client_and_an_in_process_one_talk_to_each_other() {
         other => panic!("expected PUBLISH, got {other:?}"),
     }
 }
+
+#[test]
+fn in_process_clients_count_in_sys_and_read_it() {
+    let config = BrokerConfig {
+        sys_interval: std::time::Duration::from_secs(10),
+        ..BrokerConfig::default()
+    };
+    let mut broker = Broker::new(config);
+    let now = Instant::now();
+    let a = local_client(&mut broker, now, Connect::new(V5, "a"));
+    let _b = local_client(&mut broker, now, Connect::new(V5, "b"));
+    subscribe(
+        &mut broker,
+        now,
+        a,
+        "$SYS/broker/clients/connected",
+        QoS::AtMostOnce,
+    );
+    let later = now + std::time::Duration::from_secs(10);
+    broker.handle_timeout(later);
+    let got = publishes(broker.take_packets(later, a).unwrap());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "$SYS/broker/clients/connected");
+    assert_eq!(&got[0].payload[..], b"2", "both in-process clients");
+}

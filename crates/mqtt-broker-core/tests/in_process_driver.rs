@@ -416,3 +416,39 @@ async fn shutdown_reaches_the_local_client_as_a_typed_error() {
         Err(LocalClientError::InvalidTopic(_))
     ));
 }
+
+#[tokio::test]
+async fn a_persistent_local_session_keeps_its_messages_and_can_be_taken_over() {
+    let (_log, _g) = capture_logs();
+    let (server, addr) = server(BrokerConfig::default()).await;
+    let keeper = || {
+        LocalOptions::new("keeper")
+            .clean_start(false)
+            .session_expiry(60)
+    };
+    let (app, _m) = local(&server, keeper()).await;
+    app.subscribe("jobs", SubscriptionOptions::qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    app.disconnect().await;
+    // Offline: the session queues the message.
+    let mut publisher = tcp_client(addr, "boss").await;
+    publisher
+        .publish("jobs", b"while away", QoS::AtLeastOnce, false)
+        .await;
+    let (app, mut messages) = local(&server, keeper()).await;
+    let p = recv(&mut messages).await;
+    assert_eq!(&p.payload[..], b"while away");
+
+    // Another connection with the same Client Identifier takes it over:
+    // the first handle learns why (DISCONNECT 0x8E).
+    let (_usurper, _m2) = local(&server, keeper()).await;
+    let r = tokio::time::timeout(WAIT, app.publish("x", "y", QoS::AtLeastOnce, false))
+        .await
+        .expect("answered");
+    assert_eq!(
+        r,
+        Err(LocalClientError::Disconnected(ReasonCode::SessionTakenOver))
+    );
+    server.shutdown().await;
+}
