@@ -6,8 +6,8 @@ use crate::auth::{
 };
 use crate::broker_config::BrokerConfig;
 use crate::connection::{
-    auth_request, keep_alive_grace, Conn, ConnState, ConnectionId, ConnectionInfo, LocalOut,
-    OutgoingPublish, PendingConnect,
+    auth_request, keep_alive_grace, Conn, ConnState, ConnectionId, ConnectionInfo, OutgoingPublish,
+    PendingConnect,
 };
 use crate::event::{DisconnectReason, Event};
 use crate::log_line::PublishSummary;
@@ -214,7 +214,7 @@ impl Broker {
         };
         self.out.stats.connections_open += 1;
         if local {
-            conn.local = Some(LocalOut::default());
+            conn.local = Some(Box::default());
             tracing::info!(
                 target: CONNECTION,
                 "New in-process connection (shown as {}).",

@@ -48,8 +48,9 @@ pub(crate) struct Conn {
     /// Encoded packets not yet taken by the driver ([`super::transmit`]).
     pub out: BytesMut,
     /// For an in-process connection ([`crate::Broker::local_connection_opened`]):
-    /// its packets, not encoded; `out` stays empty.
-    pub local: Option<LocalOut>,
+    /// its packets, not encoded; `out` stays empty. (Boxed: a network
+    /// connection pays one pointer for it.)
+    pub local: Option<Box<LocalOut>>,
     pub transmit_pending: bool,
     /// The client's Receive Maximum ([`super::flow_control`]).
     pub receive_maximum: u16,
