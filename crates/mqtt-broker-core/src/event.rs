@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum Event {
     /// Bytes are ready for this connection: call
-    /// [`crate::Broker::take_transmit`] and write them. Raised once until the
-    /// bytes are taken.
+    /// [`crate::Broker::take_transmit`] and write them (for an in-process
+    /// connection, [`crate::Broker::take_packets`] and hand them over).
+    /// Raised once until they are taken.
     Transmit(ConnectionId),
     /// Write what [`crate::Broker::take_transmit`] still returns for this
     /// connection, close the transport, then call

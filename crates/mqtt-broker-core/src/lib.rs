@@ -23,6 +23,12 @@
 //!    (1.5 times the Keep Alive, measured from the last packet), CONNECT
 //!    time-out, will delay, session expiry and `$SYS` updates.
 //!
+//! An in-process client (one inside the hosting program) has a connection
+//! too, opened with [`Broker::local_connection_opened`]: it is fed
+//! [`mqtt_codec::Packet`]s with [`Broker::handle_packet`], and after
+//! [`Event::Transmit`] its packets are taken unencoded with
+//! [`Broker::take_packets`] (step 3's bytes, without the bytes).
+//!
 //! Every call that can change state takes `now: Instant`; the state machine
 //! never reads the clock (only the optional `FileStorage` reads the wall
 //! clock, to keep expiry as deadlines across restarts). Logs follow Mosquitto's `-v` lines through [`tracing`]

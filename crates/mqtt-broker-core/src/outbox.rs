@@ -29,9 +29,9 @@ impl Outbox {
         }
     }
 
-    /// Announces `conn`'s outgoing bytes once, until the driver takes them.
+    /// Announces `conn`'s outgoing bytes (or packets) once, until the driver takes them.
     pub fn mark_transmit(&mut self, conn: &mut Conn) {
-        if !conn.transmit_pending && !conn.out.is_empty() {
+        if !conn.transmit_pending && conn.has_output() {
             conn.transmit_pending = true;
             self.events.push_back(Event::Transmit(conn.id));
         }

@@ -302,3 +302,30 @@ fn a_driver_awaiting_transmit_writes_after_the_storage_thread_finished() {
     assert_eq!(bytes[0], 0x20);
     writer.join().unwrap();
 }
+
+#[test]
+fn an_in_process_connections_packets_wait_for_the_storage_like_bytes() {
+    let progress = WriteProgress::new();
+    let storage = Deferred {
+        inner: MemoryStorage::new(),
+        progress: progress.clone(),
+        batches: 0,
+        unflushed: false,
+    };
+    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let now = Instant::now();
+    let a = broker.local_connection_opened(now, ConnectionInfo::in_process());
+    let connect = persistent("inside");
+    let len = connect.encoded_len(V);
+    broker.handle_packet(now, a, connect, len);
+    assert_eq!(announced(&mut broker), [a]);
+    let connack = broker.take_packets_when_stored(now, a).unwrap();
+    assert_eq!(connack.len(), 1);
+    assert!(
+        !connack.is_ready(),
+        "CONNACK handed out before its session was written"
+    );
+    progress.done_up_to(1);
+    assert!(connack.is_ready());
+    assert!(matches!(&connack.wait()[..], [Packet::ConnAck(_)]));
+}

@@ -220,6 +220,33 @@ impl Broker {
 
     /// A transport connection was accepted (after its TLS handshake).
     pub fn connection_opened(&mut self, now: Instant, info: ConnectionInfo) -> ConnectionId {
+        self.open(now, info, false)
+    }
+
+    /// An in-process connection: a client inside the hosting program, with
+    /// no socket and no encoding either way. Feed it [`Packet`]s with
+    /// [`Broker::handle_packet`] (`wire_len`: their encoded size, e.g.
+    /// [`Packet::encoded_len`], for the statistics) and take what the
+    /// broker sends it as [`Packet`]s with [`Broker::take_packets`] or
+    /// [`Broker::take_packets_when_stored`] after [`Event::Transmit`].
+    ///
+    /// Everything else is a client's: CONNECT with its identifier and
+    /// user name goes through the [`Authenticator`], its publications and
+    /// subscriptions through the [`Authorizer`]; it counts in the
+    /// statistics and `$SYS`, has a session, a will and a Receive Maximum.
+    /// An outgoing PUBLISH shares the message's payload (no copy) and keeps
+    /// its 5.0 properties; no topic alias is ever used towards it. The
+    /// queued packets count against [`BrokerConfig::max_transmit_bytes`]
+    /// with their encoded size, as bytes would: a client that does not take
+    /// them loses QoS 0 messages and keeps QoS 1/2 ones in its session queue.
+    ///
+    /// `info` is usually [`ConnectionInfo::in_process`]; log lines show its
+    /// `remote_addr` (`127.0.0.1:0` there).
+    pub fn local_connection_opened(&mut self, now: Instant, info: ConnectionInfo) -> ConnectionId {
+        self.open(now, info, true)
+    }
+
+    fn open(&mut self, now: Instant, info: ConnectionInfo, local: bool) -> ConnectionId {
         self.touch(now);
         let id = self.conns.insert(|id| Conn::new(id, info, now));
         let Some(conn) = self.conns.get_mut(id) else {
@@ -230,13 +257,22 @@ impl Broker {
         *(self.out.stats.connections_by_listener)
             .entry(conn.info.listener.port)
             .or_default() += 1;
-        tracing::info!(
-            target: CONNECTION,
-            "New connection from {}:{} on port {}.",
-            conn.info.remote_addr.ip(),
-            conn.info.remote_addr.port(),
-            conn.info.listener.port
-        );
+        if local {
+            conn.local = Some(Box::default());
+            tracing::info!(
+                target: CONNECTION,
+                "New in-process connection (shown as {}).",
+                conn.info.remote_addr
+            );
+        } else {
+            tracing::info!(
+                target: CONNECTION,
+                "New connection from {}:{} on port {}.",
+                conn.info.remote_addr.ip(),
+                conn.info.remote_addr.port(),
+                conn.info.listener.port
+            );
+        }
         if let Some(max) = self.config.max_connections {
             if self.out.stats.connections_open > max as u64 {
                 tracing::info!(
@@ -435,8 +471,11 @@ impl Broker {
     /// Before it hands out any bytes, the storage is flushed of every record
     /// written so far: nothing leaves before what it depends on is stored
     /// (see the `persistence` module).
+    ///
+    /// An in-process connection has no bytes (this returns `None`): take
+    /// its packets with [`Broker::take_packets`].
     pub fn take_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<BytesMut> {
-        let out = self.take_out(now, id)?;
+        let out = self.take_out(now, id, take_bytes)?;
         self.store.flush();
         Some(out)
     }
@@ -453,33 +492,65 @@ impl Broker {
         now: Instant,
         id: ConnectionId,
     ) -> Option<Transmit> {
-        let bytes = self.take_out(now, id)?;
+        let data = self.take_out(now, id, take_bytes)?;
         Some(Transmit {
-            bytes,
+            data,
             stored: self.store.start_flush(),
         })
     }
 
-    /// The bytes ready for `id`, and the next ones encoded behind them.
-    fn take_out(&mut self, now: Instant, id: ConnectionId) -> Option<BytesMut> {
+    /// The packets ready for the in-process connection `id`
+    /// ([`Broker::local_connection_opened`]), in order, unencoded: what
+    /// [`Broker::take_transmit`] is for a network connection. Taking them
+    /// makes room for queued messages (announced with another
+    /// [`Event::Transmit`]), and the storage is flushed first. `None` when
+    /// there are none, or `id` is not an in-process connection.
+    pub fn take_packets(&mut self, now: Instant, id: ConnectionId) -> Option<Vec<Packet>> {
+        let out = self.take_out(now, id, take_packets)?;
+        self.store.flush();
+        Some(out)
+    }
+
+    /// Like [`Broker::take_packets`], without waiting for the storage: the
+    /// packets are handed out by the [`Transmit`] once the storage has
+    /// written every record so far (see
+    /// [`Broker::take_transmit_when_stored`]).
+    pub fn take_packets_when_stored(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+    ) -> Option<Transmit<Vec<Packet>>> {
+        let data = self.take_out(now, id, take_packets)?;
+        Some(Transmit {
+            data,
+            stored: self.store.start_flush(),
+        })
+    }
+
+    /// What is ready for `id` (taken by `take`, with its size in bytes),
+    /// and the next messages moved out behind it.
+    fn take_out<T>(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        take: impl FnOnce(&mut Conn) -> Option<(T, usize)>,
+    ) -> Option<T> {
         // (No first-call work here: a connection exists only after a call
         // that did it.)
         let conn = self.conns.get_mut(id)?;
-        let out = std::mem::take(&mut conn.out);
+        let out = take(conn);
         conn.transmit_pending = false;
         if let Some(slot) = conn.session {
             if let Some(session) = self.sessions.get_mut(slot) {
                 flow!(self).pump(now, session, conn);
             }
         }
-        if !conn.out.is_empty() && !conn.transmit_pending {
+        if conn.has_output() && !conn.transmit_pending {
             conn.transmit_pending = true;
             self.out.events.push_back(Event::Transmit(id));
         }
-        if out.is_empty() {
-            return None;
-        }
-        self.out.stats.bytes_sent += out.len() as u64;
+        let (out, len) = out?;
+        self.out.stats.bytes_sent += len as u64;
         Some(out)
     }
 
@@ -743,45 +814,78 @@ impl Broker {
     }
 }
 
-/// Bytes for one connection, held until the storage has written the records
-/// they depend on (see [`Broker::take_transmit_when_stored`]).
+/// Takes a network connection's bytes, if any.
+fn take_bytes(conn: &mut Conn) -> Option<(BytesMut, usize)> {
+    if conn.out.is_empty() {
+        return None;
+    }
+    let out = std::mem::take(&mut conn.out);
+    let len = out.len();
+    Some((out, len))
+}
+
+/// Takes an in-process connection's packets, if any.
+fn take_packets(conn: &mut Conn) -> Option<(Vec<Packet>, usize)> {
+    let local = conn.local.as_mut().filter(|l| !l.packets.is_empty())?;
+    let len = std::mem::take(&mut local.bytes);
+    Some((std::mem::take(&mut local.packets), len))
+}
+
+/// What one connection is sent, held until the storage has written the
+/// records it depends on (see [`Broker::take_transmit_when_stored`]): bytes
+/// for a network connection, `Vec<Packet>` for an in-process one
+/// ([`Broker::take_packets_when_stored`]).
 #[derive(Debug)]
 #[must_use = "the bytes are the connection's next packets"]
-pub struct Transmit {
-    bytes: BytesMut,
+pub struct Transmit<T = BytesMut> {
+    data: T,
     stored: Option<crate::FlushTicket>,
 }
 
-impl Transmit {
-    /// Whether the bytes may go out now.
+impl<T> Transmit<T> {
+    /// Whether the data may go out now.
     pub fn is_ready(&self) -> bool {
         self.stored.as_ref().is_none_or(|t| t.is_done())
     }
 
+    /// The data, once the storage has written what it depends on.
+    pub async fn stored(self) -> T {
+        if let Some(ticket) = self.stored {
+            ticket.await;
+        }
+        self.data
+    }
+
+    /// The data, blocking the thread until the storage has written what
+    /// it depends on.
+    pub fn wait(self) -> T {
+        if let Some(ticket) = &self.stored {
+            ticket.wait();
+        }
+        self.data
+    }
+}
+
+impl Transmit<BytesMut> {
     /// Number of bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.data.len()
     }
 
     /// Whether there are no bytes (never, for a `Transmit` the broker made).
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.data.is_empty()
+    }
+}
+
+impl Transmit<Vec<Packet>> {
+    /// Number of packets.
+    pub fn len(&self) -> usize {
+        self.data.len()
     }
 
-    /// The bytes, once the storage has written what they depend on.
-    pub async fn stored(self) -> BytesMut {
-        if let Some(ticket) = self.stored {
-            ticket.await;
-        }
-        self.bytes
-    }
-
-    /// The bytes, blocking the thread until the storage has written what
-    /// they depend on.
-    pub fn wait(self) -> BytesMut {
-        if let Some(ticket) = &self.stored {
-            ticket.wait();
-        }
-        self.bytes
+    /// Whether there are no packets (never, for a `Transmit` the broker made).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
     }
 }

@@ -12,7 +12,7 @@ mod transmit;
 
 pub(crate) use handshake::{auth_request, PendingConnect};
 pub(crate) use keep_alive::keep_alive_grace;
-pub(crate) use state::{Conn, ConnState};
+pub(crate) use state::{Conn, ConnState, LocalOut};
 pub(crate) use transmit::OutgoingPublish;
 
 use mqtt_codec::QoS;
@@ -179,6 +179,12 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
+    /// The address an in-process connection carries
+    /// ([`ConnectionInfo::in_process`]): `127.0.0.1:0`, a placeholder no
+    /// socket has (port 0 is never a peer's port), which log lines show.
+    pub const IN_PROCESS_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
     /// A plain TCP connection from `remote_addr` on a listener with default settings.
     pub fn new(remote_addr: SocketAddr) -> Self {
         Self {
@@ -198,5 +204,12 @@ impl ConnectionInfo {
     pub fn with_tls(mut self, tls: Option<PeerCertificate>) -> Self {
         self.tls = tls;
         self
+    }
+
+    /// An in-process connection ([`crate::Broker::local_connection_opened`]):
+    /// address [`ConnectionInfo::IN_PROCESS_ADDR`], default listener
+    /// settings (port 0), no certificate.
+    pub fn in_process() -> Self {
+        Self::new(Self::IN_PROCESS_ADDR)
     }
 }

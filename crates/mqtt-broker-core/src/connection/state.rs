@@ -4,7 +4,7 @@
 use super::{ConnectionId, ConnectionInfo, PendingConnect};
 use crate::session::SessionKey;
 use bytes::BytesMut;
-use mqtt_codec::{Decoder, IncomingTopicAliases, OutgoingTopicAliases, ProtocolVersion};
+use mqtt_codec::{Decoder, IncomingTopicAliases, OutgoingTopicAliases, Packet, ProtocolVersion};
 use std::time::Instant;
 
 /// Where a connection is in its life.
@@ -18,6 +18,15 @@ pub(crate) enum ConnState {
     Connected,
     /// The broker asked the driver to close it; input is ignored.
     Closing,
+}
+
+/// The outgoing packets of an in-process connection: handed to the driver
+/// as they are, never encoded.
+#[derive(Debug, Default)]
+pub(crate) struct LocalOut {
+    pub packets: Vec<Packet>,
+    /// Their encoded size, for `max_transmit_bytes`.
+    pub bytes: usize,
 }
 
 /// One transport connection's protocol state.
@@ -38,6 +47,10 @@ pub(crate) struct Conn {
     pub last_rx: Instant,
     /// Encoded packets not yet taken by the driver ([`super::transmit`]).
     pub out: BytesMut,
+    /// For an in-process connection ([`crate::Broker::local_connection_opened`]):
+    /// its packets, not encoded; `out` stays empty. (Boxed: a network
+    /// connection pays one pointer for it.)
+    pub local: Option<Box<LocalOut>>,
     pub transmit_pending: bool,
     /// The client's Receive Maximum ([`super::flow_control`]).
     pub receive_maximum: u16,
@@ -91,6 +104,7 @@ impl Conn {
             keep_alive: 0,
             last_rx: now,
             out: BytesMut::new(),
+            local: None,
             transmit_pending: false,
             receive_maximum: u16::MAX,
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
@@ -105,6 +119,24 @@ impl Conn {
             password: None,
             username_from_certificate: false,
             bridge: false,
+        }
+    }
+
+    /// How many bytes wait for the driver: the encoded buffer, or the
+    /// encoded size of an in-process connection's queued packets (what the
+    /// back-pressure limit `max_transmit_bytes` is checked against).
+    pub fn pending_bytes(&self) -> usize {
+        match &self.local {
+            Some(l) => l.bytes,
+            None => self.out.len(),
+        }
+    }
+
+    /// Whether anything waits for the driver.
+    pub fn has_output(&self) -> bool {
+        match &self.local {
+            Some(l) => !l.packets.is_empty(),
+            None => !self.out.is_empty(),
         }
     }
 

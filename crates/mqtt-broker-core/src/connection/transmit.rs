@@ -1,12 +1,15 @@
 //! Writing packets into a connection's outgoing buffer, which the driver
-//! takes in one piece ([`crate::Broker::take_transmit`]).
+//! takes in one piece ([`crate::Broker::take_transmit`]); for an in-process
+//! connection, queuing them unencoded ([`crate::Broker::take_packets`]).
 
-use super::Conn;
+use super::{Conn, LocalOut};
 use crate::event::DropReason;
 use crate::log_line::PublishSummary;
 use crate::message::{Delivery, Message};
 use crate::outbox::Outbox;
-use mqtt_codec::{AliasChoice, Packet, PacketId, Publish, PublishProperties, QoS};
+use mqtt_codec::{
+    AliasChoice, EncodeError, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS,
+};
 use std::time::Instant;
 
 /// A message on its way to one client, with what its subscription decided.
@@ -32,10 +35,15 @@ impl<'a> OutgoingPublish<'a> {
 }
 
 impl Conn {
-    /// Encodes a control packet; packets larger than the client's Maximum
-    /// Packet Size are not sent [MQTT-3.1.2-24].
+    /// Encodes a control packet (queues it, on an in-process connection);
+    /// packets larger than the client's Maximum Packet Size are not sent
+    /// [MQTT-3.1.2-24].
     pub fn send(&mut self, out: &mut Outbox, packet: &Packet) -> bool {
-        match packet.encode_limited(self.version, self.max_packet_size, &mut self.out) {
+        let sent = match &mut self.local {
+            Some(local) => queue(local, self.version, self.max_packet_size, packet.clone()),
+            None => packet.encode_limited(self.version, self.max_packet_size, &mut self.out),
+        };
+        match sent {
             Ok(_) => {
                 out.stats.messages_sent += 1;
                 out.mark_transmit(self);
@@ -48,7 +56,8 @@ impl Conn {
         }
     }
 
-    /// Encodes a PUBLISH. Returns false when it was not sent (expired, or
+    /// Encodes a PUBLISH (queues it, sharing the message's payload, on an
+    /// in-process connection). Returns false when it was not sent (expired, or
     /// larger than the client accepts) and counts it dropped.
     pub fn send_publish(
         &mut self,
@@ -122,14 +131,24 @@ impl Conn {
             }
             // Topic aliases towards the client, up to its Topic Alias
             // Maximum [MQTT-3.3.2-11]; a new one counts once it is encoded.
-            if self.topic_alias_max > 0 {
+            // (None in process: no bytes to save.)
+            if self.topic_alias_max > 0 && self.local.is_none() {
                 alias = self
                     .aliases_out
                     .lookup_or_propose(&msg.topic, self.topic_alias_max);
                 alias.apply_to(&mut publish);
             }
         }
-        match publish.encode_limited(self.version, self.max_packet_size, &mut self.out) {
+        let sent = match &mut self.local {
+            Some(local) => queue(
+                local,
+                self.version,
+                self.max_packet_size,
+                Packet::Publish(publish),
+            ),
+            None => publish.encode_limited(self.version, self.max_packet_size, &mut self.out),
+        };
+        match sent {
             Ok(_) => {
                 if let AliasChoice::New(a) = alias {
                     self.aliases_out.commit(msg.topic.clone(), a);
@@ -161,4 +180,24 @@ impl Conn {
             }
         }
     }
+}
+
+/// Queues `packet` for an in-process connection, within the client's
+/// Maximum Packet Size as if it were encoded; returns its encoded size.
+fn queue(
+    local: &mut LocalOut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+    packet: Packet,
+) -> Result<usize, EncodeError> {
+    let len = packet.encoded_len(version);
+    if len > max_packet_size as usize {
+        return Err(EncodeError::PacketTooLarge {
+            size: len,
+            max: max_packet_size,
+        });
+    }
+    local.bytes += len;
+    local.packets.push(packet);
+    Ok(len)
 }

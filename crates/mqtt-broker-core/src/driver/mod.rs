@@ -28,12 +28,14 @@ mod auth;
 mod conn;
 mod expiry;
 mod from_config;
+mod local;
 mod metrics;
 mod reload;
 mod shared;
 
 pub use auth::{AsyncAuthenticator, AuthFuture};
 pub use expiry::DEFAULT_CHECK_INTERVAL as DEFAULT_CERTIFICATE_EXPIRY_CHECK_INTERVAL;
+pub use local::{LocalClient, LocalClientError, LocalMessages, LocalOptions};
 pub use metrics::{metrics_text, CONTENT_TYPE as METRICS_CONTENT_TYPE, METRICS_PATH};
 pub use mqtt_tls::expiry::WARN_WITHIN_DAYS as DEFAULT_CERTIFICATE_EXPIRY_WARNING_DAYS;
 pub use reload::ReloadReport;

@@ -88,7 +88,7 @@ impl FlowCtx<'_> {
             return;
         }
         let window = conn.send_window(self.config);
-        while conn.out.len() < self.config.max_transmit_bytes {
+        while conn.pending_bytes() < self.config.max_transmit_bytes {
             let Some(front) = session.queue.front() else {
                 break;
             };
@@ -154,7 +154,7 @@ impl FlowCtx<'_> {
                 Some(conn) => {
                     // Back-pressure: a slow subscriber loses QoS 0 messages
                     // rather than making the broker buffer without bound.
-                    if conn.out.len() >= self.config.max_transmit_bytes {
+                    if conn.pending_bytes() >= self.config.max_transmit_bytes {
                         self.out.dropped(
                             &session.client_id,
                             msg.topic.as_str(),
