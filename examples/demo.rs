@@ -78,11 +78,9 @@ fn options(port: u16, id: &str, tls: &ClientTlsOptions) -> DemoResult<ClientOpti
 }
 
 async fn start_broker(dir: &Path, require_certificate: bool) -> DemoResult<Server> {
-    let tls = mqtt_tls::ServerTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        require_certificate,
-        ..mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
-    };
+    let tls = mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
+        .cafile(dir.join("ca.crt"))
+        .require_certificate(require_certificate);
     let listener = Listener::tls("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, tls)
         .map_err(|e| e.to_string())?;
     // The guide's ssl.conf does not say allow_anonymous: Mosquitto 2 then

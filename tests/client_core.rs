@@ -50,11 +50,9 @@ fn run(args: Vec<String>) -> Output {
 }
 
 async fn start_broker(dir: &Path) -> Server {
-    let tls = mqtt_tls::ServerTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        require_certificate: true,
-        ..mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
-    };
+    let tls = mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
+        .cafile(dir.join("ca.crt"))
+        .require_certificate(true);
     let listener = Listener::tls("127.0.0.1:0".parse().expect("address"), tls).expect("listener");
     ServerBuilder::new(BrokerConfig::default())
         .listener(listener)

@@ -225,11 +225,10 @@ impl NativeBroker {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let options = mqtt_tls::ServerTlsOptions {
-            cafile: Some(certs.join("ca.crt")),
-            require_certificate: true,
-            ..mqtt_tls::ServerTlsOptions::new(certs.join("server.crt"), certs.join("server.key"))
-        };
+        let options =
+            mqtt_tls::ServerTlsOptions::new(certs.join("server.crt"), certs.join("server.key"))
+                .cafile(certs.join("ca.crt"))
+                .require_certificate(true);
         let listener = Listener::tls(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), options)
             .expect("TLS listener");
         let server = runtime

@@ -510,11 +510,9 @@ async fn mutual_tls_round_trip_and_a_client_without_certificate_is_refused() {
     certificates(dir);
     // A verified certificate authenticates the client with anonymous access off.
     let config = BrokerConfig::default().allow_anonymous(false);
-    let tls = mqtt_tls::ServerTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        require_certificate: true,
-        ..mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
-    };
+    let tls = mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
+        .cafile(dir.join("ca.crt"))
+        .require_certificate(true);
     let server = ServerBuilder::new(config)
         .listener(Listener::tls("127.0.0.1:0".parse().unwrap(), tls).unwrap())
         .start()
@@ -822,11 +820,9 @@ async fn over_websockets_plain_and_with_mutual_tls() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     certificates(dir);
-    let tls = mqtt_tls::ServerTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        require_certificate: true,
-        ..mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
-    };
+    let tls = mqtt_tls::ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
+        .cafile(dir.join("ca.crt"))
+        .require_certificate(true);
     let loopback = "127.0.0.1:0".parse().unwrap();
     let server = ServerBuilder::new(BrokerConfig::default())
         .listener(Listener::tcp(loopback).websockets())

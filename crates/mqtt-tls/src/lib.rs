@@ -26,12 +26,10 @@
 //! let client = ca.issue_client("sensor-1")?;
 //! mqtt_tls::gen::write_set(&dir, &ca, &server, &[("sensor-1".to_string(), client)])?;
 //!
-//! let broker = ServerTlsOptions {
-//!     cafile: Some(dir.join("ca.crt")),
-//!     require_certificate: true,
-//!     ..ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
-//! }
-//! .build()?;
+//! let broker = ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
+//!     .cafile(dir.join("ca.crt"))
+//!     .require_certificate(true)
+//!     .build()?;
 //! let subscriber = ClientTlsOptions::new()
 //!     .cafile(dir.join("ca.crt"))
 //!     .certfile(dir.join("client.crt"))

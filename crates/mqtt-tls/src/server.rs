@@ -12,15 +12,14 @@ use crate::{provider, TlsError, TlsVersion};
 ///
 /// ```no_run
 /// use mqtt_tls::ServerTlsOptions;
-/// let options = ServerTlsOptions {
-///     cafile: Some("ca.crt".into()),
-///     require_certificate: true,
-///     ..ServerTlsOptions::new("server.crt", "server.key")
-/// };
+/// let options = ServerTlsOptions::new("server.crt", "server.key")
+///     .cafile("ca.crt")
+///     .require_certificate(true);
 /// let config = options.build()?;
 /// # Ok::<(), mqtt_tls::TlsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerTlsOptions {
     /// `cafile`: CA certificates that client certificates are verified against.
     pub cafile: Option<PathBuf>,
@@ -62,6 +61,43 @@ impl ServerTlsOptions {
             min_version: TlsVersion::Tls12,
             alpn_mqtt: true,
         }
+    }
+
+    /// `cafile`: CA certificates client certificates are verified against.
+    pub fn cafile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cafile = Some(path.into());
+        self
+    }
+
+    /// `capath`: a directory of CA certificates.
+    pub fn capath(mut self, path: impl Into<PathBuf>) -> Self {
+        self.capath = Some(path.into());
+        self
+    }
+
+    /// `require_certificate`: clients must present a certificate the CA
+    /// signed.
+    pub fn require_certificate(mut self, on: bool) -> Self {
+        self.require_certificate = on;
+        self
+    }
+
+    /// `crlfile`: certificates revoked by the CA.
+    pub fn crlfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.crlfile = Some(path.into());
+        self
+    }
+
+    /// `tls_version`: the lowest TLS version accepted.
+    pub fn min_version(mut self, version: TlsVersion) -> Self {
+        self.min_version = version;
+        self
+    }
+
+    /// Whether ALPN `mqtt` is offered (default true).
+    pub fn alpn_mqtt(mut self, on: bool) -> Self {
+        self.alpn_mqtt = on;
+        self
     }
 
     /// Reads the files and builds the rustls config (ring provider).

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mqtt_tls::{ServerTlsOptions, TlsError};
+use mqtt_tls::TlsError;
 
 #[tokio::test]
 async fn revoked_client_certificate_is_refused_and_others_are_accepted() {
@@ -15,12 +15,7 @@ async fn revoked_client_certificate_is_refused_and_others_are_accepted() {
     assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
     let crlfile = set.path("ca.crl");
     std::fs::write(&crlfile, crl).unwrap();
-    let server = ServerTlsOptions {
-        crlfile: Some(crlfile),
-        ..set.server_options(true)
-    }
-    .build()
-    .unwrap();
+    let server = set.server_options(true).crlfile(crlfile).build().unwrap();
 
     // The revoked one.
     let client = {

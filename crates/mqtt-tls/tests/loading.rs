@@ -212,12 +212,7 @@ fn webpki_roots_alone_are_a_trust_source() {
 #[test]
 fn require_certificate_without_a_ca_is_refused() {
     let set = Set::new(&["127.0.0.1"]);
-    let err = ServerTlsOptions {
-        cafile: None,
-        ..set.server_options(true)
-    }
-    .build()
-    .unwrap_err();
+    let err = set.server_options(true).build().unwrap_err();
     assert!(
         matches!(err, TlsError::RequireCertificateWithoutCa),
         "{err:?}"
@@ -254,12 +249,11 @@ fn server_certificate_with_its_name_only_in_the_common_name_is_explained() {
 #[test]
 fn server_certificate_in_the_cafile_is_not_a_ca() {
     let set = Set::new(&["127.0.0.1"]);
-    let err = ServerTlsOptions {
-        cafile: Some(set.path("server.crt")),
-        ..set.server_options(true)
-    }
-    .build()
-    .unwrap_err();
+    let err = set
+        .server_options(true)
+        .cafile(set.path("server.crt"))
+        .build()
+        .unwrap_err();
     assert!(matches!(err, TlsError::NotACa { .. }), "{err:?}");
 }
 
@@ -269,13 +263,10 @@ fn capath_directory_is_a_trust_source() {
     let capath = tempfile::tempdir().unwrap();
     std::fs::copy(set.path("ca.crt"), capath.path().join("ca.pem")).unwrap();
     std::fs::write(capath.path().join("README"), "not a certificate").unwrap();
-    ServerTlsOptions {
-        cafile: None,
-        capath: Some(capath.path().to_path_buf()),
-        ..set.server_options(true)
-    }
-    .build()
-    .unwrap();
+    set.server_options(true)
+        .capath(capath.path().to_path_buf())
+        .build()
+        .unwrap();
     {
         let mut tls = set.client_options(true);
         tls.cafile = None;
@@ -289,12 +280,11 @@ fn capath_directory_is_a_trust_source() {
 #[test]
 fn crlfile_without_a_crl_is_explained() {
     let set = Set::new(&["127.0.0.1"]);
-    let err = ServerTlsOptions {
-        crlfile: Some(set.path("ca.crt")),
-        ..set.server_options(true)
-    }
-    .build()
-    .unwrap_err();
+    let err = set
+        .server_options(true)
+        .crlfile(set.path("ca.crt"))
+        .build()
+        .unwrap_err();
     assert!(matches!(err, TlsError::BadCrl { .. }), "{err:?}");
     assert!(err.to_string().contains("BEGIN X509 CRL"), "{err}");
 }

@@ -100,13 +100,11 @@ fn recipe_dir() -> Option<tempfile::TempDir> {
 #[test]
 fn recipe_server_certificate_is_refused_with_version_1_explanation_and_fix() {
     let Some(dir) = recipe_dir() else { return };
-    let err = ServerTlsOptions {
-        cafile: Some(dir.path().join("ca.crt")),
-        require_certificate: true,
-        ..ServerTlsOptions::new(dir.path().join("server.crt"), dir.path().join("server.key"))
-    }
-    .build()
-    .unwrap_err();
+    let err = ServerTlsOptions::new(dir.path().join("server.crt"), dir.path().join("server.key"))
+        .cafile(dir.path().join("ca.crt"))
+        .require_certificate(true)
+        .build()
+        .unwrap_err();
     assert!(
         matches!(err, TlsError::Version1Certificate { .. }),
         "{err:?}"
@@ -152,13 +150,11 @@ fn recipe_client_certificate_is_refused_with_version_1_explanation_and_fix() {
 fn recipe_ca_loads_as_cafile() {
     let Some(dir) = recipe_dir() else { return };
     let set = Set::new(&["127.0.0.1"]);
-    ServerTlsOptions {
-        cafile: Some(dir.path().join("ca.crt")),
-        require_certificate: true,
-        ..ServerTlsOptions::new(set.path("server.crt"), set.path("server.key"))
-    }
-    .build()
-    .unwrap();
+    ServerTlsOptions::new(set.path("server.crt"), set.path("server.key"))
+        .cafile(dir.path().join("ca.crt"))
+        .require_certificate(true)
+        .build()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -186,13 +182,12 @@ async fn reissuing_from_the_recipe_ca_works_with_the_existing_ca_crt() {
     );
     assert!(!out.path().join("ca.key").exists());
 
-    let broker = ServerTlsOptions {
-        cafile: Some(dir.path().join("ca.crt")),
-        require_certificate: true,
-        ..ServerTlsOptions::new(out.path().join("server.crt"), out.path().join("server.key"))
-    }
-    .build()
-    .unwrap();
+    let broker =
+        ServerTlsOptions::new(out.path().join("server.crt"), out.path().join("server.key"))
+            .cafile(dir.path().join("ca.crt"))
+            .require_certificate(true)
+            .build()
+            .unwrap();
     let client = ClientTlsOptions::new()
         .cafile(dir.path().join("ca.crt"))
         .certfile(out.path().join("client.crt"))

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mqtt_tls::{ServerTlsOptions, TlsVersion};
+use mqtt_tls::TlsVersion;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
@@ -26,12 +26,11 @@ fn tls12_only_client(set: &Set) -> Arc<rustls::ClientConfig> {
 #[tokio::test]
 async fn minimum_tls_1_3_refuses_a_tls_1_2_client() {
     let set = Set::new(&["127.0.0.1"]);
-    let server = ServerTlsOptions {
-        min_version: TlsVersion::Tls13,
-        ..set.server_options(false)
-    }
-    .build()
-    .unwrap();
+    let server = set
+        .server_options(false)
+        .min_version(TlsVersion::Tls13)
+        .build()
+        .unwrap();
     let (addr, handle) = serve_once("127.0.0.1", server, false).await;
     let client_result = dial(tls12_only_client(&set), "127.0.0.1", addr).await;
     assert!(

@@ -49,17 +49,17 @@ fn addresses(l: &ListenerConfig) -> Result<Vec<SocketAddr>, DriverError> {
 fn tls_options(l: &ListenerConfig) -> Result<Option<mqtt_tls::ServerTlsOptions>, DriverError> {
     let t = &l.tls;
     match (&t.certfile, &t.keyfile) {
-        (Some(cert), Some(key)) => Ok(Some(mqtt_tls::ServerTlsOptions {
-            cafile: t.cafile.clone(),
-            capath: t.capath.clone(),
-            certfile: cert.clone(),
-            keyfile: key.clone(),
-            require_certificate: t.require_certificate,
-            crlfile: t.crlfile.clone(),
-            // `config::TlsVersion` is `mqtt_tls::TlsVersion` when the driver is on.
-            min_version: t.tls_version.unwrap_or_default(),
-            alpn_mqtt: true,
-        })),
+        (Some(cert), Some(key)) => {
+            let mut o = mqtt_tls::ServerTlsOptions::new(cert.clone(), key.clone())
+                .require_certificate(t.require_certificate)
+                // `config::TlsVersion` is `mqtt_tls::TlsVersion` when the driver is on.
+                .min_version(t.tls_version.unwrap_or_default())
+                .alpn_mqtt(true);
+            o.cafile = t.cafile.clone();
+            o.capath = t.capath.clone();
+            o.crlfile = t.crlfile.clone();
+            Ok(Some(o))
+        }
         (None, None) => {
             if t.cafile.is_some() || t.capath.is_some() || t.require_certificate {
                 Err(DriverError::Config(format!(

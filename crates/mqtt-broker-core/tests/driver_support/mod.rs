@@ -234,11 +234,9 @@ impl Certs {
     }
 
     pub fn server_options(&self, require_certificate: bool) -> mqtt_tls::ServerTlsOptions {
-        mqtt_tls::ServerTlsOptions {
-            cafile: Some(self.path("ca.crt")),
-            require_certificate,
-            ..mqtt_tls::ServerTlsOptions::new(self.path("server.crt"), self.path("server.key"))
-        }
+        mqtt_tls::ServerTlsOptions::new(self.path("server.crt"), self.path("server.key"))
+            .cafile(self.path("ca.crt"))
+            .require_certificate(require_certificate)
     }
 
     pub fn client_options(&self, with_cert: bool) -> mqtt_tls::ClientTlsOptions {

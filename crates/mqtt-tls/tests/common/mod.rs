@@ -58,11 +58,9 @@ impl Set {
     }
 
     pub fn server_options(&self, require_certificate: bool) -> ServerTlsOptions {
-        ServerTlsOptions {
-            cafile: Some(self.path("ca.crt")),
-            require_certificate,
-            ..ServerTlsOptions::new(self.path("server.crt"), self.path("server.key"))
-        }
+        ServerTlsOptions::new(self.path("server.crt"), self.path("server.key"))
+            .cafile(self.path("ca.crt"))
+            .require_certificate(require_certificate)
     }
 
     pub fn client_options(&self, with_cert: bool) -> ClientTlsOptions {
