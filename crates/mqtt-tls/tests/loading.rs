@@ -212,7 +212,9 @@ fn webpki_roots_alone_are_a_trust_source() {
 #[test]
 fn require_certificate_without_a_ca_is_refused() {
     let set = Set::new(&["127.0.0.1"]);
-    let err = set.server_options(true).build().unwrap_err();
+    let mut options = set.server_options(true);
+    options.cafile = None;
+    let err = options.build().unwrap_err();
     assert!(
         matches!(err, TlsError::RequireCertificateWithoutCa),
         "{err:?}"
@@ -263,10 +265,9 @@ fn capath_directory_is_a_trust_source() {
     let capath = tempfile::tempdir().unwrap();
     std::fs::copy(set.path("ca.crt"), capath.path().join("ca.pem")).unwrap();
     std::fs::write(capath.path().join("README"), "not a certificate").unwrap();
-    set.server_options(true)
-        .capath(capath.path().to_path_buf())
-        .build()
-        .unwrap();
+    let mut options = set.server_options(true).capath(capath.path().to_path_buf());
+    options.cafile = None;
+    options.build().unwrap();
     {
         let mut tls = set.client_options(true);
         tls.cafile = None;
