@@ -9,6 +9,12 @@
 
 pub mod topic;
 
+#[cfg(feature = "bridge")]
+mod link;
+
+#[cfg(feature = "bridge")]
+pub use link::{Bridge, BridgeAction, BridgeStats};
+
 pub use topic::{map_incoming, map_outgoing, BridgeDirection, BridgeTopic, BridgeTopicError};
 
 use mqtt_codec::ProtocolVersion;

@@ -215,7 +215,9 @@ mod tests {
         assert_eq!(b.pattern, None);
         assert_eq!(b.local_filter().as_str(), "local/topic");
         assert_eq!(
-            map_outgoing(&[b.clone()], "local/topic").unwrap().as_str(),
+            map_outgoing(std::slice::from_ref(&b), "local/topic")
+                .unwrap()
+                .as_str(),
             "remote/topic"
         );
         // Without both prefixes, "" is refused.
@@ -235,7 +237,9 @@ mod tests {
         assert_eq!(b.local_prefix, None);
         assert_eq!(b.remote_prefix.as_deref(), Some("site/"));
         assert_eq!(
-            map_outgoing(&[b.clone()], "a/b").unwrap().as_str(),
+            map_outgoing(std::slice::from_ref(&b), "a/b")
+                .unwrap()
+                .as_str(),
             "site/a/b"
         );
         assert_eq!(map_incoming(&[b], "site/a/b").unwrap().as_str(), "a/b");
