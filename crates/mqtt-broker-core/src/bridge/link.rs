@@ -526,7 +526,7 @@ impl Bridge {
             Phase::Connecting | Phase::Connected | Phase::Closing => {}
             _ => return,
         }
-        let was_connected = self.phase == Phase::Connected;
+        let was_connected = matches!(self.phase, Phase::Connected | Phase::Closing);
         self.remote
             .connection_lost(ConnectionError::Transport(why.to_owned()));
         self.remote_events(now, broker);
@@ -651,6 +651,7 @@ impl Bridge {
     }
 
     fn connected(&mut self, now: Instant, broker: &mut Broker, session_present: bool) {
+        tracing::debug!(target: TARGET, "Received CONNACK on connection {}.", self.local_id);
         tracing::info!(target: TARGET, "Bridge {} connected to {} (session present {})", self.config.name, self.stats.address, u8::from(session_present));
         self.phase = Phase::Connected;
         self.stats.connects += 1;
