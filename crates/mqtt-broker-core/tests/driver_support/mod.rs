@@ -106,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
-    fn packet_id(&mut self) -> NonZeroU16 {
+    pub fn packet_id(&mut self) -> NonZeroU16 {
         let id = NonZeroU16::new(self.next_id).expect("non-zero");
         self.next_id = self.next_id.wrapping_add(1).max(1);
         id
