@@ -109,6 +109,7 @@ struct World {
     /// Whether dialling B's addresses works: by address host.
     reachable: Vec<&'static str>,
     dials: Vec<String>,
+    probes: Vec<String>,
 }
 
 impl World {
@@ -126,6 +127,7 @@ impl World {
             link: None,
             reachable: vec!["b"],
             dials: Vec::new(),
+            probes: Vec::new(),
         };
         w.settle();
         w
@@ -149,6 +151,12 @@ impl World {
                     } else {
                         self.bridge.dial_failed(self.now, "Connection refused");
                     }
+                }
+                Some(BridgeAction::Probe(addr)) => {
+                    moved = true;
+                    let ok = self.reachable.contains(&addr.host.as_str());
+                    self.probes.push(addr.to_string());
+                    self.bridge.probe_result(self.now, &mut self.a, ok);
                 }
                 Some(BridgeAction::Close) => {
                     moved = true;
@@ -422,4 +430,39 @@ fn notifications_are_retained_one_and_zero_with_a_will_on_the_remote() {
     on_b.read(&mut w.b, w.now);
     assert_eq!(on_a.payloads(state), ["1", "0"]);
     assert_eq!(on_b.payloads(state), ["1", "0"]);
+}
+
+#[test]
+fn without_round_robin_the_first_address_is_taken_back_when_it_answers() {
+    let mut c = config(
+        ProtocolVersion::V3_1_1,
+        vec![topic(
+            "#",
+            BridgeDirection::Out,
+            QoS::AtMostOnce,
+            None,
+            None,
+        )],
+    );
+    c.addresses = vec![
+        BridgeAddress::parse("a:1883").unwrap(),
+        BridgeAddress::parse("b:1883").unwrap(),
+    ];
+    let mut w = World::new(c);
+    // "a" is down (only "b" is reachable): failed over to "b".
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.dials, ["a:1883", "b:1883"]);
+    assert!(w.bridge.is_connected());
+    // Every 5 s the first address is probed; while it is down, nothing changes.
+    w.advance(Duration::from_secs(6));
+    assert_eq!(w.probes, ["a:1883"]);
+    assert_eq!(w.dials.len(), 2);
+    // It answers again: the bridge goes back to it.
+    w.reachable.push("a");
+    w.advance(Duration::from_secs(6));
+    assert_eq!(w.probes.len(), 2);
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.dials.last().map(String::as_str), Some("a:1883"));
+    assert!(w.bridge.is_connected());
+    assert_eq!(w.bridge.stats(&w.a).address, "a:1883");
 }

@@ -54,6 +54,10 @@ pub enum BridgeAction {
     /// Write what [`Bridge::poll_remote_transmit`] still returns, then close
     /// the remote transport and call [`Bridge::transport_closed`].
     Close,
+    /// While connected to a later address (`round_robin false`): see
+    /// whether this one, the first, accepts a TCP connection again, and
+    /// call [`Bridge::probe_result`]. Nothing else is sent to it.
+    Probe(BridgeAddress),
 }
 
 /// A bridge's counters (published under `$SYS/broker/bridges/NAME/`).
@@ -126,6 +130,8 @@ pub struct Bridge {
     stats: BridgeStats,
     /// A `Close` for the driver is pending.
     close_requested: bool,
+    /// A `Probe` of the first address for the driver is pending.
+    probe_requested: bool,
 }
 
 impl Bridge {
@@ -202,6 +208,7 @@ impl Bridge {
             next_sys: None,
             stats,
             close_requested: false,
+            probe_requested: false,
             config,
         }
     }
@@ -459,6 +466,17 @@ impl Bridge {
             self.close_requested = false;
             return Some(BridgeAction::Close);
         }
+        if self.probe_requested {
+            self.probe_requested = false;
+            if self.phase == Phase::Connected {
+                return self
+                    .config
+                    .addresses
+                    .first()
+                    .cloned()
+                    .map(BridgeAction::Probe);
+            }
+        }
         let Phase::Waiting { at } = self.phase else {
             return None;
         };
@@ -499,6 +517,27 @@ impl Bridge {
         }
         tracing::error!(target: TARGET, "Error creating bridge {}: {}.", self.config.name, why);
         self.schedule_restart(now);
+    }
+
+    /// Whether the first address accepted a TCP connection (after
+    /// [`BridgeAction::Probe`]). If it did, this connection ends and the
+    /// next one goes to the first address, as Mosquitto does without
+    /// `round_robin`; if not, it is probed again in 5 s.
+    pub fn probe_result(&mut self, now: Instant, broker: &mut Broker, reachable: bool) {
+        if self.phase != Phase::Connected || self.address == 0 {
+            return;
+        }
+        if !reachable {
+            self.primary_retry = Some(now + Duration::from_secs(5));
+            return;
+        }
+        tracing::info!(target: TARGET, "Bridge {}: the first address answers again; reconnecting to it.", self.config.name);
+        self.remote.disconnect();
+        self.remote_events(now, broker);
+        self.phase = Phase::Closing;
+        self.close_requested = true;
+        // schedule_restart moves on by one: to the first address.
+        self.address = self.config.addresses.len().saturating_sub(1);
     }
 
     /// Bytes read from the remote.
@@ -771,19 +810,10 @@ impl Bridge {
             self.phase = Phase::Closing;
             self.close_requested = true;
         }
-        if let Some(at) = self.primary_retry {
-            if now >= at {
-                self.primary_retry = None;
-                if self.phase == Phase::Connected && !self.config.round_robin && self.address != 0 {
-                    // Back to the first address: this connection ends and
-                    // the next dial starts from it.
-                    tracing::info!(target: TARGET, "Bridge {}: trying the first address again.", self.config.name);
-                    self.remote.disconnect();
-                    self.remote_events(now, broker);
-                    self.phase = Phase::Closing;
-                    self.close_requested = true;
-                    self.address = self.config.addresses.len().saturating_sub(1);
-                }
+        if self.primary_retry.is_some_and(|at| now >= at) {
+            self.primary_retry = None;
+            if self.phase == Phase::Connected && !self.config.round_robin && self.address != 0 {
+                self.probe_requested = true;
             }
         }
         if let Some(at) = self.next_sys {

@@ -13,7 +13,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-const TARGET: &str = "mqtt_broker::bridge";
 /// How long a TCP connect and a TLS handshake may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle bridge looks at its queue (lazy bridges' threshold).
@@ -179,7 +178,7 @@ async fn run(
                     Err(why) => locked(&shared, &h, |b, _, now| b.dial_failed(now, &why)),
                 };
             }
-            Some(BridgeAction::Close) | None => {
+            Some(BridgeAction::Close) | Some(BridgeAction::Probe(_)) | None => {
                 let tick = Instant::now() + IDLE_TICK;
                 let wake = step.timeout.map_or(tick, |t| t.min(tick));
                 tokio::select! {
@@ -243,6 +242,16 @@ async fn connected(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut step = first;
     loop {
+        if *stop.borrow() {
+            step = locked(shared, h, |b, broker, now| b.stop(now, broker));
+            for bytes in std::mem::take(&mut step.out) {
+                let _ = wr.write_all(&bytes).await;
+            }
+            let _ = wr.shutdown().await;
+            return locked(shared, h, |b, broker, now| {
+                b.transport_closed(now, broker, "the broker is shutting down")
+            });
+        }
         for bytes in std::mem::take(&mut step.out) {
             if let Err(e) = wr.write_all(&bytes).await {
                 let why = e.to_string();
@@ -250,6 +259,22 @@ async fn connected(
                     b.transport_closed(now, broker, &why)
                 });
             }
+        }
+        if let Some(BridgeAction::Probe(address)) = &step.action {
+            let address = address.clone();
+            step.action = None;
+            let probe = tokio::time::timeout(
+                DIAL_TIMEOUT,
+                TcpStream::connect((address.host.as_str(), address.port)),
+            );
+            tokio::select! {
+                r = probe => {
+                    let ok = matches!(r, Ok(Ok(_)));
+                    step = locked(shared, h, |b, broker, now| b.probe_result(now, broker, ok));
+                }
+                _ = stop.changed() => {}
+            }
+            continue;
         }
         if step.action == Some(BridgeAction::Close) {
             let _ = wr.flush().await;
@@ -280,17 +305,7 @@ async fn connected(
             _ = sleep_until(step.timeout) => {
                 step = locked(shared, h, |b, broker, now| b.handle_timeout(now, broker));
             }
-            _ = stop.changed() => {
-                step = locked(shared, h, |b, broker, now| b.stop(now, broker));
-                for bytes in std::mem::take(&mut step.out) {
-                    let _ = wr.write_all(&bytes).await;
-                }
-                let _ = wr.shutdown().await;
-                tracing::debug!(target: TARGET, "Bridge stopped.");
-                return locked(shared, h, |b, broker, now| {
-                    b.transport_closed(now, broker, "the broker is shutting down")
-                });
-            }
+            _ = stop.changed() => {}
         }
     }
 }

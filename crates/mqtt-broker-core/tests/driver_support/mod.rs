@@ -162,6 +162,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
+    /// Publishes at QoS 0 or 1 and waits for the PUBACK; messages that
+    /// arrive in the meantime (QoS 0 or 1) are acknowledged and pushed on
+    /// `seen`.
+    pub async fn publish_noting(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        seen: &mut Vec<Publish>,
+    ) {
+        assert!(qos != QoS::ExactlyOnce, "QoS 0 or 1");
+        let mut p = Publish::new(
+            TopicName::try_from(topic).expect("valid topic"),
+            bytes::Bytes::copy_from_slice(payload),
+        );
+        p.qos = qos;
+        let id = (qos == QoS::AtLeastOnce).then(|| self.packet_id());
+        p.packet_id = id;
+        self.send(Packet::Publish(p)).await;
+        let Some(id) = id else { return };
+        loop {
+            match self.recv().await {
+                Some(Packet::PubAck(a)) if a.packet_id == id => return,
+                Some(Packet::Publish(m)) => {
+                    if let Some(mid) = m.packet_id {
+                        self.send(Packet::PubAck(PubAck::new(mid))).await;
+                    }
+                    seen.push(m);
+                }
+                Some(_) => {}
+                None => panic!("connection closed while publishing"),
+            }
+        }
+    }
+
     /// Waits for a PUBLISH, acknowledging QoS 1/2 as a subscriber must.
     pub async fn expect_publish(&mut self) -> Publish {
         loop {
