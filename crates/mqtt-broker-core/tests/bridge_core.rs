@@ -183,11 +183,16 @@ impl World {
                 }
             }
             while let Some(e) = self.a.poll_event() {
-                if let Event::Transmit(id) = e {
-                    if Some(id) == self.bridge.local_connection() {
+                match e {
+                    Event::Transmit(id) if Some(id) == self.bridge.local_connection() => {
                         moved = true;
                         self.bridge.pump_local(self.now, &mut self.a);
                     }
+                    Event::Close(id) if Some(id) == self.bridge.local_connection() => {
+                        moved = true;
+                        self.bridge.local_connection_closed(self.now, &mut self.a);
+                    }
+                    _ => {}
                 }
             }
             if !moved {
@@ -465,4 +470,96 @@ fn without_round_robin_the_first_address_is_taken_back_when_it_answers() {
     assert_eq!(w.dials.last().map(String::as_str), Some("a:1883"));
     assert!(w.bridge.is_connected());
     assert_eq!(w.bridge.stats(&w.a).address, "a:1883");
+}
+
+#[test]
+fn lazy_connects_at_the_threshold_and_leaves_when_idle() {
+    let mut c = config(
+        ProtocolVersion::V3_1_1,
+        vec![topic(
+            "data/#",
+            BridgeDirection::Out,
+            QoS::AtLeastOnce,
+            None,
+            None,
+        )],
+    );
+    c.start_type = mqtt_broker_core::bridge::StartType::Lazy;
+    c.threshold = 3;
+    c.idle_timeout = Duration::from_secs(30);
+    c.notifications = false;
+    let mut w = World::new(c);
+    assert!(w.dials.is_empty(), "lazy: no connection at start");
+    let mut on_a = Client::new(&mut w.a, w.now, "producer");
+    on_a.publish(&mut w.a, w.now, "data/1", "1", QoS::AtLeastOnce);
+    on_a.publish(&mut w.a, w.now, "data/2", "2", QoS::AtLeastOnce);
+    w.advance(Duration::from_secs(5));
+    assert!(w.dials.is_empty(), "below the threshold");
+    on_a.publish(&mut w.a, w.now, "data/3", "3", QoS::AtLeastOnce);
+    w.settle();
+    assert_eq!(w.dials.len(), 1);
+    assert!(w.bridge.is_connected());
+    assert_eq!(w.a.session_pending(w.bridge.local_client_id()), Some(0));
+    // Idle for idle_timeout: disconnected, and it stays so.
+    w.advance(Duration::from_secs(31));
+    assert!(!w.bridge.is_connected());
+    w.advance(Duration::from_secs(60));
+    assert_eq!(w.dials.len(), 1);
+}
+
+#[test]
+fn once_never_reconnects() {
+    let mut c = config(
+        ProtocolVersion::V3_1_1,
+        vec![topic(
+            "#",
+            BridgeDirection::Out,
+            QoS::AtMostOnce,
+            None,
+            None,
+        )],
+    );
+    c.start_type = mqtt_broker_core::bridge::StartType::Once;
+    let mut w = World::new(c);
+    assert!(w.bridge.is_connected());
+    w.cut("network down");
+    w.settle();
+    w.advance(Duration::from_secs(120));
+    assert_eq!(w.dials.len(), 1);
+    assert!(!w.bridge.is_connected());
+}
+
+#[test]
+fn a_local_connection_taken_over_is_opened_again() {
+    let mut c = config(
+        ProtocolVersion::V3_1_1,
+        vec![topic(
+            "data/#",
+            BridgeDirection::Out,
+            QoS::AtLeastOnce,
+            None,
+            None,
+        )],
+    );
+    c.notifications = false;
+    let mut w = World::new(c);
+    let now = w.now;
+    let mut on_b = Client::new(&mut w.b, now, "sink");
+    on_b.subscribe(&mut w.b, now, "data/#", QoS::AtLeastOnce);
+    let first = w.bridge.local_connection().unwrap();
+    // A client takes the bridge's local client id, then leaves.
+    let id = w.bridge.local_client_id().to_owned();
+    let intruder = Client::new(&mut w.a, now, &id);
+    w.settle();
+    assert_ne!(w.bridge.local_connection(), Some(first));
+    w.a.connection_closed(w.now, intruder.id);
+    w.advance(Duration::from_secs(2));
+    let again = w.bridge.local_connection().expect("opened again");
+    assert_ne!(again, first);
+    // Messages flow through the new local connection.
+    let mut on_a = Client::new(&mut w.a, w.now, "producer");
+    on_a.publish(&mut w.a, w.now, "data/x", "after", QoS::AtLeastOnce);
+    w.settle();
+    on_b.read(&mut w.b, w.now);
+    assert_eq!(on_b.payloads("data/x"), ["after"]);
 }

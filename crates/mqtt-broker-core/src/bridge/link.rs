@@ -132,6 +132,12 @@ pub struct Bridge {
     close_requested: bool,
     /// A `Probe` of the first address for the driver is pending.
     probe_requested: bool,
+    /// When the local connection is opened again after the broker closed it.
+    local_reopen_at: Option<Instant>,
+    /// When it was last opened again (at most once a second).
+    local_reopened: Option<Instant>,
+    /// [`Bridge::stop`] was called.
+    stopped: bool,
 }
 
 impl Bridge {
@@ -209,6 +215,9 @@ impl Bridge {
             stats,
             close_requested: false,
             probe_requested: false,
+            local_reopen_at: None,
+            local_reopened: None,
+            stopped: false,
             config,
         }
     }
@@ -259,6 +268,16 @@ impl Bridge {
         if self.local.is_some() {
             return;
         }
+        self.open_local(now, broker);
+        if self.config.notifications {
+            self.notify_local(now, broker, b"0");
+        }
+        self.next_sys = Some(now);
+        self.pump_local(now, broker);
+    }
+
+    /// Opens the local connection (CONNECT, SUBSCRIBE).
+    fn open_local(&mut self, now: Instant, broker: &mut Broker) {
         let settings = ListenerSettings {
             // The bridge is part of the broker: anonymous unless the
             // configuration gives it local credentials.
@@ -289,10 +308,40 @@ impl Bridge {
         // Retained messages are sent when the remote connects (as
         // Mosquitto's retain__queue), not now: none go to an absent remote.
         self.subscribe_local(now, broker, RetainHandling::DoNotSend);
-        if self.config.notifications {
-            self.notify_local(now, broker, b"0");
+    }
+
+    /// The broker closed the bridge's local connection (a client took its
+    /// client id, an administrator's action, a refusal): it is opened
+    /// again, at most once a second. Messages in flight on it are sent
+    /// again by the broker on the new connection (at least once).
+    pub fn local_connection_closed(&mut self, now: Instant, broker: &mut Broker) {
+        if self.stopped {
+            return;
         }
-        self.next_sys = Some(now);
+        let Some(id) = self.local.take() else { return };
+        broker.connection_closed(now, id);
+        self.out_requests.clear();
+        self.in_pending.clear();
+        self.in_released.clear();
+        self.local_buf.clear();
+        self.local_decoder = Decoder::with_version(ProtocolVersion::V5);
+        let at = self
+            .local_reopened
+            .map_or(now, |last| (last + Duration::from_secs(1)).max(now));
+        tracing::warn!(target: TARGET, "Bridge {}: the local broker closed the bridge's connection ({}); opening it again.", self.config.name, self.local_id);
+        self.local_reopen_at = Some(at);
+    }
+
+    fn reopen_local(&mut self, now: Instant, broker: &mut Broker) {
+        self.local_reopen_at = None;
+        if self.stopped {
+            return;
+        }
+        self.local_reopened = Some(now);
+        self.open_local(now, broker);
+        if self.phase == Phase::Connected {
+            self.subscribe_local(now, broker, RetainHandling::DoNotSend);
+        }
         self.pump_local(now, broker);
     }
 
@@ -401,10 +450,7 @@ impl Bridge {
                 // completed the message: finish the local flow.
                 broker.handle_packet(now, id, Packet::PubComp(PubComp::new(r.packet_id)), 0);
             }
-            Packet::Disconnect(d) => {
-                tracing::warn!(target: TARGET, "Bridge {}: the local broker ended the bridge's connection ({:?})", self.config.name, d.reason_code);
-                self.local = None;
-            }
+            Packet::Disconnect(_) => self.local_connection_closed(now, broker),
             _ => {}
         }
     }
@@ -787,6 +833,7 @@ impl Bridge {
         }
         consider(self.next_sys);
         consider(self.primary_retry);
+        consider(self.local_reopen_at);
         if self.phase == Phase::Connected && self.config.start_type == StartType::Lazy {
             consider(Some(self.last_activity + self.config.idle_timeout));
         }
@@ -809,6 +856,9 @@ impl Bridge {
             self.remote_events(now, broker);
             self.phase = Phase::Closing;
             self.close_requested = true;
+        }
+        if self.local_reopen_at.is_some_and(|at| now >= at) {
+            self.reopen_local(now, broker);
         }
         if self.primary_retry.is_some_and(|at| now >= at) {
             self.primary_retry = None;
@@ -853,6 +903,8 @@ impl Bridge {
     /// Ends the bridge: DISCONNECT to the remote (its will is not
     /// published), and the local connection closes (its session stays).
     pub fn stop(&mut self, now: Instant, broker: &mut Broker) {
+        self.stopped = true;
+        self.local_reopen_at = None;
         if matches!(self.phase, Phase::Connecting | Phase::Connected) {
             self.remote.disconnect();
             self.remote_events(now, broker);

@@ -7,6 +7,7 @@ use super::shared::{ConnSignal, Shared};
 use super::DriverError;
 use crate::bridge::{Bridge, BridgeAction, BridgeAddress, BridgeConfig, BridgeStats};
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,6 +27,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub(crate) struct BridgeHandle {
     pub(crate) bridge: Mutex<Bridge>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Wakes the task when the broker has bytes for (or closed) the
+    /// bridge's local connection.
+    signal: Arc<ConnSignal>,
 }
 
 impl BridgeHandle {
@@ -111,8 +115,9 @@ pub(crate) fn start(
     let handle = Arc::new(BridgeHandle {
         bridge: Mutex::new(bridge),
         tls,
+        signal,
     });
-    let task = tokio::spawn(run(shared.clone(), handle.clone(), signal, stop));
+    let task = tokio::spawn(run(shared.clone(), handle.clone(), stop));
     (handle, task)
 }
 
@@ -126,7 +131,23 @@ fn locked(
     let mut g = shared.lock();
     let mut b = h.lock();
     let now = Instant::now();
+    let before = b.local_connection();
+    if h.signal.close.swap(false, Ordering::AcqRel) {
+        b.local_connection_closed(now, g.broker());
+    }
     f(&mut b, g.broker(), now);
+    if b.poll_timeout().is_some_and(|t| t <= now) {
+        b.handle_timeout(now, g.broker());
+    }
+    let after = b.local_connection();
+    if before != after {
+        if let Some(old) = before {
+            g.unregister(old);
+        }
+        if let Some(new) = after {
+            g.register(new, h.signal.clone());
+        }
+    }
     b.pump_local(now, g.broker());
     let mut out = Vec::new();
     while let Some(bytes) = b.poll_remote_transmit(now) {
@@ -152,12 +173,8 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    h: Arc<BridgeHandle>,
-    signal: Arc<ConnSignal>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn run(shared: Arc<Shared>, h: Arc<BridgeHandle>, mut stop: watch::Receiver<bool>) {
+    let signal = h.signal.clone();
     let mut step = locked(&shared, &h, |_, _, _| {});
     loop {
         if *stop.borrow() {
