@@ -29,11 +29,9 @@ use std::time::{Duration, Instant};
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 
 fn config() -> BrokerConfig {
-    BrokerConfig {
-        sys_interval: Duration::ZERO,
-        max_transmit_bytes: usize::MAX,
-        ..BrokerConfig::default()
-    }
+    BrokerConfig::default()
+        .sys_interval(Duration::ZERO)
+        .max_transmit_bytes(usize::MAX)
 }
 
 fn connect(broker: &mut Broker, now: Instant, n: u32) -> ConnectionId {

@@ -4,13 +4,14 @@
 //!
 //! Each iteration publishes a batch of messages and waits until all of them
 //! are done: written (QoS 0) or acknowledged with PUBACK (QoS 1). Both
-//! clients speak MQTT 3.1.1 over loopback TCP to the same broker.
+//! clients speak MQTT 3.1.1 over loopback TCP to the same broker, with the
+//! same in-flight window (100 QoS 1 messages, `INFLIGHT`). mqtt-client runs
+//! twice: `publish` (each message its own awaited future, spawned as a
+//! task: the simple form) and `start_publish` (one task hands over the
+//! whole batch, then awaits the handles).
 //! Skipped with a printed reason when `/usr/sbin/mosquitto` is missing.
 //!
-//! Measured here (2 cores, loopback, 64-byte payloads, 1000 per batch):
-//! QoS 0 mqtt-client ~54 K msg/s (each publish is its own awaited future,
-//! spawned as a task), rumqttc ~87 K msg/s (counted as written by its event
-//! loop); QoS 1 both ~13 K msg/s.
+//! docs/benchmarks.md has the numbers, the command and the machine.
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +22,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio::runtime::Runtime;
 
 const BATCH: usize = 1000;
+/// QoS 1 messages in flight, for both clients (rumqttc's default too).
+const INFLIGHT: u16 = 100;
 const PAYLOAD: &[u8] = &[0x42; 64];
 
 struct Mosquitto {
@@ -79,8 +82,9 @@ impl Drop for Mosquitto {
     }
 }
 
-/// mqtt-client: BATCH publishes in flight at once, each awaited to completion.
-async fn ours(client: &mqtt_client::Client, qos: mqtt_client::QoS) {
+/// mqtt-client, `publish`: BATCH publishes in flight at once, each awaited
+/// to completion in its own task.
+async fn ours_awaited(client: &mqtt_client::Client, qos: mqtt_client::QoS) {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..BATCH {
         let c = client.clone();
@@ -88,6 +92,24 @@ async fn ours(client: &mqtt_client::Client, qos: mqtt_client::QoS) {
     }
     while let Some(r) = set.join_next().await {
         r.expect("task").expect("publish");
+    }
+}
+
+/// mqtt-client, `start_publish`: one task hands over BATCH messages (waiting
+/// only when the window and the queue behind it are full), then awaits the
+/// handles.
+async fn ours_handles(client: &mqtt_client::Client, qos: mqtt_client::QoS) {
+    let mut handles = Vec::with_capacity(BATCH);
+    for _ in 0..BATCH {
+        handles.push(
+            client
+                .start_publish("bench/ours", qos, false, PAYLOAD)
+                .await
+                .expect("queued"),
+        );
+    }
+    for handle in handles {
+        handle.await.expect("publish");
     }
 }
 
@@ -130,11 +152,13 @@ fn client_publish(c: &mut Criterion) {
         .block_on(mqtt_client::Client::connect(
             mqtt_client::ClientOptions::new("127.0.0.1", broker.port)
                 .protocol(mqtt_client::ProtocolVersion::V3_1_1)
-                .client_id("bench-ours"),
+                .client_id("bench-ours")
+                .max_inflight(INFLIGHT),
         ))
         .expect("mqtt-client connects");
     let mut options = rumqttc::MqttOptions::new("bench-theirs", "127.0.0.1", broker.port);
     options.set_keep_alive(Duration::from_secs(60));
+    options.set_inflight(INFLIGHT);
     let (their_client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
     // Run rumqttc's event loop until CONNACK.
     rt.block_on(async {
@@ -162,8 +186,11 @@ fn client_publish(c: &mut Criterion) {
             rumqttc::QoS::AtLeastOnce,
         ),
     ] {
-        group.bench_function(format!("mqtt-client/{name}"), |b| {
-            b.iter(|| rt.block_on(ours(&client, ours_qos)))
+        group.bench_function(format!("mqtt-client-publish/{name}"), |b| {
+            b.iter(|| rt.block_on(ours_awaited(&client, ours_qos)))
+        });
+        group.bench_function(format!("mqtt-client-start_publish/{name}"), |b| {
+            b.iter(|| rt.block_on(ours_handles(&client, ours_qos)))
         });
         group.bench_function(format!("rumqttc/{name}"), |b| {
             b.iter(|| rt.block_on(theirs(&their_client, &mut eventloop, their_qos)))

@@ -60,11 +60,12 @@ fn check(ok: bool, what: &str) -> DemoResult<()> {
 }
 
 fn client_tls(dir: &Path, with_cert: bool) -> ClientTlsOptions {
-    ClientTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        certfile: with_cert.then(|| dir.join("client.crt")),
-        keyfile: with_cert.then(|| dir.join("client.key")),
-        ..ClientTlsOptions::default()
+    let tls = ClientTlsOptions::new().cafile(dir.join("ca.crt"));
+    if with_cert {
+        tls.certfile(dir.join("client.crt"))
+            .keyfile(dir.join("client.key"))
+    } else {
+        tls
     }
 }
 
@@ -84,13 +85,10 @@ async fn start_broker(dir: &Path, require_certificate: bool) -> DemoResult<Serve
     };
     let listener = Listener::tls("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, tls)
         .map_err(|e| e.to_string())?;
-    let config = BrokerConfig {
-        // The guide's ssl.conf does not say allow_anonymous: Mosquitto 2 then
-        // refuses anonymous clients, and a verified certificate is what
-        // authenticates the Pi (see shared decisions).
-        allow_anonymous: false,
-        ..BrokerConfig::default()
-    };
+    // The guide's ssl.conf does not say allow_anonymous: Mosquitto 2 then
+    // refuses anonymous clients, and a verified certificate is what
+    // authenticates the Pi (docs/configuration.md, the anonymous rule).
+    let config = BrokerConfig::default().allow_anonymous(false);
     ServerBuilder::new(config)
         .listener(listener)
         .start()

@@ -57,10 +57,7 @@ async fn run() -> Result<(), String> {
             ("laptop-0002".to_string(), b"s3cret-2".to_vec()),
         ]),
     };
-    let config = BrokerConfig {
-        allow_anonymous: false,
-        ..BrokerConfig::default()
-    };
+    let config = BrokerConfig::default().allow_anonymous(false);
     let addr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     let server = ServerBuilder::new(config)
         .authenticator(Box::new(tokens))

@@ -1104,12 +1104,10 @@ fn tls_config(args: &Args) -> Result<Option<Tls>, BoxError> {
     if args.cert.is_some() != args.key.is_some() {
         return Err("--cert and --key go together".into());
     }
-    let options = mqtt_tls::ClientTlsOptions {
-        cafile: args.cafile.clone(),
-        certfile: args.cert.clone(),
-        keyfile: args.key.clone(),
-        ..mqtt_tls::ClientTlsOptions::default()
-    };
+    let mut options = mqtt_tls::ClientTlsOptions::new();
+    options.cafile = args.cafile.clone();
+    options.certfile = args.cert.clone();
+    options.keyfile = args.key.clone();
     let config = options.build()?;
     let context = mqtt_tls::ClientContext::new(&args.host, &config);
     let host = args.host.clone();

@@ -23,24 +23,144 @@ use mqtt_client::{
 };
 use sub_format::Format;
 
-const AFTER_HELP: &str = "\
-Port: as mosquitto_sub, -p defaults to 1883, or to 8883 when --cafile or --capath is given.
-TLS: --cafile/--capath turn TLS on. --cert/--key add a client certificate and need --cafile
-or --capath; without one this program stops with an error instead of silently using plain TCP.
--L: mqtt(s)://[username[:password]@]host[:port]/topic; mqtts:// turns TLS on (port 8883,
-the public CAs unless --cafile/--capath).
--F: mosquitto_sub's format string: %t %p %q %r %m %l %x %X %I %U %j %J %P %C %D %E %F %R %S %A %%,
-flags - and 0, widths and precisions; @@, @N and the strftime conversions @Y @y @m @d @e @H @M
-@S @j @s @F @T @D @z @Z (times in UTC); escapes \\\\ \\0 \\a \\e \\n \\r \\t \\v.
---nodelay: accepted; this client always disables Nagle's algorithm.
---tls-use-os-certs: trusts the public CAs built in (webpki-roots), not the OS store.
+/// `--help`: mosquitto_sub's text, grouping and order, with the flags this
+/// program takes (long forms too) and nothing it does not.
+pub(crate) fn help() -> String {
+    use client_cli::help::*;
+    let intro = concat!(
+        "pi-subscriber is a simple mqtt client that will subscribe to a set of topics and print all messages it receives.\n",
+        "pi-subscriber version ",
+        env!("CARGO_PKG_VERSION"),
+        ", with mosquitto_sub's flags, output and exit codes."
+    );
+    let usage = "\
+Usage: pi-subscriber {[-h host] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}
+                     [-c] [-k keepalive] [-q qos] [-x session-expiry-interval]
+                     [-C msg_count] [-E] [-R] [--retained-only] [--remove-retained] [-T filter_out] [-U topic ...]
+                     [-F format]
+                     [-W timeout_secs]
+                     [--nodelay]
+                     [-i id] [-I id_prefix]
+                     [-d] [-N] [-v]
+                     [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
+                     [{--cafile file | --capath dir} [--cert file] [--key file]
+                       [--insecure] [--tls-version version]
+                       [--tls-use-os-certs]
+                     [-D command identifier value]
+       pi-subscriber --help";
+    let options: &[(&str, &str)] = &[
+        (
+            "-c, --disable-clean-session",
+            "disable clean session/enable persistent client mode
+When this argument is used, the broker will be instructed not to clean existing sessions
+for the same client id when the client connects, and sessions will never expire when the
+client disconnects. MQTT v5 clients can change their session expiry interval with the -x
+argument.",
+        ),
+        (
+            "-C, --count",
+            "disconnect and exit after receiving the 'msg_count' messages.",
+        ),
+        ("-d, --debug", "enable debug messages."),
+        ("-D, --property", PROPERTY),
+        (
+            "-E, --exit-after-subscribe",
+            "Exit once all subscriptions have been acknowledged by the broker.",
+        ),
+        (
+            "-F, --format",
+            "output format: %t %p %q %r %m %l %x %X %I %U %j %J %P %C %D %E %F %R %S %A %%,
+with the flags - and 0, widths and precisions; @@, @N and the strftime conversions
+@Y @y @m @d @e @H @M @S @j @s @F @T @D @z @Z (times in UTC); the escapes
+\\\\ \\0 \\a \\e \\n \\r \\t \\v.",
+        ),
+        ("-h, --host", HOST),
+        (
+            "-i, --id",
+            "id to use for this client. Defaults to pi-subscriber_ appended with the process id.",
+        ),
+        ("-I, --id-prefix", ID_PREFIX),
+        ("-k, --keepalive", KEEPALIVE),
+        ("-L, --url", URL),
+        (
+            "-N",
+            "do not add an end of line character when printing the payload.",
+        ),
+        ("-p, --port", PORT),
+        ("-P, --pw", PASSWORD),
+        (
+            "-q, --qos",
+            "quality of service level to use for the subscription. Defaults to 0.",
+        ),
+        (
+            "-R, --no-retain",
+            "do not print stale messages (those with retain set).",
+        ),
+        (
+            "-t, --topic",
+            "mqtt topic to subscribe to. May be repeated multiple times.",
+        ),
+        (
+            "-T, --filter-out",
+            "topic string to filter out of results. May be repeated.",
+        ),
+        ("-u, --username", USERNAME),
+        (
+            "-U, --unsubscribe",
+            "unsubscribe from a topic. May be repeated.",
+        ),
+        ("-v, --verbose", "print published messages verbosely."),
+        ("-V, --protocol-version", VERSION),
+        (
+            "-W, --timeout",
+            "Specifies a timeout in seconds how long to process incoming MQTT messages.
+When it expires, this program exits with code 27.",
+        ),
+        (
+            "-x, --session-expiry-interval",
+            "Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5
+clients only. Set to 0-4294967294 to specify the session will expire in that many
+seconds after the client disconnects, or use -1, 4294967295, or \u{221e} for a session
+that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.",
+        ),
+        ("--help", HELP),
+        ("--nodelay", NODELAY),
+        (
+            "--retained-only",
+            "only handle messages with the retained flag set, and exit when the
+first non-retained message is received.",
+        ),
+        (
+            "--remove-retained",
+            "send a message to the server to clear any received retained messages
+Use -T to filter out messages you do not want to be cleared.",
+        ),
+        ("--will-payload", WILL_PAYLOAD),
+        ("--will-qos", WILL_QOS),
+        ("--will-retain", WILL_RETAIN),
+        ("--will-topic", WILL_TOPIC),
+        ("--cafile", CAFILE),
+        ("--capath", CAPATH),
+        ("--cert", CERT),
+        ("--key", KEY),
+        ("--tls-version", TLS_VERSION),
+        ("--insecure", INSECURE),
+        ("--tls-use-os-certs", TLS_USE_OS_CERTS),
+    ];
+    let outro = "\
+mosquitto_sub options this program does not take: -A, --unix, --quiet, --pretty,
+--random-filter, --keyform, --ciphers, --tls-alpn, --tls-engine, --tls-engine-kpass-sha1,
+--psk, --psk-identity, --proxy.
+
 Exit codes as mosquitto_sub: 0 after -C messages, 1 on errors, 27 when -W times out, and the
 broker's CONNACK code when it refuses the connection (3.1.1: 1-5; 5.0: the reason code, e.g. 135).";
+    client_cli::format_help(intro, usage, options, outro)
+}
 
 /// Subscribe to topics and print the messages, like mosquitto_sub.
 #[derive(Parser, Debug)]
-#[command(name = "pi-subscriber", after_help = AFTER_HELP, disable_help_flag = true)]
-struct Args {
+#[command(name = "pi-subscriber", override_help = help(), disable_help_flag = true)]
+pub(crate) struct Args {
     /// MQTT host to connect to.
     #[arg(short = 'h', long = "host", default_value = "localhost")]
     host: String,
@@ -81,7 +201,7 @@ struct Args {
     #[arg(short = 'd', long = "debug")]
     debug: bool,
     /// Define an MQTT v5 property: -D command identifier value.
-    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"], help = client_cli::PROPERTY_HELP)]
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     properties: Vec<String>,
     /// Client id: this prefix followed by the process id.
     #[arg(short = 'I', long = "id-prefix", conflicts_with = "id")]
@@ -122,8 +242,9 @@ struct Args {
     /// Do not print a newline after each payload.
     #[arg(short = 'N')]
     no_newline: bool,
-    /// 5.0 session expiry interval in seconds (default: never with -c, else 0).
-    #[arg(short = 'x', long = "session-expiry-interval")]
+    /// 5.0 session expiry interval in seconds; -1, 4294967295 or \u{221e}:
+    /// never (default: never with -c, else 0).
+    #[arg(short = 'x', long = "session-expiry-interval", allow_hyphen_values = true, value_parser = parse_session_expiry)]
     session_expiry: Option<u32>,
     #[command(flatten)]
     will: WillArgs,
@@ -134,7 +255,40 @@ struct Args {
     help: Option<bool>,
 }
 
-fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
+/// `-x`: 0-4294967295, or -1 or \u{221e} for 4294967295 (never), as mosquitto_sub.
+fn parse_session_expiry(s: &str) -> Result<u32, String> {
+    if s == "\u{221e}" {
+        return Ok(u32::MAX);
+    }
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(u32::MAX),
+        Ok(n) => u32::try_from(n).map_err(|_| "session-expiry-interval out of range.".to_string()),
+        Err(_) => Err("session-expiry-interval not a number.".to_string()),
+    }
+}
+
+/// mosquitto_sub's checks of -c and -x against -i: a session that outlives
+/// the connection needs a fixed client id, and -I's changes with every run.
+fn check_client_id(args: &Args) -> Result<(), String> {
+    let no_fixed_id = args.id_prefix.is_some() || args.id.is_none();
+    if args.version.is_v5() {
+        let expiry = args
+            .session_expiry
+            .unwrap_or(if args.persistent { u32::MAX } else { 0 });
+        if expiry == u32::MAX && no_fixed_id {
+            return Err("Error: You must provide a client id if you are using an infinite session expiry interval.".into());
+        }
+    } else if args.persistent && no_fixed_id {
+        return Err("Error: You must provide a client id if you are using the -c option.".into());
+    }
+    Ok(())
+}
+
+fn options(
+    args: &Args,
+    props: &client_cli::V5Properties,
+    precedence: client_cli::UrlPrecedence,
+) -> Result<ClientOptions, String> {
     let o = client_cli::Connection {
         host: &args.host,
         port: args.port,
@@ -150,6 +304,7 @@ fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOption
         will: &args.will,
         debug: args.debug,
         tls: &args.tls,
+        precedence,
     }
     .options()?;
     Ok(o.clean_start(!args.persistent).session_expiry_interval(
@@ -213,9 +368,9 @@ fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-async fn run(args: Args) -> ExitCode {
-    if args.persistent && args.id.is_none() && args.id_prefix.is_none() {
-        eprintln!("Error: You must provide a client id if you are using the -c option.");
+async fn run(args: Args, precedence: client_cli::UrlPrecedence) -> ExitCode {
+    if let Err(e) = check_client_id(&args) {
+        eprintln!("{e}");
         return ExitCode::from(1);
     }
     if args.no_retain && args.retained_only {
@@ -230,7 +385,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let qos = QoS::from_u8(args.qos).unwrap_or_default();
-    let options = match options(&args, &props) {
+    let options = match options(&args, &props, precedence) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
@@ -336,7 +491,8 @@ async fn run(args: Args) -> ExitCode {
                 } => {
                     lost = true;
                     eprintln!(
-                        "Connection lost: {last_error}; reconnecting in {:.1} s",
+                        "Connection lost: {}; reconnecting in {:.1} s",
+                        client_cli::cli_words(&last_error.to_string()),
                         retry_in.as_secs_f64()
                     )
                 }

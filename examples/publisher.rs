@@ -20,23 +20,100 @@ use mqtt_client::{
     Client, ClientOptions, ProtocolVersion, Publish, QoS, ReconnectOptions, TopicName,
 };
 
-const AFTER_HELP: &str = "\
-Give exactly one of -m, -f, -l, -n, -s.
-Port: as mosquitto_pub, -p defaults to 1883, or to 8883 when --cafile or --capath is given.
-TLS: --cafile/--capath turn TLS on. --cert/--key add a client certificate and need --cafile
-or --capath; without one this program stops with an error instead of silently using plain TCP.
--L: mqtt(s)://[username[:password]@]host[:port]/topic; mqtts:// turns TLS on (port 8883,
-the public CAs unless --cafile/--capath).
---nodelay: accepted; this client always disables Nagle's algorithm.
---tls-use-os-certs: trusts the public CAs built in (webpki-roots), not the OS store.
+/// `--help`: mosquitto_pub's text, grouping and order, with the flags this
+/// program takes (long forms too) and nothing it does not.
+pub(crate) fn help() -> String {
+    use client_cli::help::*;
+    let intro = concat!(
+        "publisher is a simple mqtt client that will publish a message on a single topic and exit.\n",
+        "publisher version ",
+        env!("CARGO_PKG_VERSION"),
+        ", with mosquitto_pub's flags and exit codes."
+    );
+    let usage = "\
+Usage: publisher {[-h host] [-p port] [-u username] [-P password] -t topic | -L URL}
+                 {-f file | -l | -n | -m message | -s}
+                 [-k keepalive] [-q qos] [-r] [--repeat N] [--repeat-delay time]
+                 [--nodelay]
+                 [-i id] [-I id_prefix]
+                 [-d]
+                 [-u username [-P password]]
+                 [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
+                 [{--cafile file | --capath dir} [--cert file] [--key file]
+                   [--insecure] [--tls-version version]
+                   [--tls-use-os-certs]
+                 [--property command identifier value]
+                 [-D command identifier value]
+       publisher --help";
+    let options: &[(&str, &str)] = &[
+        ("-d, --debug", "enable debug messages."),
+        ("-D, --property", PROPERTY),
+        ("-f, --file", "send the contents of a file as the message."),
+        ("-h, --host", HOST),
+        (
+            "-i, --id",
+            "id to use for this client. Defaults to publisher_ appended with the process id.",
+        ),
+        ("-I, --id-prefix", ID_PREFIX),
+        ("-k, --keepalive", KEEPALIVE),
+        ("-L, --url", URL),
+        (
+            "-l, --stdin-line",
+            "read messages from stdin, sending a separate message for each line.",
+        ),
+        ("-m, --message", "message payload to send."),
+        ("-n, --null-message", "send a null (zero length) message."),
+        ("-p, --port", PORT),
+        ("-P, --pw", PASSWORD),
+        (
+            "-q, --qos",
+            "quality of service level to use for all messages. Defaults to 0.",
+        ),
+        ("-r, --retain", "message should be retained."),
+        (
+            "-s, --stdin-file",
+            "read message from stdin, sending the entire input as a message.",
+        ),
+        ("-t, --topic", "mqtt topic to publish to."),
+        ("-u, --username", USERNAME),
+        ("-V, --protocol-version", VERSION),
+        ("--help", HELP),
+        ("--nodelay", NODELAY),
+        (
+            "--repeat",
+            "if publish mode is -f, -m, -n or -s, then repeat the publish N times.",
+        ),
+        (
+            "--repeat-delay",
+            "if using --repeat, wait time seconds between publishes. Defaults to 0.",
+        ),
+        ("--will-payload", WILL_PAYLOAD),
+        ("--will-qos", WILL_QOS),
+        ("--will-retain", WILL_RETAIN),
+        ("--will-topic", WILL_TOPIC),
+        ("--cafile", CAFILE),
+        ("--capath", CAPATH),
+        ("--cert", CERT),
+        ("--key", KEY),
+        ("--tls-version", TLS_VERSION),
+        ("--insecure", INSECURE),
+        ("--tls-use-os-certs", TLS_USE_OS_CERTS),
+    ];
+    let outro = "\
+mosquitto_pub options this program does not take: -A, -c, -M, -x, --unix, --quiet,
+--keyform, --ciphers, --tls-alpn, --tls-engine, --tls-engine-kpass-sha1, --psk,
+--psk-identity, --proxy.
+
 Exit codes as mosquitto_pub: 0 once every message is acknowledged (QoS 1: PUBACK, QoS 2:
 PUBCOMP), 1 on errors, and the broker's CONNACK code when it refuses the connection
 (3.1.1: 1-5; 5.0: the reason code, e.g. 135).";
+    client_cli::format_help(intro, usage, options, outro)
+}
 
 /// Publish a message, like mosquitto_pub.
 #[derive(Parser, Debug)]
-#[command(name = "publisher", after_help = AFTER_HELP, disable_help_flag = true)]
-struct Args {
+#[command(name = "publisher", override_help = help(), disable_help_flag = true)]
+pub(crate) struct Args {
     /// MQTT host to connect to.
     #[arg(short = 'h', long = "host", default_value = "localhost")]
     host: String,
@@ -60,7 +137,7 @@ struct Args {
     #[arg(short = 'd', long = "debug")]
     debug: bool,
     /// Define an MQTT v5 property: -D command identifier value.
-    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"], help = client_cli::PROPERTY_HELP)]
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     properties: Vec<String>,
     /// Client id: this prefix followed by the process id.
     #[arg(short = 'I', long = "id-prefix", conflicts_with = "id")]
@@ -113,7 +190,11 @@ struct Args {
     help: Option<bool>,
 }
 
-fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOptions, String> {
+fn options(
+    args: &Args,
+    props: &client_cli::V5Properties,
+    precedence: client_cli::UrlPrecedence,
+) -> Result<ClientOptions, String> {
     let o = client_cli::Connection {
         host: &args.host,
         port: args.port,
@@ -129,6 +210,7 @@ fn options(args: &Args, props: &client_cli::V5Properties) -> Result<ClientOption
         will: &args.will,
         debug: args.debug,
         tls: &args.tls,
+        precedence,
     }
     .options()?;
     // One-shot, like mosquitto_pub: a lost connection is an error.
@@ -152,7 +234,7 @@ fn single_payload(args: &Args) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, precedence: client_cli::UrlPrecedence) -> ExitCode {
     if args.message.is_none() && args.file.is_none() && !args.lines && !args.null && !args.stdin {
         eprintln!("Error: Both topic and message must be supplied (one of -m, -f, -l, -n, -s).");
         return ExitCode::from(1);
@@ -197,7 +279,7 @@ async fn run(args: Args) -> ExitCode {
         }
         p
     };
-    let options = match options(&args, &props) {
+    let options = match options(&args, &props, precedence) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");

@@ -39,6 +39,110 @@ pub struct TlsArgs {
     pub tls_use_os_certs: bool,
 }
 
+/// `--help`: mosquitto_sub's / mosquitto_pub's layout. `intro` and `usage`
+/// are printed as given; each option is ` FLAGS : text`, further lines of
+/// its text (separated by `\n`) indented as in mosquitto's entry for the
+/// first flag; `outro` follows after a blank line.
+pub fn format_help(intro: &str, usage: &str, options: &[(&str, &str)], outro: &str) -> String {
+    let mut out = format!("{intro}\n\n{usage}\n\n");
+    for (flags, text) in options {
+        // Under the text of mosquitto's entry, which names only the first
+        // flag (` -c : `); our long form follows on the first line only.
+        let first = flags.split(", ").next().unwrap_or(flags);
+        let indent = " ".repeat(first.len() + 4);
+        for (i, line) in text.lines().enumerate() {
+            if i == 0 {
+                out.push_str(&format!(" {flags} : {line}\n"));
+            } else {
+                out.push_str(&format!("{indent}{line}\n"));
+            }
+        }
+    }
+    out.push('\n');
+    out.push_str(outro);
+    out.push('\n');
+    out
+}
+
+/// The option-list text both tools share, in mosquitto's words where the
+/// behaviour is the same and ours where it is not.
+pub mod help {
+    /// `-D`.
+    pub const PROPERTY: &str = "Define MQTT v5 properties: -D command identifier value,
+e.g. -D publish content-type text/plain. Supported: connect user-property;
+publish user-property, content-type, message-expiry-interval, response-topic,
+correlation-data, payload-format-indicator; subscribe subscription-identifier,
+user-property; unsubscribe user-property. Implies -V mqttv5 unless a -V comes after it.";
+    /// `-h`.
+    pub const HOST: &str = "mqtt host to connect to. Defaults to localhost.";
+    /// `-I`.
+    pub const ID_PREFIX: &str =
+        "define the client id as id_prefix appended with the process id. Useful for when the
+broker is using the clientid_prefixes option.";
+    /// `-k`.
+    pub const KEEPALIVE: &str = "keep alive in seconds for this client. Defaults to 60.";
+    /// `-L`.
+    pub const URL: &str = "specify user, password, hostname, port and topic as a URL in the form:
+mqtt(s)://[username[:password]@]host[:port]/topic
+mqtts:// uses TLS, port 8883 unless the URL gives one, and trusts the public CAs
+built in (webpki-roots) as well as --cafile/--capath.";
+    /// `-p`.
+    pub const PORT: &str =
+        "network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS
+(--cafile or --capath; -L mqtts:// without a port).";
+    /// `-P`.
+    pub const PASSWORD: &str = "provide a password";
+    /// `-u`.
+    pub const USERNAME: &str = "provide a username";
+    /// `-V`.
+    pub const VERSION: &str = "specify the version of the MQTT protocol to use when connecting.
+Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.";
+    /// `--help`.
+    pub const HELP: &str = "display this message.";
+    /// `--nodelay`.
+    pub const NODELAY: &str =
+        "disable Nagle's algorithm, to reduce socket sending latency at the possible
+expense of more packets being sent. This client always disables it.";
+    /// `--will-payload`.
+    pub const WILL_PAYLOAD: &str =
+        "payload for the client Will, which is sent by the broker in case of
+unexpected disconnection. If not given and will-topic is set, a zero
+length message will be sent.";
+    /// `--will-qos`.
+    pub const WILL_QOS: &str = "QoS level for the client Will.";
+    /// `--will-retain`.
+    pub const WILL_RETAIN: &str = "if given, make the client Will retained.";
+    /// `--will-topic`.
+    pub const WILL_TOPIC: &str = "the topic on which to publish the client Will.";
+    /// `--cafile`.
+    pub const CAFILE: &str = "path to a file containing trusted CA certificates to enable encrypted
+certificate based communication.";
+    /// `--capath`.
+    pub const CAPATH: &str =
+        "path to a directory containing trusted CA certificates to enable encrypted
+communication.";
+    /// `--cert`.
+    pub const CERT: &str = "client certificate for authentication, if required by server.
+Needs --cafile, --capath or -L mqtts://: without a trust source this program stops
+with an error instead of connecting without TLS.";
+    /// `--key`.
+    pub const KEY: &str = "client private key for authentication, if required by server.";
+    /// `--tls-version`.
+    pub const TLS_VERSION: &str =
+        "TLS protocol version, can be one of tlsv1.3 or tlsv1.2 (the lowest version
+accepted; tlsv1.1 is not supported). Defaults to tlsv1.2.";
+    /// `--insecure`.
+    pub const INSECURE: &str =
+        "do not check that the server certificate hostname matches the remote
+hostname. Using this option means that you cannot be sure that the
+remote host is the server you wish to connect to and so is insecure.
+Do not use this option in a production environment.";
+    /// `--tls-use-os-certs`.
+    pub const TLS_USE_OS_CERTS: &str =
+        "Load and trust the public CA certificates built into this program
+(webpki-roots); the OS store is not read.";
+}
+
 fn parse_tls_version(s: &str) -> Result<mqtt_tls::TlsVersion, String> {
     match s {
         "tlsv1.3" => Ok(mqtt_tls::TlsVersion::Tls13),
@@ -51,7 +155,7 @@ fn parse_tls_version(s: &str) -> Result<mqtt_tls::TlsVersion, String> {
 }
 
 impl TlsArgs {
-    /// Whether any TLS flag was given (then the default port is 8883).
+    /// Whether any TLS flag was given (then the connection uses TLS).
     pub fn enabled(&self) -> bool {
         self.cafile.is_some()
             || self.capath.is_some()
@@ -61,19 +165,30 @@ impl TlsArgs {
             || self.tls_use_os_certs
     }
 
+    /// The port without `-p`: 8883 with --cafile or --capath, else 1883, as
+    /// mosquitto_sub 2.0.11 (--tls-use-os-certs alone turns TLS on but
+    /// keeps 1883).
+    pub fn default_port(&self) -> u16 {
+        if self.cafile.is_some() || self.capath.is_some() {
+            8883
+        } else {
+            1883
+        }
+    }
+
     /// The mqtt-tls options; mqtt-tls refuses --cert without --cafile/--capath,
     /// saying what to add, so nothing silently falls back to plain TCP.
     pub fn options(&self) -> ClientTlsOptions {
-        ClientTlsOptions {
-            cafile: self.cafile.clone(),
-            capath: self.capath.clone(),
-            certfile: self.cert.clone(),
-            keyfile: self.key.clone(),
-            insecure: self.insecure,
-            use_webpki_roots: self.tls_use_os_certs,
-            min_version: self.tls_version.unwrap_or_default(),
-            ..ClientTlsOptions::default()
-        }
+        let mut tls = ClientTlsOptions::new()
+            .insecure(self.insecure)
+            .use_webpki_roots(self.tls_use_os_certs)
+            .min_version(self.tls_version.unwrap_or_default());
+        // Optional flags: the public fields take the `Option`s as they are.
+        tls.cafile = self.cafile.clone();
+        tls.capath = self.capath.clone();
+        tls.certfile = self.cert.clone();
+        tls.keyfile = self.key.clone();
+        tls
     }
 }
 
@@ -99,27 +214,95 @@ pub fn exit_code(err: &Error, version: ProtocolVersion) -> ExitCode {
     }
 }
 
-/// Prints an error the way Mosquitto's clients do, with our explanation.
+/// The libraries' advice names their options (`ClientTlsOptions::cafile`,
+/// the client options' `username`); on this command line those are flags.
+/// Most specific first: whole phrases, then the option names alone.
+const CLI_WORDS: &[(&str, &str)] = &[
+    (
+        "set `ClientTlsOptions::certfile` and `ClientTlsOptions::keyfile` to client.crt and client.key",
+        "pass --cert client.crt --key client.key",
+    ),
+    (
+        "set `ClientTlsOptions::cafile` to the ca.crt that signed the broker's certificate",
+        "pass the ca.crt that signed the broker's certificate with --cafile",
+    ),
+    (
+        "connect with TLS: set `ClientTlsOptions::cafile` to ca.crt (and `certfile`/`keyfile` when",
+        "add --cafile ca.crt (and --cert/--key when",
+    ),
+    ("set `ClientTlsOptions::cafile` to ca.crt", "add --cafile ca.crt"),
+    (
+        "`ClientTlsOptions::capath` to a directory of CA certificates",
+        "--capath DIR",
+    ),
+    (
+        "set `ClientTlsOptions::use_webpki_roots` to trust the public CAs",
+        "give --tls-use-os-certs to trust the public CAs",
+    ),
+    ("(`username` and `password` in the client options)", "(-u/-P)"),
+    (
+        "a client certificate (`ClientTlsOptions::certfile` and `keyfile`)",
+        "a client certificate (--cert/--key)",
+    ),
+    ("verified your client certificate", "verified your --cert"),
+    ("(`client_id` in the client options)", "(-i)"),
+    ("(`protocol` in the client options: 3.1.1 or 5.0)", "(-V 311 or -V 5)"),
+    ("(the host and port of the client options)", "(-h, -p)"),
+    ("connect with host ", "connect with -h "),
+    (" (the host of the client options) or re-issue", " or re-issue"),
+    ("TLS port (usually 8883)", "TLS port (usually -p 8883)"),
+    ("`ClientTlsOptions::certfile`", "--cert"),
+    ("`ClientTlsOptions::keyfile`", "--key"),
+    ("`ClientTlsOptions::cafile`", "--cafile"),
+    ("`ClientTlsOptions::capath`", "--capath"),
+];
+
+/// A library message in this command line's words (see [`CLI_WORDS`]).
+pub fn cli_words(message: &str) -> String {
+    CLI_WORDS
+        .iter()
+        .fold(message.to_string(), |text, (library, flags)| {
+            text.replace(library, flags)
+        })
+}
+
+/// Prints an error the way Mosquitto's clients do, with our explanation
+/// (in the command line's words).
 pub fn report(err: &Error) {
+    let text = cli_words(&err.to_string());
     if err.connack_refusal().is_some() {
-        eprintln!("Connection error: {err}");
+        eprintln!("Connection error: {text}");
     } else {
-        eprintln!("Error: {err}");
+        eprintln!("Error: {text}");
     }
 }
 
 /// Parses the flags and runs `run` on a current-thread runtime, with
-/// Mosquitto's exit code 1 for a usage error (clap would use 2).
-pub fn main_with<A, F>(run: impl FnOnce(A) -> F) -> ExitCode
+/// Mosquitto's exit code 1 for a usage error (clap would use 2). `run` also
+/// gets which flags `-L` overrides (the order they were given in).
+pub fn main_with<A, F>(run: impl FnOnce(A, UrlPrecedence) -> F) -> ExitCode
 where
     A: clap::Parser,
     F: std::future::Future<Output = ExitCode>,
 {
-    let args = match A::try_parse() {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if property_implies_v5(&argv) {
+        // mosquitto's `-D` sets MQTT 5.0, unless a `-V` comes after it: as
+        // if `-V mqttv5` were given last.
+        argv.extend(["-V".into(), "mqttv5".into()]);
+    }
+    // A flag given twice: the last one counts, as mosquitto reads them.
+    let parsed = A::command()
+        .args_override_self(true)
+        .try_get_matches_from(argv)
+        .and_then(|m| Ok((A::from_arg_matches(&m)?, UrlPrecedence::from_matches(&m))));
+    let (args, precedence) = match parsed {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::from(e.use_stderr()));
+            // mosquitto_sub/pub exit 1 after --help too (usage on stdout).
+            let help = e.kind() == clap::error::ErrorKind::DisplayHelp;
+            return ExitCode::from(u8::from(e.use_stderr() || help));
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -132,7 +315,74 @@ where
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, precedence))
+}
+
+/// Whether a `-D` property comes after the last `-V` (or there is no `-V`):
+/// mosquitto's clients then speak MQTT 5.0.
+pub fn property_implies_v5(argv: &[std::ffi::OsString]) -> bool {
+    let position = |names: &[&str]| {
+        argv.iter().rposition(|a| {
+            let a = a.to_string_lossy();
+            names
+                .iter()
+                .any(|n| a == *n || (n.starts_with("--") && a.starts_with(&format!("{n}="))))
+                || (names.contains(&"-V") && a.starts_with("-V") && a.len() > 2)
+        })
+    };
+    match position(&["-D", "--property"]) {
+        None => false,
+        Some(d) => position(&["-V", "--protocol-version"]).is_none_or(|v| v < d),
+    }
+}
+
+/// Which of `-h`, `-p`, `-u`, `-P` the URL of `-L` replaces. mosquitto
+/// reads its flags in order, each setting what it names, so whichever of
+/// `-L` and `-h` (say) comes last wins; a flag not given is always
+/// replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlPrecedence {
+    /// The URL's host over `-h`.
+    pub host: bool,
+    /// The URL's port (or 1883/8883) over `-p`.
+    pub port: bool,
+    /// The URL's user name, if it has one, over `-u`.
+    pub username: bool,
+    /// The URL's password, if it has one, over `-P`.
+    pub password: bool,
+}
+
+impl Default for UrlPrecedence {
+    /// The URL replaces flags not given.
+    fn default() -> Self {
+        UrlPrecedence {
+            host: true,
+            port: true,
+            username: true,
+            password: true,
+        }
+    }
+}
+
+impl UrlPrecedence {
+    /// From the positions of `url`, `host`, `port`, `username` and
+    /// `password` (the argument ids both tools use) on the command line.
+    pub fn from_matches(m: &clap::ArgMatches) -> Self {
+        // Only what the command line gave (not -h's default).
+        let last = |id: &str| {
+            (m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                .then(|| m.indices_of(id).and_then(|i| i.max()))
+                .flatten()
+        };
+        let url = last("url");
+        let after = |id: &str| url > last(id);
+        UrlPrecedence {
+            host: after("host"),
+            port: after("port"),
+            username: after("username"),
+            password: after("password"),
+        }
+    }
 }
 
 /// `-L mqtt(s)://[username[:password]@]host[:port]/topic`, as Mosquitto's
@@ -247,12 +497,6 @@ pub struct V5Properties {
     /// `unsubscribe user-property`.
     pub unsubscribe_user: Vec<(String, String)>,
 }
-
-/// Help for `-D`.
-pub const PROPERTY_HELP: &str = "MQTT v5 property: -D command identifier value, e.g. -D publish \
-content-type text/plain. Supported: connect user-property; publish user-property, content-type, \
-message-expiry-interval, response-topic, correlation-data, payload-format-indicator; subscribe \
-subscription-identifier, user-property; unsubscribe user-property. Ignored unless -V mqttv5";
 
 const KNOWN_PROPERTIES: &[&str] = &[
     "payload-format-indicator",
@@ -386,20 +630,33 @@ pub struct Connection<'a> {
     pub will: &'a WillArgs,
     pub debug: bool,
     pub tls: &'a TlsArgs,
+    /// Which of `-h -p -u -P` `-L` replaces.
+    pub precedence: UrlPrecedence,
 }
 
 impl Connection<'_> {
     /// The client options these flags give: `-L`'s host, port and
     /// credentials unless `-h`/`-p`/`-u`/`-P` say otherwise; port 8883 with
-    /// TLS; `mqtts://` without a CA file trusts the public CAs, as mosquitto.
+    /// --cafile/--capath; `mqtts://` also trusts the public CAs, as mosquitto.
     pub fn options(&self) -> Result<ClientOptions, String> {
         let url_tls = self.url.is_some_and(|u| u.tls);
         let tls = self.tls.enabled() || url_tls;
+        let p = self.precedence;
         let (host, port) = match self.url {
-            Some(u) => (u.host.clone(), self.port.unwrap_or(u.port)),
+            Some(u) => (
+                if p.host {
+                    u.host.clone()
+                } else {
+                    self.host.to_string()
+                },
+                match self.port {
+                    Some(port) if !p.port => port,
+                    _ => u.port,
+                },
+            ),
             None => (
                 self.host.to_string(),
-                self.port.unwrap_or(if tls { 8883 } else { 1883 }),
+                self.port.unwrap_or(self.tls.default_port()),
             ),
         };
         let id = client_id(self.id, self.id_prefix, self.default_id);
@@ -407,15 +664,22 @@ impl Connection<'_> {
             .protocol(self.version)
             .client_id(id)
             .keep_alive(std::time::Duration::from_secs(self.keepalive.into()));
-        o.session.username = self
-            .username
-            .clone()
-            .or(self.url.and_then(|u| u.username.clone()));
-        o.session.password = self
-            .password
-            .clone()
-            .or(self.url.and_then(|u| u.password.clone()))
-            .map(|p| p.into_bytes().into());
+        // The URL sets a user name (password) only if it has one.
+        let pick = |flag: &Option<String>, url: Option<&String>, url_wins: bool| match (flag, url) {
+            (Some(f), Some(u)) => Some(if url_wins { u } else { f }.clone()),
+            (f, u) => f.clone().or(u.cloned()),
+        };
+        o.session.username = pick(
+            self.username,
+            self.url.and_then(|u| u.username.as_ref()),
+            p.username,
+        );
+        o.session.password = pick(
+            self.password,
+            self.url.and_then(|u| u.password.as_ref()),
+            p.password,
+        )
+        .map(|p| p.into_bytes().into());
         if self.version.is_v5() {
             o.session.user_properties = self.connect_user.to_vec();
         }
@@ -426,10 +690,14 @@ impl Connection<'_> {
         }
         if tls {
             let mut t = self.tls.options();
-            if url_tls && t.cafile.is_none() && t.capath.is_none() {
+            // mqtts:// adds the public CAs to --cafile/--capath, as
+            // mosquitto's -L adds the OS store.
+            if url_tls {
                 t.use_webpki_roots = true;
             }
-            o = o.tls_files(&t).map_err(|e| format!("Error: {e}"))?;
+            o = o
+                .tls_files(&t)
+                .map_err(|e| format!("Error: {}", cli_words(&e.to_string())))?;
         }
         Ok(o)
     }

@@ -82,6 +82,7 @@ pub struct OwnedAuthRequest {
 
 /// The answer of [`Authenticator::authenticate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthDecision {
     /// The client may connect.
     Allow,
@@ -115,6 +116,7 @@ pub struct AuthExchange {
 
 /// The answer to one step of an enhanced authentication exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthStep {
     /// Send AUTH with reason 0x18 Continue authentication and this data.
     Continue(Bytes),

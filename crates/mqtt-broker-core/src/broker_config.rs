@@ -9,16 +9,19 @@ pub const DEFAULT_AUTO_ID_PREFIX: &str = "auto-";
 /// Broker-wide settings. Defaults follow Mosquitto 2.0 without a config file
 /// (anonymous clients allowed), except where noted.
 ///
+/// Built from the defaults with one setter per field (the struct may gain
+/// fields, so it cannot be built with a literal outside this crate):
+///
 /// ```
 /// use mqtt_broker_core::BrokerConfig;
-/// let config = BrokerConfig {
-///     allow_anonymous: false,
-///     max_inflight_messages: 10,
-///     ..BrokerConfig::default()
-/// };
+/// let config = BrokerConfig::default()
+///     .allow_anonymous(false)
+///     .max_inflight_messages(10);
+/// assert!(!config.allow_anonymous);
 /// assert_eq!(config.max_queued_messages, 1000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BrokerConfig {
     /// `max_connections`: most simultaneous connections; `None` is unlimited
     /// (Mosquitto's `-1`).
@@ -140,5 +143,37 @@ impl BrokerConfig {
         } else {
             self.max_inflight_messages
         }
+    }
+}
+
+crate::setters::setters! {
+    BrokerConfig;
+    max_connections: Option<usize>,
+    max_keepalive: u16,
+    message_size_limit: u32,
+    max_packet_size: u32,
+    max_inflight_messages: u16,
+    max_queued_messages: usize,
+    max_queued_bytes: usize,
+    queue_qos0_messages: bool,
+    retain_available: bool,
+    upgrade_outgoing_qos: bool,
+    max_topic_alias: u16,
+    allow_anonymous: bool,
+    allow_zero_length_clientid: bool,
+    clientid_prefixes: Option<String>,
+    sys_interval: Duration,
+    connect_timeout: Duration,
+    auth_timeout: Duration,
+    write_timeout: Option<Duration>,
+    persistent_client_expiration: Option<Duration>,
+    max_transmit_bytes: usize,
+}
+
+impl BrokerConfig {
+    /// Sets [`BrokerConfig::auto_id_prefix`].
+    pub fn auto_id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.auto_id_prefix = prefix.into();
+        self
     }
 }

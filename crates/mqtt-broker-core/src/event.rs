@@ -114,6 +114,7 @@ pub enum DropReason {
 
 /// Why a connected client went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// It sent DISCONNECT.
     ClientDisconnected,

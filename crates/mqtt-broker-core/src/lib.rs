@@ -106,9 +106,11 @@ mod outbox;
 mod persistence;
 mod router;
 mod session;
+mod setters;
 mod slab;
 mod stats;
 mod storage;
+pub mod sys;
 mod timer;
 mod write_progress;
 
@@ -124,7 +126,7 @@ pub use event::{DisconnectReason, DropReason, Event};
 pub use file_storage::{FileStorage, FileStorageError};
 #[cfg(feature = "mosquitto")]
 pub use mosquitto::{ConfigAuthenticator, ConfigAuthorizer};
-pub use stats::Statistics;
+pub use stats::{DisconnectCounts, HeapSource, HeapUsage, Statistics};
 pub use storage::{
     MemoryStorage, Storage, StoredDelivery, StoredMessage, StoredSession, StoredState,
 };

@@ -14,21 +14,16 @@ use util::*;
 const BOTH: [ProtocolVersion; 2] = [V3, V5];
 
 fn no_anonymous() -> BrokerConfig {
-    BrokerConfig {
-        allow_anonymous: false,
-        ..Default::default()
-    }
+    BrokerConfig::default().allow_anonymous(false)
 }
 
 fn tls_info(port: u16, listener: ListenerSettings, cn: Option<&str>) -> ConnectionInfo {
-    ConnectionInfo {
-        remote_addr: addr(port),
-        listener,
-        tls: Some(PeerCertificate {
-            common_name: cn.map(str::to_string),
-            subject: format!("CN={},O=Home", cn.unwrap_or("")),
-        }),
-    }
+    ConnectionInfo::new(addr(port))
+        .with_listener(listener)
+        .with_tls(Some(PeerCertificate::new(
+            cn.map(str::to_string),
+            format!("CN={},O=Home", cn.unwrap_or("")),
+        )))
 }
 
 fn connected_username(h: &Harness, client_id: &str) -> Option<Option<String>> {
@@ -69,11 +64,9 @@ fn client_with_a_username_is_not_anonymous() {
 fn certificate_verified_under_require_certificate_authenticates_without_username() {
     for v in BOTH {
         let mut h = Harness::new(no_anonymous());
-        let listener = ListenerSettings {
-            port: 8883,
-            require_certificate: true,
-            ..Default::default()
-        };
+        let listener = ListenerSettings::default()
+            .port(8883)
+            .require_certificate(true);
         let id = h.open_with(tls_info(40000, listener, Some("sensor-1")));
         let ack = h.send_connect(id, connect(v, "sensor"));
         assert_eq!(
@@ -87,15 +80,8 @@ fn certificate_verified_under_require_certificate_authenticates_without_username
 #[test]
 fn listener_allow_anonymous_overrides_the_broker_setting() {
     let mut h = Harness::new(no_anonymous());
-    let listener = ListenerSettings {
-        allow_anonymous: Some(true),
-        ..Default::default()
-    };
-    let id = h.open_with(ConnectionInfo {
-        remote_addr: addr(1),
-        listener,
-        tls: None,
-    });
+    let listener = ListenerSettings::default().allow_anonymous(Some(true));
+    let id = h.open_with(ConnectionInfo::new(addr(1)).with_listener(listener));
     assert_eq!(
         h.send_connect(id, connect(V3, "a")).reason_code,
         ReasonCode::Success
@@ -105,22 +91,16 @@ fn listener_allow_anonymous_overrides_the_broker_setting() {
 #[test]
 fn use_identity_as_username_takes_the_common_name() {
     let mut h = Harness::new(no_anonymous());
-    let listener = ListenerSettings {
-        require_certificate: true,
-        use_identity_as_username: true,
-        ..Default::default()
-    };
+    let listener = ListenerSettings::default()
+        .require_certificate(true)
+        .use_identity_as_username(true);
     let id = h.open_with(tls_info(1, listener.clone(), Some("sensor-1")));
     let mut c = connect(V5, "s");
     c.username = Some("ignored".into());
     assert_eq!(h.send_connect(id, c).reason_code, ReasonCode::Success);
     assert_eq!(connected_username(&h, "s"), Some(Some("sensor-1".into())));
     // No certificate (or no CN): refused.
-    let id = h.open_with(ConnectionInfo {
-        remote_addr: addr(2),
-        listener,
-        tls: None,
-    });
+    let id = h.open_with(ConnectionInfo::new(addr(2)).with_listener(listener));
     assert_eq!(
         h.send_connect(id, connect(V5, "t")).reason_code,
         ReasonCode::NotAuthorized
@@ -130,11 +110,9 @@ fn use_identity_as_username_takes_the_common_name() {
 #[test]
 fn use_subject_as_username_takes_the_whole_subject() {
     let mut h = Harness::default_config();
-    let listener = ListenerSettings {
-        require_certificate: true,
-        use_subject_as_username: true,
-        ..Default::default()
-    };
+    let listener = ListenerSettings::default()
+        .require_certificate(true)
+        .use_subject_as_username(true);
     let id = h.open_with(tls_info(1, listener, Some("sensor-1")));
     assert_eq!(
         h.send_connect(id, connect(V3, "s")).reason_code,

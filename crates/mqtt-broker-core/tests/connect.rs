@@ -68,10 +68,7 @@ fn unsupported_protocol_level_gets_connack_return_code_1() {
 
 #[test]
 fn connection_that_never_sends_connect_is_closed_after_the_connect_timeout() {
-    let mut h = Harness::new(BrokerConfig {
-        connect_timeout: Duration::from_secs(5),
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().connect_timeout(Duration::from_secs(5)));
     let id = h.open();
     h.advance(Duration::from_millis(4999));
     assert!(!h.is_closed(id));
@@ -212,10 +209,7 @@ fn keep_alive_expires_at_one_and_a_half_times_the_interval_and_fires_the_will() 
 
 #[test]
 fn poll_timeout_reports_the_precise_keep_alive_deadline() {
-    let mut h = Harness::new(BrokerConfig {
-        sys_interval: Duration::ZERO,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().sys_interval(Duration::ZERO));
     let mut c = connect(V3, "k");
     c.keep_alive = 4;
     let (id, _) = h.connect_with(c);
@@ -232,10 +226,7 @@ fn poll_timeout_reports_the_precise_keep_alive_deadline() {
 
 #[test]
 fn keep_alive_above_max_keepalive_is_overridden_in_5_and_refused_in_3_1_1() {
-    let cfg = BrokerConfig {
-        max_keepalive: 30,
-        ..Default::default()
-    };
+    let cfg = BrokerConfig::default().max_keepalive(30);
     let mut h = Harness::new(cfg);
     let mut c = connect(V5, "five");
     c.keep_alive = 100;
@@ -251,10 +242,7 @@ fn keep_alive_above_max_keepalive_is_overridden_in_5_and_refused_in_3_1_1() {
 
 #[test]
 fn server_keep_alive_is_enforced_for_5_0_clients() {
-    let mut h = Harness::new(BrokerConfig {
-        max_keepalive: 10,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_keepalive(10));
     let mut c = connect(V5, "five");
     c.keep_alive = 0;
     c.keep_alive = 1000;
@@ -265,10 +253,7 @@ fn server_keep_alive_is_enforced_for_5_0_clients() {
 
 #[test]
 fn max_connections_refuses_connections_beyond_the_limit() {
-    let mut h = Harness::new(BrokerConfig {
-        max_connections: Some(1),
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_connections(Some(1)));
     let a = h.connect(V3, "a");
     let b = h.open();
     assert!(h.is_closed(b));
@@ -305,10 +290,8 @@ fn the_write_timeout_follows_keep_alive_unless_configured() {
         h.broker.write_timeout(zero),
         BrokerConfig::DEFAULT_WRITE_TIMEOUT
     );
-    let mut fixed = Harness::new(BrokerConfig {
-        write_timeout: Some(Duration::from_secs(5)),
-        ..Default::default()
-    });
+    let mut fixed =
+        Harness::new(BrokerConfig::default().write_timeout(Some(Duration::from_secs(5))));
     let id = fixed.connect(V3, "f");
     assert_eq!(fixed.broker.write_timeout(id), Duration::from_secs(5));
 }

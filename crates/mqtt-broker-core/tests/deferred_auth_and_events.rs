@@ -109,12 +109,10 @@ fn a_deferred_refusal_is_a_refusing_connack() {
 
 #[test]
 fn a_decision_that_never_comes_is_a_refusal_with_a_reason_after_auth_timeout() {
-    let config = BrokerConfig {
-        auth_timeout: Duration::from_secs(3),
-        // Longer than the CONNECT time-out: the deferred wait has its own.
-        connect_timeout: Duration::from_secs(1),
-        ..Default::default()
-    };
+    // Longer than the CONNECT time-out: the deferred wait has its own.
+    let config = BrokerConfig::default()
+        .auth_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(1));
     let mut h = deferred_broker(config);
     let id = h.open();
     h.set_version(id, V5);
@@ -192,10 +190,7 @@ fn connect_and_disconnect_events_carry_address_user_and_reason_code() {
 
 #[test]
 fn subscribe_unsubscribe_and_drops_are_reported_only_when_asked() {
-    let config = BrokerConfig {
-        max_queued_messages: 1,
-        ..Default::default()
-    };
+    let config = BrokerConfig::default().max_queued_messages(1);
     let mut h = Harness::new(config);
     let quiet = h.connect(V3, "quiet");
     h.subscribe(quiet, "a", QoS::AtMostOnce);

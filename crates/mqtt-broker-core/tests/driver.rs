@@ -68,10 +68,7 @@ async fn mutual_tls_accepts_a_verified_client_without_user_name() {
     let certs = Certs::generate();
     // A verified certificate under require_certificate authenticates
     // the client even with anonymous access off.
-    let config = BrokerConfig {
-        allow_anonymous: false,
-        ..BrokerConfig::default()
-    };
+    let config = BrokerConfig::default().allow_anonymous(false);
     let server = ServerBuilder::new(config)
         .listener(Listener::tls(loopback(), certs.server_options(true)).expect("tls listener"))
         .start()
@@ -181,11 +178,8 @@ async fn stalled_tls_handshake_blocks_nobody_and_is_closed_after_the_time_out() 
 
 #[tokio::test]
 async fn connection_that_never_sends_connect_is_closed() {
-    let server = plain_server(BrokerConfig {
-        connect_timeout: Duration::from_millis(200),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let server =
+        plain_server(BrokerConfig::default().connect_timeout(Duration::from_millis(200))).await;
     let mut idle = tcp(server.local_addrs()[0]).await;
     let mut byte = [0u8; 1];
     let n = tokio::time::timeout(WAIT, idle.read(&mut byte))
@@ -219,11 +213,7 @@ async fn shutdown_tells_v5_clients_server_shutting_down() {
 
 #[tokio::test]
 async fn a_subscriber_that_never_reads_does_not_stall_the_others() {
-    let server = plain_server(BrokerConfig {
-        max_transmit_bytes: 64 * 1024,
-        ..BrokerConfig::default()
-    })
-    .await;
+    let server = plain_server(BrokerConfig::default().max_transmit_bytes(64 * 1024)).await;
     let addr = server.local_addrs()[0];
     // The slow one subscribes and then never reads its socket again.
     let (mut slow, _) =
@@ -427,11 +417,7 @@ async fn tls_client_on_a_plain_listener_is_told_apart_in_the_log() {
 
 #[tokio::test]
 async fn malformed_bytes_close_only_that_connection_with_the_reason() {
-    let server = plain_server(BrokerConfig {
-        max_packet_size: 1024,
-        ..BrokerConfig::default()
-    })
-    .await;
+    let server = plain_server(BrokerConfig::default().max_packet_size(1024)).await;
     let addr = server.local_addrs()[0];
     let (mut other, _) =
         RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "other", |_| {}).await;

@@ -108,10 +108,7 @@ async fn one_client_waits_for_its_check_while_a_hundred_others_connect_and_excha
 
 #[tokio::test]
 async fn an_async_check_that_never_answers_is_refused_after_auth_timeout() {
-    let config = BrokerConfig {
-        auth_timeout: Duration::from_millis(300),
-        ..Default::default()
-    };
+    let config = BrokerConfig::default().auth_timeout(Duration::from_millis(300));
     let server = ServerBuilder::new(config)
         .listener(Listener::tcp(loopback()))
         .async_authenticator(|_| std::future::pending())

@@ -13,10 +13,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_cut_off_and_its_qos1_messages_wait_for_it() {
-    let config = BrokerConfig {
-        write_timeout: Some(Duration::from_secs(1)),
-        ..Default::default()
-    };
+    let config = BrokerConfig::default().write_timeout(Some(Duration::from_secs(1)));
     let server = ServerBuilder::new(config)
         .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
         .start()

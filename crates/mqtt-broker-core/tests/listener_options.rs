@@ -16,11 +16,7 @@ fn on_listener(
     port: u16,
     listener: ListenerSettings,
 ) -> mqtt_broker_core::ConnectionId {
-    h.open_with(ConnectionInfo {
-        remote_addr: addr(port),
-        listener,
-        tls: None,
-    })
+    h.open_with(ConnectionInfo::new(addr(port)).with_listener(listener))
 }
 
 fn connected_as(h: &Harness) -> Vec<String> {
@@ -43,10 +39,7 @@ fn with_username(v: ProtocolVersion, client_id: &str, username: &str) -> mqtt_co
 #[test]
 fn an_empty_client_id_is_refused_with_allow_zero_length_clientid_false() {
     for v in BOTH {
-        let mut h = Harness::new(BrokerConfig {
-            allow_zero_length_clientid: false,
-            ..Default::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().allow_zero_length_clientid(false));
         let (id, ack) = h.connect_with(connect(v, ""));
         assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid, "{v}");
         assert!(h.is_closed(id), "{v}");
@@ -61,23 +54,14 @@ fn an_empty_client_id_is_refused_with_allow_zero_length_clientid_false() {
 
 #[test]
 fn a_listener_can_allow_what_the_broker_refuses_and_the_other_way_round() {
-    let mut h = Harness::new(BrokerConfig {
-        allow_zero_length_clientid: false,
-        ..Default::default()
-    });
-    let open = ListenerSettings {
-        allow_zero_length_clientid: Some(true),
-        ..Default::default()
-    };
+    let mut h = Harness::new(BrokerConfig::default().allow_zero_length_clientid(false));
+    let open = ListenerSettings::default().allow_zero_length_clientid(Some(true));
     let id = on_listener(&mut h, 1, open);
     let ack = h.send_connect(id, connect(V5, ""));
     assert_eq!(ack.reason_code, ReasonCode::Success);
 
     let mut h = Harness::default_config();
-    let closed = ListenerSettings {
-        allow_zero_length_clientid: Some(false),
-        ..Default::default()
-    };
+    let closed = ListenerSettings::default().allow_zero_length_clientid(Some(false));
     let id = on_listener(&mut h, 2, closed);
     let ack = h.send_connect(id, connect(V5, ""));
     assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid);
@@ -92,10 +76,7 @@ fn assigned_client_ids_start_with_auto_id_prefix() {
         let ids = connected_as(&h);
         assert!(ids[0].starts_with("auto-"), "default prefix: {ids:?}");
 
-        let mut h = Harness::new(BrokerConfig {
-            auto_id_prefix: "pi-".into(),
-            ..Default::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().auto_id_prefix("pi-"));
         let (_, ack) = h.connect_with(connect(v, ""));
         let id = &connected_as(&h)[0];
         assert!(id.starts_with("pi-") && id.len() == 3 + 36, "{id}");
@@ -107,10 +88,7 @@ fn assigned_client_ids_start_with_auto_id_prefix() {
         }
 
         // A listener's own prefix wins.
-        let listener = ListenerSettings {
-            auto_id_prefix: Some("lan-".into()),
-            ..Default::default()
-        };
+        let listener = ListenerSettings::default().auto_id_prefix(Some("lan-".into()));
         let c = on_listener(&mut h, 7, listener);
         h.send_connect(c, connect(v, ""));
         assert!(
@@ -124,10 +102,7 @@ fn assigned_client_ids_start_with_auto_id_prefix() {
 #[test]
 fn clientid_prefixes_keeps_other_clients_out() {
     for v in BOTH {
-        let mut h = Harness::new(BrokerConfig {
-            clientid_prefixes: Some("sensor-".into()),
-            ..Default::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().clientid_prefixes(Some("sensor-".into())));
         h.connect(v, "sensor-7");
         let (id, ack) = h.connect_with(connect(v, "laptop"));
         assert_eq!(ack.reason_code, ReasonCode::NotAuthorized, "{v}");
@@ -149,10 +124,7 @@ fn clientid_prefixes_keeps_other_clients_out() {
 fn use_username_as_clientid_makes_the_session_the_users() {
     for v in BOTH {
         let mut h = Harness::default_config();
-        let listener = ListenerSettings {
-            use_username_as_clientid: true,
-            ..Default::default()
-        };
+        let listener = ListenerSettings::default().use_username_as_clientid(true);
         let a = on_listener(&mut h, 1, listener.clone());
         let ack = h.send_connect(a, with_username(v, "whatever-1", "alice"));
         assert_eq!(ack.reason_code, ReasonCode::Success, "{v}");
@@ -181,30 +153,25 @@ fn use_username_as_clientid_makes_the_session_the_users() {
 #[test]
 fn use_username_as_clientid_takes_the_certificate_identity() {
     let mut h = Harness::default_config();
-    let listener = ListenerSettings {
-        require_certificate: true,
-        use_identity_as_username: true,
-        use_username_as_clientid: true,
-        ..Default::default()
-    };
-    let id = h.open_with(ConnectionInfo {
-        remote_addr: addr(9),
-        listener,
-        tls: Some(PeerCertificate {
-            common_name: Some("pi-kitchen".into()),
-            subject: "CN=pi-kitchen".into(),
-        }),
-    });
+    let listener = ListenerSettings::default()
+        .require_certificate(true)
+        .use_identity_as_username(true)
+        .use_username_as_clientid(true);
+    let id = h.open_with(
+        ConnectionInfo::new(addr(9))
+            .with_listener(listener)
+            .with_tls(Some(PeerCertificate::new(
+                Some("pi-kitchen".into()),
+                "CN=pi-kitchen",
+            ))),
+    );
     let ack = h.send_connect(id, connect(V5, "anything"));
     assert_eq!(ack.reason_code, ReasonCode::Success);
     assert_eq!(connected_as(&h), ["pi-kitchen"]);
 }
 
 fn max_qos_1() -> ListenerSettings {
-    ListenerSettings {
-        max_qos: QoS::AtLeastOnce,
-        ..Default::default()
-    }
+    ListenerSettings::default().max_qos(QoS::AtLeastOnce)
 }
 
 #[test]
@@ -295,10 +262,7 @@ fn a_will_above_max_qos_refuses_the_connect() {
 }
 
 fn mounted(m: &str) -> ListenerSettings {
-    ListenerSettings {
-        mount_point: Some(m.into()),
-        ..Default::default()
-    }
+    ListenerSettings::default().mount_point(Some(m.into()))
 }
 
 #[test]
@@ -400,10 +364,7 @@ fn retained_messages_wills_and_shared_subscriptions_are_mounted() {
 #[test]
 fn upgrade_outgoing_qos_delivers_at_the_subscription_qos() {
     for (upgrade, want) in [(false, QoS::AtMostOnce), (true, QoS::AtLeastOnce)] {
-        let mut h = Harness::new(BrokerConfig {
-            upgrade_outgoing_qos: upgrade,
-            ..Default::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().upgrade_outgoing_qos(upgrade));
         let s = h.connect(V5, "sub");
         h.subscribe(s, "up/#", QoS::AtLeastOnce);
         let p = h.connect(V3, "pub");
@@ -435,11 +396,9 @@ fn each_listener_announces_and_enforces_its_own_max_topic_alias() {
         let id = on_listener(
             &mut h,
             port,
-            ListenerSettings {
-                port,
-                max_topic_alias: setting,
-                ..ListenerSettings::default()
-            },
+            ListenerSettings::default()
+                .port(port)
+                .max_topic_alias(setting),
         );
         let ack = h.send_connect(id, connect(V5, &format!("c{port}")));
         assert_eq!(ack.properties.topic_alias_maximum, announced, "port {port}");

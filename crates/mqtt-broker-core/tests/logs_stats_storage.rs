@@ -27,28 +27,26 @@ fn statistics_count_clients_messages_and_bytes() {
 }
 
 #[test]
-fn sys_topics_are_published_every_sys_interval() {
-    let mut h = Harness::new(BrokerConfig {
-        sys_interval: Duration::from_secs(10),
-        ..Default::default()
-    });
+fn sys_topics_are_published_every_sys_interval_when_they_change() {
+    let mut h = Harness::new(BrokerConfig::default().sys_interval(Duration::from_secs(10)));
     let s = h.connect(V3, "s");
     h.subscribe(s, "$SYS/broker/clients/connected", QoS::AtMostOnce);
     h.advance(Duration::from_secs(9));
     assert!(h.recv_publishes(s).is_empty());
     h.advance(Duration::from_secs(1));
     assert_eq!(Harness::payloads(&h.recv_publishes(s)), ["1"]);
+    // Unchanged: not published again (as Mosquitto does).
     h.advance(Duration::from_secs(10));
-    assert_eq!(h.recv_publishes(s).len(), 1);
+    assert!(h.recv_publishes(s).is_empty());
+    h.connect(V3, "other");
+    h.advance(Duration::from_secs(10));
+    assert_eq!(Harness::payloads(&h.recv_publishes(s)), ["2"]);
 }
 
 #[test]
 fn sys_values_are_retained_but_not_written_to_storage() {
-    let broker = Broker::new(BrokerConfig {
-        sys_interval: Duration::from_secs(10),
-        ..Default::default()
-    })
-    .with_storage(Box::new(MemoryStorage::new()));
+    let broker = Broker::new(BrokerConfig::default().sys_interval(Duration::from_secs(10)))
+        .with_storage(Box::new(MemoryStorage::new()));
     let mut h = Harness::with_broker(broker);
     let p = h.connect(V3, "p");
     h.advance(Duration::from_secs(30));
@@ -217,4 +215,45 @@ fn decode_errors_reported_by_the_driver_close_the_connection() {
 fn broker_can_move_to_another_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Broker>();
+}
+
+#[test]
+fn statistics_count_connections_per_listener_and_disconnects_per_reason() {
+    use mqtt_broker_core::ListenerSettings;
+    let mut h = Harness::default_config();
+    let on = |h: &mut Harness, port: u16, remote: u16| {
+        let mut info = ConnectionInfo::new(addr(remote));
+        info.listener = ListenerSettings::default().port(port);
+        h.open_with(info)
+    };
+    let a = on(&mut h, 1883, 40_001);
+    let b = on(&mut h, 1883, 40_002);
+    let c = on(&mut h, 8883, 40_003);
+    let st = h.broker.stats();
+    assert_eq!(
+        st.connections_by_listener.into_iter().collect::<Vec<_>>(),
+        [(1883, 2), (8883, 1)]
+    );
+    assert_eq!(st.connections_accepted, 3);
+    for (id, name) in [(a, "a"), (b, "b"), (c, "c")] {
+        h.send_connect(id, mqtt_codec::Connect::new(V3, name));
+    }
+    // a: DISCONNECT; b: the transport ends; c: a second CONNECT.
+    h.disconnect(a);
+    h.drop_transport(b);
+    h.send(
+        c,
+        Packet::Connect(Box::new(mqtt_codec::Connect::new(V3, "c"))),
+    );
+    let st = h.broker.stats();
+    assert_eq!(st.connects_received, 4);
+    assert_eq!(st.disconnects.client_disconnected, 1);
+    assert_eq!(st.disconnects.connection_lost, 1);
+    assert_eq!(st.disconnects.protocol_violation, 1);
+    assert_eq!(st.disconnects.keep_alive_timeout, 0);
+    assert_eq!(
+        st.connections_by_listener.into_iter().collect::<Vec<_>>(),
+        [(1883, 0), (8883, 0)]
+    );
+    assert_eq!(st.connections_open, 0);
 }

@@ -130,10 +130,7 @@ fn a_client_subscribing_to_65535_levels_cannot_take_the_broker_down() {
 #[test]
 fn a_will_too_deep_or_larger_than_message_size_limit_is_refused() {
     for v in BOTH {
-        let mut h = Harness::new(BrokerConfig {
-            message_size_limit: 4,
-            ..BrokerConfig::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().message_size_limit(4));
         let mut c = Connect::new(v, "w");
         c.will = will("will/t".into(), b"12345");
         let (_, ack) = h.connect_with(c);
@@ -257,10 +254,7 @@ mod config_authenticator {
     fn a_user_name_alone_is_refused_when_anonymous_access_is_off_and_there_is_no_password_file() {
         // 01-connect-uname-or-anon: Mosquitto 2 refuses it too.
         let auth = ConfigAuthenticator::global(None);
-        let closed = ListenerSettings {
-            allow_anonymous: Some(false),
-            ..ListenerSettings::default()
-        };
+        let closed = ListenerSettings::default().allow_anonymous(Some(false));
         assert_eq!(
             decide(&auth, &closed, Some("anyone"), Some(b"x"), false),
             AuthDecision::Deny(ReasonCode::NotAuthorized)
@@ -271,10 +265,7 @@ mod config_authenticator {
             AuthDecision::Allow
         );
         // Anonymous access on: the user name is just a name.
-        let open = ListenerSettings {
-            allow_anonymous: Some(true),
-            ..ListenerSettings::default()
-        };
+        let open = ListenerSettings::default().allow_anonymous(Some(true));
         assert_eq!(
             decide(&auth, &open, Some("anyone"), None, false),
             AuthDecision::Allow

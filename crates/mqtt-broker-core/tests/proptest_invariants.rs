@@ -80,16 +80,11 @@ struct Model {
 impl Model {
     fn new(versions: [bool; SUBSCRIBERS], tight: bool) -> Self {
         let config = if tight {
-            BrokerConfig {
-                max_queued_messages: 4,
-                max_inflight_messages: 2,
-                ..Default::default()
-            }
+            BrokerConfig::default()
+                .max_queued_messages(4)
+                .max_inflight_messages(2)
         } else {
-            BrokerConfig {
-                max_queued_messages: 0,
-                ..Default::default()
-            }
+            BrokerConfig::default().max_queued_messages(0)
         };
         let mut h = Harness::new(config.clone());
         let mut c = connect(V5, "publisher");

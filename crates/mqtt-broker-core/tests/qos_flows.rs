@@ -149,10 +149,7 @@ fn pubrel_for_an_unknown_identifier_gets_pubcomp_packet_identifier_not_found() {
 #[test]
 fn inflight_window_limits_unacknowledged_messages_and_moves_on_as_acks_arrive() {
     for v in BOTH {
-        let mut h = Harness::new(BrokerConfig {
-            max_inflight_messages: 2,
-            ..Default::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().max_inflight_messages(2));
         let sub = h.connect(v, "sub");
         h.subscribe(sub, "t", QoS::AtLeastOnce);
         let p = h.connect(v, "pub");
@@ -267,10 +264,7 @@ fn message_is_not_delivered_to_a_session_without_a_matching_subscription() {
 
 #[test]
 fn message_larger_than_message_size_limit_is_dropped_and_refused() {
-    let mut h = Harness::new(BrokerConfig {
-        message_size_limit: 4,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().message_size_limit(4));
     let sub = h.connect(V5, "sub");
     h.subscribe(sub, "t", QoS::AtLeastOnce);
     let p = h.connect(V5, "pub");
@@ -328,10 +322,7 @@ fn subscription_qos_is_granted_as_requested() {
 
 #[test]
 fn many_unreleased_qos2_messages_are_accepted_from_a_3_1_1_client() {
-    let mut h = Harness::new(BrokerConfig {
-        max_inflight_messages: 2,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_inflight_messages(2));
     let p = h.connect(V3, "p");
     for i in 1..=5 {
         h.send(

@@ -54,10 +54,7 @@ fn retained_message_is_replaced_and_deleted_by_an_empty_payload() {
 
 #[test]
 fn retained_publish_is_refused_when_retain_is_not_available() {
-    let mut h = Harness::new(BrokerConfig {
-        retain_available: false,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().retain_available(false));
     let (p, ack) = h.connect_with(connect(V5, "p"));
     assert_eq!(ack.properties.retain_available, Some(false));
     h.send(

@@ -33,10 +33,7 @@ fn messages_for_an_offline_persistent_session_are_delivered_on_reconnect() {
 
 #[test]
 fn qos0_messages_are_queued_only_with_queue_qos0_messages() {
-    let mut h = Harness::new(BrokerConfig {
-        queue_qos0_messages: true,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().queue_qos0_messages(true));
     let (s, _) = h.connect_persistent(V3, "s");
     h.subscribe(s, "t", QoS::AtMostOnce);
     h.disconnect(s);
@@ -49,10 +46,7 @@ fn qos0_messages_are_queued_only_with_queue_qos0_messages() {
 #[test]
 fn queue_overflow_drops_messages_beyond_max_queued_messages() {
     for v in BOTH {
-        let mut h = Harness::new(BrokerConfig {
-            max_queued_messages: 3,
-            ..Default::default()
-        });
+        let mut h = Harness::new(BrokerConfig::default().max_queued_messages(3));
         let (s, _) = h.connect_persistent(v, "s");
         h.subscribe(s, "t", QoS::AtLeastOnce);
         h.disconnect(s);
@@ -69,10 +63,7 @@ fn queue_overflow_drops_messages_beyond_max_queued_messages() {
 
 #[test]
 fn queue_overflow_by_bytes_drops_messages_beyond_max_queued_bytes() {
-    let mut h = Harness::new(BrokerConfig {
-        max_queued_bytes: 10,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_queued_bytes(10));
     let (s, _) = h.connect_persistent(V5, "s");
     h.subscribe(s, "t", QoS::AtLeastOnce);
     h.disconnect(s);
@@ -104,10 +95,9 @@ fn offline_session_expires_after_its_session_expiry_interval() {
 
 #[test]
 fn persistent_client_expiration_bounds_3_1_1_persistent_sessions() {
-    let mut h = Harness::new(BrokerConfig {
-        persistent_client_expiration: Some(Duration::from_secs(3600)),
-        ..Default::default()
-    });
+    let mut h = Harness::new(
+        BrokerConfig::default().persistent_client_expiration(Some(Duration::from_secs(3600))),
+    );
     let (s, _) = h.connect_persistent(V3, "s");
     h.disconnect(s);
     h.advance(Duration::from_secs(3599));
@@ -147,11 +137,11 @@ fn disconnect_setting_expiry_after_zero_on_connect_is_a_protocol_error() {
 
 #[test]
 fn slow_subscriber_loses_qos0_but_keeps_qos1_in_its_queue() {
-    let mut h = Harness::new(BrokerConfig {
-        max_transmit_bytes: 64,
-        max_inflight_messages: 100,
-        ..Default::default()
-    });
+    let mut h = Harness::new(
+        BrokerConfig::default()
+            .max_transmit_bytes(64)
+            .max_inflight_messages(100),
+    );
     let slow = h.connect(V3, "slow");
     h.subscribe(slow, "t", QoS::AtLeastOnce);
     h.stalled.insert(slow);
@@ -188,10 +178,7 @@ fn slow_subscriber_loses_qos0_but_keeps_qos1_in_its_queue() {
 
 #[test]
 fn slow_subscriber_does_not_stall_other_subscribers() {
-    let mut h = Harness::new(BrokerConfig {
-        max_transmit_bytes: 64,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_transmit_bytes(64));
     let slow = h.connect(V5, "slow");
     h.subscribe(slow, "t", QoS::AtMostOnce);
     h.stalled.insert(slow);

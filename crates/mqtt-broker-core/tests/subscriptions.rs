@@ -37,10 +37,9 @@ fn wildcards_match_by_level() {
 #[test]
 fn dollar_topics_are_not_matched_by_leading_wildcards() {
     for v in BOTH {
-        let mut h = Harness::new(mqtt_broker_core::BrokerConfig {
-            sys_interval: std::time::Duration::ZERO,
-            ..Default::default()
-        });
+        let mut h = Harness::new(
+            mqtt_broker_core::BrokerConfig::default().sys_interval(std::time::Duration::ZERO),
+        );
         let all = h.connect(v, "all");
         h.subscribe(all, "#", QoS::AtMostOnce);
         h.subscribe(all, "+/x", QoS::AtMostOnce);

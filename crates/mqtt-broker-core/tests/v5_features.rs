@@ -10,12 +10,12 @@ use util::*;
 
 #[test]
 fn connack_advertises_the_broker_limits() {
-    let mut h = Harness::new(BrokerConfig {
-        max_inflight_messages: 5,
-        max_packet_size: 1000,
-        max_topic_alias: 7,
-        ..Default::default()
-    });
+    let mut h = Harness::new(
+        BrokerConfig::default()
+            .max_inflight_messages(5)
+            .max_packet_size(1000)
+            .max_topic_alias(7),
+    );
     let (_, ack) = h.connect_with(connect(V5, "c"));
     assert_eq!(ack.properties.receive_maximum, Some(5));
     assert_eq!(ack.properties.maximum_packet_size, Some(1000));
@@ -44,10 +44,7 @@ fn incoming_topic_alias_is_resolved() {
 
 #[test]
 fn topic_alias_above_the_maximum_is_a_protocol_violation() {
-    let mut h = Harness::new(BrokerConfig {
-        max_topic_alias: 2,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_topic_alias(2));
     let p = h.connect(V5, "p");
     let mut m = publish("t", "1", QoS::AtMostOnce, false, None);
     m.properties.topic_alias = Some(3);
@@ -99,10 +96,7 @@ fn outgoing_topic_aliases_are_used_up_to_the_clients_maximum() {
 
 #[test]
 fn packet_above_max_packet_size_closes_with_packet_too_large() {
-    let mut h = Harness::new(BrokerConfig {
-        max_packet_size: 64,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_packet_size(64));
     let p = h.connect(V5, "p");
     let big = Bytes::from(vec![b'x'; 100]);
     let mut m = publish("t", "", QoS::AtMostOnce, false, None);
@@ -180,10 +174,7 @@ fn request_response_and_user_properties_pass_through_unchanged() {
 
 #[test]
 fn too_many_unreleased_qos2_messages_exceed_the_receive_maximum() {
-    let mut h = Harness::new(BrokerConfig {
-        max_inflight_messages: 2,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().max_inflight_messages(2));
     let p = h.connect(V5, "p");
     for i in 1..=3 {
         h.send(
@@ -220,10 +211,7 @@ fn expired_messages_leave_the_offline_queue_on_time() {
 
 #[test]
 fn expired_retained_message_is_deleted() {
-    let mut h = Harness::new(BrokerConfig {
-        sys_interval: Duration::ZERO,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().sys_interval(Duration::ZERO));
     let p = h.connect(V5, "p");
     let mut m = publish("r", "soon gone", QoS::AtMostOnce, true, None);
     m.properties.message_expiry_interval = Some(30);
@@ -252,10 +240,7 @@ fn client_publish_with_a_subscription_identifier_is_a_protocol_error() {
 
 #[test]
 fn retained_will_is_refused_when_retain_is_not_available() {
-    let mut h = Harness::new(BrokerConfig {
-        retain_available: false,
-        ..Default::default()
-    });
+    let mut h = Harness::new(BrokerConfig::default().retain_available(false));
     let mut c = connect(V5, "w");
     c.will = Some(mqtt_codec::LastWill {
         topic: topic("w"),

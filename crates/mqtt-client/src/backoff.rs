@@ -5,8 +5,19 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-/// When and how the client reconnects after a connection is lost.
+/// When and how the client reconnects after a connection is lost. Start
+/// from [`ReconnectOptions::default`] (or [`ReconnectOptions::disabled`])
+/// and chain the setters:
+///
+/// ```
+/// use std::time::Duration;
+/// let fast = mqtt_client::ReconnectOptions::default()
+///     .initial_delay(Duration::from_millis(20))
+///     .max_delay(Duration::from_secs(2));
+/// assert_eq!(fast.delay(1, 0.0), Duration::from_millis(20));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReconnectOptions {
     /// Reconnect at all (default `true`). When off, a lost connection
     /// closes the client.
@@ -42,6 +53,36 @@ impl ReconnectOptions {
             enabled: false,
             ..Self::default()
         }
+    }
+
+    /// Reconnect at all.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+
+    /// Delay before the first retry.
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self
+    }
+
+    /// Longest delay.
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// Growth factor per failed attempt.
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// Fraction of each delay that is random (0 to 1).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
     }
 
     /// The delay before retry number `attempt` (1 for the first), with

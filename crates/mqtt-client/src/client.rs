@@ -1,5 +1,9 @@
 //! [`Client`]: the cheap-to-clone handle, and [`Messages`], the incoming stream.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use mqtt_codec::{
     Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscription,
@@ -42,6 +46,10 @@ pub(crate) enum Command {
 /// [`Client::publish`] on PUBACK (QoS 1) or PUBCOMP (QoS 2), or once
 /// written (QoS 0); [`Client::subscribe`] on SUBACK. Requests made while the
 /// connection is down wait and go out after the reconnect.
+///
+/// To keep many messages in flight from one task, [`Client::start_publish`]
+/// returns as soon as the message is queued, with a [`PublishHandle`] that
+/// resolves on the acknowledgement.
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
@@ -64,6 +72,29 @@ impl Messages {
     /// A message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Publish> {
         self.rx.try_recv().ok()
+    }
+}
+
+/// The outcome of a message handed over with [`Client::start_publish`]: a
+/// future that resolves like [`Client::publish`] does, when the broker has
+/// the message (QoS 0: written; QoS 1: PUBACK; QoS 2: PUBCOMP), with its
+/// reason code, or [`Error::PublishRefused`] and the other errors of
+/// [`Client::publish`].
+///
+/// Dropping the handle does not withdraw the message: it is sent (and
+/// re-sent after a reconnect) all the same; only its outcome goes unheard.
+#[derive(Debug)]
+pub struct PublishHandle {
+    rx: oneshot::Receiver<Result<ReasonCode, Error>>,
+}
+
+impl Future for PublishHandle {
+    type Output = Result<ReasonCode, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
     }
 }
 
@@ -170,8 +201,44 @@ impl Client {
     /// response topic, correlation data, message expiry, ...). Packet
     /// identifier, DUP and topic alias are set by the client.
     pub async fn publish_message(&self, publish: Publish) -> Result<ReasonCode, Error> {
-        self.request(|done| Command::Publish { publish, done })
+        self.start_publish_message(publish).await?.await
+    }
+
+    /// Hands `payload` for `topic` to the client and returns once it is
+    /// queued, with a [`PublishHandle`] that resolves on the
+    /// acknowledgement: a task keeps many messages in flight this way
+    /// instead of waiting a round trip for each, as with [`Client::publish`].
+    ///
+    /// Messages go out in the order they were started. QoS 1 and 2
+    /// messages in flight are capped by the broker's Receive Maximum (5.0)
+    /// and [`crate::proto::ConnectOptions::max_inflight`]; while that
+    /// window is full and another window's worth waits behind it, this
+    /// call waits for room (back-pressure) instead of queueing without
+    /// bound. While the connection is down messages are queued up to
+    /// `max_queued`, then refused with [`crate::proto::PublishError::QueueFull`],
+    /// which the handle reports.
+    pub async fn start_publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Bytes>,
+    ) -> Result<PublishHandle, Error> {
+        let mut publish = Publish::new(topic_name(topic)?, payload);
+        publish.qos = qos;
+        publish.retain = retain;
+        self.start_publish_message(publish).await
+    }
+
+    /// [`Client::start_publish`] for a prepared PUBLISH (see
+    /// [`Client::publish_message`]).
+    pub async fn start_publish_message(&self, publish: Publish) -> Result<PublishHandle, Error> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Publish { publish, done })
             .await
+            .map_err(|_| Error::Closed)?;
+        Ok(PublishHandle { rx })
     }
 
     /// Subscribes to one filter at `qos`; returns the SUBACK, or

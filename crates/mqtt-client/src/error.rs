@@ -18,7 +18,7 @@ fn broker_says(s: &Option<String>) -> String {
 fn dial_hint(e: &io::Error) -> &'static str {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => {
-            "; is the broker running and listening on that address and port (-h, -p)?"
+            "; is the broker running and listening on that address and port (the host and port of the client options)?"
         }
         io::ErrorKind::TimedOut => "; is the address right and the port open in the firewall?",
         _ => "",
@@ -36,7 +36,7 @@ fn io_text(e: &io::Error, tls: bool) -> String {
 fn io_hint(e: &io::Error, tls: bool) -> &'static str {
     match e.kind() {
         io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof if !tls => {
-            "; if that port is a TLS listener (usually 8883), add --cafile ca.crt (and --cert/--key when it requires client certificates)"
+            "; if that port is a TLS listener (usually 8883), connect with TLS: set `ClientTlsOptions::cafile` to ca.crt (and `certfile`/`keyfile` when it requires client certificates)"
         }
         _ => "",
     }
@@ -178,8 +178,13 @@ mod tests {
     #[test]
     fn reset_on_a_plain_connection_suggests_tls() {
         let msg = io(io::ErrorKind::ConnectionReset, false);
-        assert!(msg.contains("add --cafile ca.crt"), "{msg}");
-        assert!(!io(io::ErrorKind::ConnectionReset, true).contains("--cafile"));
+        assert!(
+            msg.contains("connect with TLS: set `ClientTlsOptions::cafile` to ca.crt"),
+            "{msg}"
+        );
+        assert!(!io(io::ErrorKind::ConnectionReset, true).contains("cafile"));
+        // The library names its options; command-line flags are the examples' words.
+        assert!(!msg.contains("--"), "{msg}");
     }
 
     #[test]

@@ -173,6 +173,17 @@ impl EventLoop {
         }
     }
 
+    /// Whether a connected loop takes more requests now: not while the
+    /// publishes queued behind the in-flight window (QoS 1 and 2 beyond
+    /// the broker's Receive Maximum and `max_inflight`) fill another window.
+    fn takes_commands(&self) -> bool {
+        let options = self.core.options();
+        let high = usize::from(options.max_inflight)
+            .min(options.max_queued)
+            .max(1);
+        self.core.queued() < high
+    }
+
     fn abandoned(&self) -> bool {
         !self.commands_open && self.messages.is_closed()
     }
@@ -367,12 +378,19 @@ impl EventLoop {
                         return self.lost(error, connected);
                     }
                 },
-                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                // While a window's worth of publishes waits behind the
+                // in-flight window, requests wait in the channel: senders
+                // (`start_publish`) feel the back-pressure, instead of the
+                // core's queue filling up to `max_queued` and refusing.
+                cmd = self.commands.recv(), if self.commands_open && self.takes_commands() => match cmd {
                     Some(cmd) => {
                         self.handle_command(cmd);
                         // Write in batches: take what else is
                         // waiting, so it goes out in one write.
                         for _ in 0..256 {
+                            if !self.takes_commands() {
+                                break;
+                            }
                             let Ok(cmd) = self.commands.try_recv() else { break };
                             self.handle_command(cmd);
                         }

@@ -1,7 +1,19 @@
 //! An MQTT 3.1.1 and 5.0 (and 3.1) client over TCP, TLS and mutual TLS: a
-//! deterministic sans-IO core ([`proto`]) and a tokio API ([`Client`]) that
+//! deterministic sans-IO core ([`proto`]) and a tokio API (`Client`) that
 //! reconnects with back-off, restores subscriptions and re-sends
 //! unacknowledged messages.
+//!
+//! # Cargo features
+//!
+//! - `tokio` (default): the tokio API (`Client`, `EventLoop`,
+//!   `ClientOptions`, `Error`) and its transports: TCP, TLS with rustls
+//!   through `mqtt-tls`, WebSockets.
+//!
+//! With `default-features = false` the crate is the sans-IO core alone
+//! ([`proto`]): its dependencies are `mqtt-codec`, `bytes`, `thiserror` and
+//! `tracing`, so any runtime, or none, can drive it (the repository's
+//! `examples/client-core-without-tokio.rs` drives it over
+//! `std::net::TcpStream` and rustls).
 //!
 //! # The common case
 //!
@@ -9,15 +21,14 @@
 //! loop over messages:
 //!
 //! ```no_run
+//! # #[cfg(feature = "tokio")] mod example {
 //! use mqtt_client::{Client, ClientOptions, ClientTlsOptions, QoS};
 //!
 //! # async fn run() -> Result<(), mqtt_client::Error> {
-//! let tls = ClientTlsOptions {
-//!     cafile: Some("ca.crt".into()),
-//!     certfile: Some("client.crt".into()),
-//!     keyfile: Some("client.key".into()),
-//!     ..ClientTlsOptions::default()
-//! };
+//! let tls = ClientTlsOptions::new()
+//!     .cafile("ca.crt")
+//!     .certfile("client.crt")
+//!     .keyfile("client.key");
 //! let options = ClientOptions::new("192.168.1.5", 8883).client_id("pi").tls_files(&tls)?;
 //! let (client, mut messages) = Client::connect(options).await?;
 //! client.subscribe("ssltopic", QoS::AtLeastOnce).await?;
@@ -26,10 +37,14 @@
 //! }
 //! # Ok(())
 //! # }
+//! # }
 //! ```
 //!
 //! [`Client::publish`] completes when the broker has the message (QoS 0:
 //! written; QoS 1: PUBACK; QoS 2: PUBCOMP) and returns its reason code.
+//! [`Client::start_publish`] returns once the message is queued, with a
+//! [`PublishHandle`] that resolves then: one task keeps many messages in
+//! flight (within the broker's Receive Maximum) without a round trip each.
 //! [`Client::state`] tells whether the client is connected or reconnecting,
 //! and why.
 //!
@@ -64,24 +79,43 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
 mod backoff;
+#[cfg(feature = "tokio")]
 mod client;
+#[cfg(feature = "tokio")]
 mod error;
+#[cfg(feature = "tokio")]
 mod event_loop;
+#[cfg(feature = "tokio")]
 mod options;
 pub mod proto;
+#[cfg(feature = "tokio")]
 mod state;
 
+#[cfg(feature = "tokio")]
 pub use backoff::ReconnectOptions;
-pub use client::{Client, Messages};
+#[cfg(feature = "tokio")]
+pub use client::{Client, Messages, PublishHandle};
+#[cfg(feature = "tokio")]
 pub use error::Error;
+#[cfg(feature = "tokio")]
 pub use event_loop::EventLoop;
+#[cfg(feature = "tokio")]
 pub use options::ClientOptions;
 pub use proto::{AuthHandler, EnhancedAuth, PacketDirection};
+#[cfg(feature = "tokio")]
 pub use state::ConnectionState;
 
 pub use mqtt_codec::{
     Packet, Properties, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck,
     Subscription, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
 };
+#[cfg(feature = "tokio")]
 pub use mqtt_tls::{ClientTlsOptions, TlsError};
+
+/// The README's examples, compiled and run as doctests (the tokio one needs
+/// the `tokio` feature).
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -14,6 +14,7 @@ use crate::Error;
 /// Everything [`crate::Client::connect`] needs. Start from
 /// [`ClientOptions::new`] and chain the setters, or set the public fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// Broker host name or IP address; for TLS also the name the broker's
     /// certificate must carry.
@@ -170,6 +171,34 @@ impl ClientOptions {
     /// Capacity of the incoming message channel.
     pub fn message_capacity(mut self, capacity: usize) -> Self {
         self.message_capacity = capacity.max(1);
+        self
+    }
+
+    /// Incoming messages held beyond the channel (also the Receive Maximum
+    /// sent in 5.0); see the crate documentation on back-pressure.
+    pub fn max_held_messages(mut self, messages: usize) -> Self {
+        self.max_held_messages = messages.max(1);
+        self
+    }
+
+    /// The client's own cap on outgoing QoS 1 and 2 messages in flight (the
+    /// window is the smaller of this and the broker's Receive Maximum;
+    /// default 100).
+    pub fn max_inflight(mut self, messages: u16) -> Self {
+        self.session.max_inflight = messages.max(1);
+        self
+    }
+
+    /// How many publishes may wait while offline before they are refused
+    /// (default 10,000).
+    pub fn max_queued(mut self, messages: usize) -> Self {
+        self.session.max_queued = messages;
+        self
+    }
+
+    /// The whole session options (the setters above change parts of them).
+    pub fn session(mut self, session: ConnectOptions) -> Self {
+        self.session = session;
         self
     }
 

@@ -16,11 +16,11 @@ fn persistent(port: u16, version: ProtocolVersion, id: &str) -> ClientOptions {
         .client_id(id)
         .clean_start(version.is_v5())
         .session_expiry_interval(3600)
-        .reconnect(ReconnectOptions {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..ReconnectOptions::default()
-        })
+        .reconnect(
+            ReconnectOptions::default()
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(200)),
+        )
 }
 
 async fn exactly_once_after_cut(version: ProtocolVersion, mode: u8) {

@@ -14,11 +14,11 @@ fn options(m: &Mosquitto, version: ProtocolVersion, id: &str) -> ClientOptions {
     ClientOptions::new("127.0.0.1", m.port)
         .protocol(version)
         .client_id(id)
-        .reconnect(ReconnectOptions {
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(500),
-            ..ReconnectOptions::default()
-        })
+        .reconnect(
+            ReconnectOptions::default()
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(500)),
+        )
 }
 
 async fn round_trip(version: ProtocolVersion) {

@@ -62,11 +62,11 @@ fn options(port: u16, version: ProtocolVersion, id: &str) -> ClientOptions {
     ClientOptions::new("127.0.0.1", port)
         .protocol(version)
         .client_id(id)
-        .reconnect(ReconnectOptions {
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..ReconnectOptions::default()
-        })
+        .reconnect(
+            ReconnectOptions::default()
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(200)),
+        )
 }
 
 /// Clean start off and a session expiry, so the broker keeps the session
@@ -471,10 +471,7 @@ async fn will_is_published_when_the_client_vanishes_and_not_after_disconnect() {
 
 #[tokio::test]
 async fn connack_refusal_is_reported_by_reason() {
-    let config = BrokerConfig {
-        allow_anonymous: false,
-        ..BrokerConfig::default()
-    };
+    let config = BrokerConfig::default().allow_anonymous(false);
     let (server, port) = start_broker(config).await;
     for version in VERSIONS {
         let err = within(
@@ -512,10 +509,7 @@ async fn mutual_tls_round_trip_and_a_client_without_certificate_is_refused() {
     let dir = certs.path();
     certificates(dir);
     // A verified certificate authenticates the client with anonymous access off.
-    let config = BrokerConfig {
-        allow_anonymous: false,
-        ..BrokerConfig::default()
-    };
+    let config = BrokerConfig::default().allow_anonymous(false);
     let tls = mqtt_tls::ServerTlsOptions {
         cafile: Some(dir.join("ca.crt")),
         require_certificate: true,

@@ -75,3 +75,8 @@ pub use topic::{TopicError, TopicFilter, TopicName};
 pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 pub use user_properties::{UserProperties, UserProperty};
 pub use wire::MAX_VARIABLE_INTEGER;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

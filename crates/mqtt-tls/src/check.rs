@@ -133,7 +133,7 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
     } else {
         push(
             Severity::Warning,
-            "no cafile given: the chain cannot be checked; add --cafile ca.crt".to_string(),
+            "no cafile given: the chain cannot be checked; give the cafile (ca.crt)".to_string(),
         );
     }
 
@@ -142,7 +142,7 @@ pub fn check(options: &CheckOptions) -> Vec<Finding> {
         if options.keyfile.is_some() {
             push(
                 Severity::Error,
-                "a key was given without its certificate; add --cert".to_string(),
+                "a key was given without its certificate; give the certfile".to_string(),
             );
         }
         return out;

@@ -10,20 +10,22 @@ use crate::server::describe_trust;
 use crate::verify::ExplainingServerVerifier;
 use crate::{provider, TlsError, TlsVersion};
 
-/// A client's TLS settings, named after `mosquitto_sub`'s flags.
+/// A client's TLS settings, named after `mosquitto_sub`'s flags. Build
+/// them with [`ClientTlsOptions::new`] and the setters (the fields are
+/// public to read and assign; the struct may grow, so it cannot be written
+/// as a literal outside this crate):
 ///
 /// ```no_run
 /// use mqtt_tls::ClientTlsOptions;
-/// let options = ClientTlsOptions {
-///     cafile: Some("ca.crt".into()),
-///     certfile: Some("client.crt".into()),
-///     keyfile: Some("client.key".into()),
-///     ..ClientTlsOptions::default()
-/// };
+/// let options = ClientTlsOptions::new()
+///     .cafile("ca.crt")
+///     .certfile("client.crt")
+///     .keyfile("client.key");
 /// let config = options.build()?;
 /// # Ok::<(), mqtt_tls::TlsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientTlsOptions {
     /// `--cafile`: CA certificates the broker's certificate is verified against.
     pub cafile: Option<PathBuf>,
@@ -61,6 +63,60 @@ impl Default for ClientTlsOptions {
 }
 
 impl ClientTlsOptions {
+    /// The defaults: no trust source (set one), no client certificate, TLS
+    /// 1.2 or later, no ALPN.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// CA certificates the broker's certificate is verified against.
+    pub fn cafile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cafile = Some(path.into());
+        self
+    }
+
+    /// A directory of CA certificates.
+    pub fn capath(mut self, path: impl Into<PathBuf>) -> Self {
+        self.capath = Some(path.into());
+        self
+    }
+
+    /// Also trust the public CAs (webpki-roots), for public brokers.
+    pub fn use_webpki_roots(mut self, on: bool) -> Self {
+        self.use_webpki_roots = on;
+        self
+    }
+
+    /// The client certificate (and chain); goes with [`Self::keyfile`].
+    pub fn certfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.certfile = Some(path.into());
+        self
+    }
+
+    /// The client's private key; goes with [`Self::certfile`].
+    pub fn keyfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.keyfile = Some(path.into());
+        self
+    }
+
+    /// Verify the chain, but not that the certificate names the host dialled.
+    pub fn insecure(mut self, on: bool) -> Self {
+        self.insecure = on;
+        self
+    }
+
+    /// The lowest TLS version offered.
+    pub fn min_version(mut self, version: TlsVersion) -> Self {
+        self.min_version = version;
+        self
+    }
+
+    /// Offer ALPN protocol `mqtt`.
+    pub fn alpn_mqtt(mut self, on: bool) -> Self {
+        self.alpn_mqtt = on;
+        self
+    }
+
     /// Reads the files and builds the rustls config (ring provider).
     pub fn build(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let provider = provider();
@@ -81,16 +137,16 @@ impl ClientTlsOptions {
             (None, None) => None,
             (Some(c), None) => {
                 return Err(TlsError::Incomplete {
-                    given: "--cert",
+                    given: "`ClientTlsOptions::certfile`",
                     path: c.clone(),
-                    missing: "--key",
+                    missing: "`ClientTlsOptions::keyfile`",
                 })
             }
             (None, Some(k)) => {
                 return Err(TlsError::Incomplete {
-                    given: "--key",
+                    given: "`ClientTlsOptions::keyfile`",
                     path: k.clone(),
-                    missing: "--cert",
+                    missing: "`ClientTlsOptions::certfile`",
                 })
             }
         };
@@ -130,13 +186,18 @@ impl ClientTlsOptions {
             .with_custom_certificate_verifier(verifier);
         let mut config = match client_auth {
             Some((certfile, keyfile)) => {
-                let chain = load::load_certs("--cert", certfile)?;
+                let chain = load::load_certs("`ClientTlsOptions::certfile`", certfile)?;
                 let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
-                    what: "--cert",
+                    what: "`ClientTlsOptions::certfile`",
                     path: certfile.clone(),
                     hint: String::new(),
                 })?;
-                let info = load::check_leaf_usable("--cert", certfile, leaf, Role::Client)?;
+                let info = load::check_leaf_usable(
+                    "`ClientTlsOptions::certfile`",
+                    certfile,
+                    leaf,
+                    Role::Client,
+                )?;
                 let key = load::load_key(keyfile)?;
                 if let Some(spki) = crate::gen::key_spki(&key) {
                     if spki != info.spki {

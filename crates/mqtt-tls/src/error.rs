@@ -198,14 +198,14 @@ pub enum TlsError {
     },
 
     /// Client certificate or key given without a trust source.
-    #[error("a client certificate ({certfile}) was given, but nothing to verify the broker against; add --cafile ca.crt (the CA that signed the broker's certificate), or, for a public broker, set ClientTlsOptions::use_webpki_roots in code to trust the public CAs. Without a trust source the connection would not be TLS at all")]
+    #[error("a client certificate ({certfile}) was given, but nothing to verify the broker against; set `ClientTlsOptions::cafile` to ca.crt (the CA that signed the broker's certificate), or, for a public broker, set `ClientTlsOptions::use_webpki_roots` to trust the public CAs. Without a trust source the connection would not be TLS at all")]
     NoTrustSource {
         /// The client certificate that was given.
         certfile: PathBuf,
     },
 
     /// No trust source at all for a client.
-    #[error("no trust source for the broker's certificate; add --cafile ca.crt (the CA that signed the broker's certificate) or --capath DIR, or, for a public broker, set ClientTlsOptions::use_webpki_roots in code to trust the public CAs")]
+    #[error("no trust source for the broker's certificate; set `ClientTlsOptions::cafile` to ca.crt (the CA that signed the broker's certificate) or `ClientTlsOptions::capath` to a directory of CA certificates, or, for a public broker, set `ClientTlsOptions::use_webpki_roots` to trust the public CAs")]
     NoTrustAnchors,
 
     /// `require_certificate` without a CA to verify clients against.
@@ -213,7 +213,9 @@ pub enum TlsError {
     RequireCertificateWithoutCa,
 
     /// A certificate was given without its key, or the other way round.
-    #[error("{given} {path} was given without {missing}; give both (Mosquitto: certfile and keyfile; clients: --cert and --key)")]
+    #[error(
+        "{given} {path} was given without {missing}; give both (Mosquitto: certfile and keyfile)"
+    )]
     Incomplete {
         /// The option that was given.
         given: &'static str,
@@ -247,7 +249,7 @@ pub enum TlsError {
     },
 
     /// The server certificate does not cover the name dialled.
-    #[error("server certificate is for {}, but you connected to {host}; connect with -h {} or re-issue the certificate with that name: {}", names_or_none(.presented), first_or(.presented, "NAME"), reissue_with(.host, .presented))]
+    #[error("server certificate is for {}, but you connected to {host}; connect with host {} (the host of the client options) or re-issue the certificate with that name: {}", names_or_none(.presented), first_or(.presented, "NAME"), reissue_with(.host, .presented))]
     ServerNameMismatch {
         /// The host that was dialled.
         host: String,
@@ -274,7 +276,7 @@ pub enum TlsError {
     },
 
     /// The server's certificate was not signed by a trusted CA.
-    #[error("the broker at {host} presented a certificate for {subject} issued by {issuer}, which is not signed by {trust}; pass the ca.crt that signed the broker's certificate with --cafile, or re-issue the broker's certificate from that CA: {}", reissue_server_hint(.host))]
+    #[error("the broker at {host} presented a certificate for {subject} issued by {issuer}, which is not signed by {trust}; set `ClientTlsOptions::cafile` to the ca.crt that signed the broker's certificate, or re-issue the broker's certificate from that CA: {}", reissue_server_hint(.host))]
     ServerCertUnknownIssuer {
         /// The host that was dialled.
         host: String,
@@ -311,7 +313,7 @@ pub enum TlsError {
     },
 
     /// Client side: the broker requires a client certificate and none was sent.
-    #[error("the broker at {host} requires a client certificate, and none was sent; pass --cert client.crt --key client.key (issued by the CA in the broker's cafile; make one with {})", reissue_client_hint("NAME"))]
+    #[error("the broker at {host} requires a client certificate, and none was sent; set `ClientTlsOptions::certfile` and `ClientTlsOptions::keyfile` to client.crt and client.key (issued by the CA in the broker's cafile; make one with {})", reissue_client_hint("NAME"))]
     ClientCertificateRequired {
         /// The host that was dialled.
         host: String,
@@ -327,7 +329,7 @@ pub enum TlsError {
     },
 
     /// Client side: TLS was spoken to something that does not speak TLS.
-    #[error("{host} did not answer in TLS ({detail}); it is probably a plain MQTT port (1883). Connect to the broker's TLS port (usually -p 8883), or connect without TLS")]
+    #[error("{host} did not answer in TLS ({detail}); it is probably a plain MQTT port (1883). Connect to the broker's TLS port (usually 8883), or connect without TLS")]
     ServerNotTls {
         /// The host (and port) dialled.
         host: String,
@@ -347,7 +349,7 @@ pub enum TlsError {
     },
 
     /// Broker side: a client sent no certificate although one is required.
-    #[error("client at {peer} sent no certificate; require_certificate is on. Give the client --cert client.crt --key client.key issued by this broker's CA, or set `require_certificate false`")]
+    #[error("client at {peer} sent no certificate; require_certificate is on. Give the client a certificate and key (client.crt, client.key) issued by this broker's CA, or set `require_certificate false`")]
     NoClientCertificate {
         /// The client's address.
         peer: SocketAddr,
@@ -367,7 +369,7 @@ pub enum TlsError {
     },
 
     /// Broker side: plain MQTT arrived on a TLS listener.
-    #[error("client at {peer} spoke plain MQTT (a CONNECT packet) to this TLS listener; the client must use TLS (mosquitto_sub: --cafile ca.crt, usually -p 8883), or connect to a plain listener")]
+    #[error("client at {peer} spoke plain MQTT (a CONNECT packet) to this TLS listener; the client must use TLS (trusting this broker's CA, ca.crt; usually on port 8883), or connect to a plain listener")]
     PlainMqttOnTlsPort {
         /// The client's address.
         peer: SocketAddr,

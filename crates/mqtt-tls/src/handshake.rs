@@ -174,7 +174,7 @@ pub fn explain_io_error(err: &io::Error, ctx: &ClientContext) -> Option<TlsError
             other => TlsError::CertificateRejected {
                 whose,
                 subject: info.subject.clone(),
-                reason: format!("{other}; check it with `cargo run --example tls-check -- --cafile ca.crt --cert server.crt --key server.key --name {host}`"),
+                reason: format!("{other}; check the broker's cafile, certfile and keyfile for {host} with the offline checker (`mqtt_tls::check`, the tls-check example)"),
             },
         });
     }
@@ -376,7 +376,7 @@ pub fn explain_accept_error(
                 | AlertDescription::UnknownCA
                 | AlertDescription::CertificateUnknown
                 | AlertDescription::DecryptError
-                | AlertDescription::UnsupportedCertificate => "the client does not accept this broker's certificate: it does not trust the CA that signed certfile, or it dialled a name the certificate does not cover; check the set with `cargo run --example tls-check -- --cafile ca.crt --cert server.crt --key server.key --name ADDRESS`".to_string(),
+                | AlertDescription::UnsupportedCertificate => "the client does not accept this broker's certificate: it does not trust the CA that signed certfile, or it dialled a name the certificate does not cover; check cafile, certfile and keyfile with the offline checker (`mqtt_tls::check`, the tls-check example) for the address the client dials".to_string(),
                 AlertDescription::CertificateExpired => "this broker's certificate has expired; re-issue it with gen-certs from the same CA".to_string(),
                 AlertDescription::ProtocolVersion => "the client and this broker share no TLS version".to_string(),
                 _ => "the client's own error message says why".to_string(),

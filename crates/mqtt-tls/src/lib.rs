@@ -11,7 +11,11 @@
 //! Every [`TlsError`] names the file, the address dialled or the certificate
 //! names involved, and says what to do, e.g.
 //! "server certificate is for 192.168.1.5, but you connected to 127.0.0.1;
-//! connect with -h 192.168.1.5 or re-issue the certificate with that name".
+//! connect with host 192.168.1.5 (the host of the client options) or
+//! re-issue the certificate with that name". Messages name this crate's
+//! options (`ClientTlsOptions::cafile`) and Mosquitto's (`cafile`), never a
+//! command line's flags: a program that takes them as flags says so where it
+//! prints the error.
 //!
 //! ```
 //! use mqtt_tls::{gen::CertificateAuthority, ClientTlsOptions, ServerTlsOptions};
@@ -28,24 +32,20 @@
 //!     ..ServerTlsOptions::new(dir.join("server.crt"), dir.join("server.key"))
 //! }
 //! .build()?;
-//! let subscriber = ClientTlsOptions {
-//!     cafile: Some(dir.join("ca.crt")),
-//!     certfile: Some(dir.join("client.crt")),
-//!     keyfile: Some(dir.join("client.key")),
-//!     ..ClientTlsOptions::default()
-//! }
-//! .build()?;
+//! let subscriber = ClientTlsOptions::new()
+//!     .cafile(dir.join("ca.crt"))
+//!     .certfile(dir.join("client.crt"))
+//!     .keyfile(dir.join("client.key"))
+//!     .build()?;
 //! # let _ = (broker, subscriber);
 //!
 //! // A client certificate without a trust source is refused, with the fix.
-//! let err = ClientTlsOptions {
-//!     certfile: Some(dir.join("client.crt")),
-//!     keyfile: Some(dir.join("client.key")),
-//!     ..ClientTlsOptions::default()
-//! }
-//! .build()
-//! .unwrap_err();
-//! assert!(err.to_string().contains("add --cafile"));
+//! let err = ClientTlsOptions::new()
+//!     .certfile(dir.join("client.crt"))
+//!     .keyfile(dir.join("client.key"))
+//!     .build()
+//!     .unwrap_err();
+//! assert!(err.to_string().contains("set `ClientTlsOptions::cafile` to ca.crt"));
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
@@ -106,3 +106,8 @@ impl TlsVersion {
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

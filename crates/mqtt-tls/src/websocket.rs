@@ -23,7 +23,51 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-pub use tokio_tungstenite::tungstenite::Error;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+/// Why a WebSocket upgrade failed: the HTTP exchange, the handshake, or the
+/// stream underneath. Our own type rather than tungstenite's, so tungstenite
+/// stays an implementation detail (its major versions change its error).
+#[derive(Debug)]
+pub struct Error {
+    message: String,
+    io: Option<io::Error>,
+}
+
+impl Error {
+    fn new(e: WsError) -> Self {
+        match e {
+            WsError::Io(io) => Self {
+                message: io.to_string(),
+                io: Some(io),
+            },
+            other => Self {
+                message: other.to_string(),
+                io: None,
+            },
+        }
+    }
+
+    /// The I/O error underneath, when the stream failed (rather than the
+    /// HTTP upgrade or the WebSocket handshake).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.io.as_ref()
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.io
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// The subprotocols a client may offer, in the order they are preferred.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
@@ -33,7 +77,9 @@ pub async fn accept<S>(stream: S) -> Result<WsStream<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ws = tokio_tungstenite::accept_hdr_async(stream, answer_upgrade).await?;
+    let ws = tokio_tungstenite::accept_hdr_async(stream, answer_upgrade)
+        .await
+        .map_err(Error::new)?;
     Ok(WsStream::new(ws))
 }
 
@@ -79,11 +125,13 @@ pub async fn connect<S>(stream: S, url: &str) -> Result<(WsStream<S>, Option<Str
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut request = url.into_client_request()?;
+    let mut request = url.into_client_request().map_err(Error::new)?;
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-    let (ws, response) = tokio_tungstenite::client_async(request, stream).await?;
+    let (ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(Error::new)?;
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")
@@ -136,10 +184,10 @@ impl<S> WsStream<S> {
     }
 }
 
-fn io_error(e: Error) -> io::Error {
+fn io_error(e: WsError) -> io::Error {
     match e {
-        Error::Io(e) => e,
-        other => io::Error::other(other),
+        WsError::Io(e) => e,
+        other => io::Error::other(Error::new(other)),
     }
 }
 

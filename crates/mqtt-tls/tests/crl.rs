@@ -23,10 +23,11 @@ async fn revoked_client_certificate_is_refused_and_others_are_accepted() {
     .unwrap();
 
     // The revoked one.
-    let client = mqtt_tls::ClientTlsOptions {
-        certfile: Some(revoked_crt),
-        keyfile: Some(revoked_key),
-        ..set.client_options(false)
+    let client = {
+        let mut tls = set.client_options(false);
+        tls.certfile = Some(revoked_crt);
+        tls.keyfile = Some(revoked_key);
+        tls
     }
     .build()
     .unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use mqtt_tls::gen::CertificateAuthority;
-use mqtt_tls::{explain_io_error, ClientContext, ClientTlsOptions, PeerIdentity, TlsError};
+use mqtt_tls::{explain_io_error, ClientContext, PeerIdentity, TlsError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,9 +37,10 @@ async fn mutual_tls_handshake_succeeds_and_reports_the_client_identity() {
 async fn alpn_mqtt_is_negotiated_when_both_sides_offer_it() {
     let set = Set::new(&["127.0.0.1"]);
     let server = set.server_options(false).build().unwrap();
-    let client = ClientTlsOptions {
-        alpn_mqtt: true,
-        ..set.client_options(false)
+    let client = {
+        let mut tls = set.client_options(false);
+        tls.alpn_mqtt = true;
+        tls
     }
     .build()
     .unwrap();
@@ -76,7 +77,7 @@ async fn server_certificate_for_another_address_names_both_addresses() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("server certificate is for 127.0.0.2, but you connected to 127.0.0.1; connect with -h 127.0.0.2 or re-issue the certificate with that name"),
+        msg.contains("server certificate is for 127.0.0.2, but you connected to 127.0.0.1; connect with host 127.0.0.2 (the host of the client options) or re-issue the certificate with that name"),
         "{msg}"
     );
     assert!(
@@ -91,9 +92,10 @@ async fn server_certificate_for_another_address_names_both_addresses() {
 async fn insecure_mode_skips_the_name_check_but_not_the_chain() {
     let set = Set::new(&["127.0.0.2"]);
     let server = set.server_options(false).build().unwrap();
-    let insecure = ClientTlsOptions {
-        insecure: true,
-        ..set.client_options(false)
+    let insecure = {
+        let mut tls = set.client_options(false);
+        tls.insecure = true;
+        tls
     }
     .build()
     .unwrap();
@@ -102,9 +104,10 @@ async fn insecure_mode_skips_the_name_check_but_not_the_chain() {
     within(handle).await.unwrap().unwrap();
 
     let other = Set::new(&["127.0.0.1"]);
-    let insecure_other_ca = ClientTlsOptions {
-        insecure: true,
-        ..other.client_options(false)
+    let insecure_other_ca = {
+        let mut tls = other.client_options(false);
+        tls.insecure = true;
+        tls
     }
     .build()
     .unwrap();
@@ -202,7 +205,7 @@ async fn missing_client_certificate_is_explained_on_both_sides() {
     assert_eq!(
         broker_err.to_string(),
         format!(
-            "client at {local} sent no certificate; require_certificate is on. Give the client --cert client.crt --key client.key issued by this broker's CA, or set `require_certificate false`"
+            "client at {local} sent no certificate; require_certificate is on. Give the client a certificate and key (client.crt, client.key) issued by this broker's CA, or set `require_certificate false`"
         )
     );
 
@@ -219,7 +222,7 @@ async fn missing_client_certificate_is_explained_on_both_sides() {
     assert!(
         explained
             .to_string()
-            .starts_with("the broker at 127.0.0.1 requires a client certificate, and none was sent; pass --cert client.crt --key client.key"),
+            .starts_with("the broker at 127.0.0.1 requires a client certificate, and none was sent; set `ClientTlsOptions::certfile` and `ClientTlsOptions::keyfile` to client.crt and client.key"),
         "{explained}"
     );
 }
@@ -230,10 +233,11 @@ async fn client_certificate_from_another_ca_is_explained_on_both_sides() {
     let other = Set::new(&["127.0.0.1"]);
     let server = set.server_options(true).build().unwrap();
     // Trusts the right CA for the broker, but its own certificate is from another CA.
-    let client = ClientTlsOptions {
-        certfile: Some(other.path("client.crt")),
-        keyfile: Some(other.path("client.key")),
-        ..set.client_options(false)
+    let client = {
+        let mut tls = set.client_options(false);
+        tls.certfile = Some(other.path("client.crt"));
+        tls.keyfile = Some(other.path("client.key"));
+        tls
     }
     .build()
     .unwrap();

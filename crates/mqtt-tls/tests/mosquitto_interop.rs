@@ -239,7 +239,7 @@ async fn our_client_without_a_certificate_learns_that_mosquitto_requires_one() {
     );
     assert!(
         err.to_string()
-            .contains("pass --cert client.crt --key client.key"),
+            .contains("set `ClientTlsOptions::certfile` and `ClientTlsOptions::keyfile`"),
         "{err}"
     );
 }

@@ -130,14 +130,12 @@ fn recipe_server_certificate_is_refused_with_version_1_explanation_and_fix() {
 #[test]
 fn recipe_client_certificate_is_refused_with_version_1_explanation_and_fix() {
     let Some(dir) = recipe_dir() else { return };
-    let err = ClientTlsOptions {
-        cafile: Some(dir.path().join("ca.crt")),
-        certfile: Some(dir.path().join("client.crt")),
-        keyfile: Some(dir.path().join("client.key")),
-        ..ClientTlsOptions::default()
-    }
-    .build()
-    .unwrap_err();
+    let err = ClientTlsOptions::new()
+        .cafile(dir.path().join("ca.crt"))
+        .certfile(dir.path().join("client.crt"))
+        .keyfile(dir.path().join("client.key"))
+        .build()
+        .unwrap_err();
     assert!(
         matches!(err, TlsError::Version1Certificate { .. }),
         "{err:?}"
@@ -195,14 +193,12 @@ async fn reissuing_from_the_recipe_ca_works_with_the_existing_ca_crt() {
     }
     .build()
     .unwrap();
-    let client = ClientTlsOptions {
-        cafile: Some(dir.path().join("ca.crt")),
-        certfile: Some(out.path().join("client.crt")),
-        keyfile: Some(out.path().join("client.key")),
-        ..ClientTlsOptions::default()
-    }
-    .build()
-    .unwrap();
+    let client = ClientTlsOptions::new()
+        .cafile(dir.path().join("ca.crt"))
+        .certfile(out.path().join("client.crt"))
+        .keyfile(out.path().join("client.key"))
+        .build()
+        .unwrap();
     let (addr, handle) = serve_once("127.0.0.1", broker, true).await;
     dial(client, "127.0.0.1", addr).await.unwrap();
     within(handle).await.unwrap().unwrap();

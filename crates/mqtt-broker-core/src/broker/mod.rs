@@ -17,8 +17,9 @@ use crate::persistence::Persistence;
 use crate::router::{mounted_filter, mounted_topic, outgoing_qos, too_deep, Router, SubEntry};
 use crate::session::{FlowCtx, Session, SessionKey, StoredSubscription, Will};
 use crate::slab::Slab;
-use crate::stats::Statistics;
+use crate::stats::{HeapSource, HeapUsage, Statistics};
 use crate::storage::{Storage, StoredMessage, StoredSession};
+use crate::sys::SysState;
 use crate::timer::{Timer, Timers};
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
@@ -84,6 +85,10 @@ pub struct Broker {
     next_auto_id: u64,
     started: Option<Instant>,
     restore: Option<crate::storage::StoredState>,
+    /// What the `$SYS` updates carry from one to the next.
+    sys: SysState,
+    /// The embedder's heap numbers, for `$SYS/broker/heap/...`.
+    heap: Option<HeapSource>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -116,6 +121,8 @@ impl Broker {
             next_auto_id: 0,
             started: None,
             restore: None,
+            sys: SysState::default(),
+            heap: None,
         }
     }
 
@@ -128,6 +135,18 @@ impl Broker {
     /// Uses `authorizer` to decide who may publish, subscribe and receive what.
     pub fn with_authorizer(mut self, authorizer: Box<dyn Authorizer>) -> Self {
         self.authorizer = authorizer;
+        self
+    }
+
+    /// Reads the heap numbers of `$SYS/broker/heap/current` and
+    /// `heap/maximum` (and [`Statistics::heap_current`]) from `source`, the
+    /// embedder's allocator statistics. Without a source the broker does
+    /// not publish them: it has no allocator hook of its own.
+    pub fn with_heap_source(
+        mut self,
+        source: impl Fn() -> Option<HeapUsage> + Send + 'static,
+    ) -> Self {
+        self.heap = Some(Box::new(source));
         self
     }
 
@@ -174,12 +193,26 @@ impl Broker {
         let mut s = self.out.stats.clone();
         s.clients_total = self.sessions.len() as u64;
         s.retained_messages = self.router.retained.len() as u64;
+        s.clients_maximum = s.clients_maximum.max(s.clients_total);
         s.subscriptions = self.router.tree.len() as u64;
-        s.messages_stored = self
-            .sessions
-            .iter()
-            .map(|(_, s)| (s.queue.len() + s.inflight.len()) as u64)
-            .sum();
+        s.shared_subscriptions = self.router.tree.shared_len() as u64;
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for (_, session) in self.sessions.iter() {
+            count += (session.queue.len() + session.inflight.len()) as u64;
+            let queued = session.queue.iter().map(|d| d.msg.payload.len());
+            let inflight = session
+                .inflight
+                .iter()
+                .map(|o| o.delivery.msg.payload.len());
+            bytes += queued.chain(inflight).map(|n| n as u64).sum::<u64>();
+        }
+        s.messages_stored = count;
+        s.store_messages = count + s.retained_messages;
+        s.store_bytes = bytes + self.router.retained.payload_bytes();
+        if let Some(heap) = self.heap.as_ref().and_then(|f| f()) {
+            s.heap_current = Some(heap.current);
+            s.heap_maximum = Some(heap.maximum);
+        }
         s
     }
 
@@ -193,6 +226,10 @@ impl Broker {
             return id;
         };
         self.out.stats.connections_open += 1;
+        self.out.stats.connections_accepted += 1;
+        *(self.out.stats.connections_by_listener)
+            .entry(conn.info.listener.port)
+            .or_default() += 1;
         tracing::info!(
             target: CONNECTION,
             "New connection from {}:{} on port {}.",
@@ -310,6 +347,7 @@ impl Broker {
             if state == ConnState::Connected {
                 self.out.stats.clients_connected =
                     self.out.stats.clients_connected.saturating_sub(1);
+                self.out.stats.disconnects.count(reason);
                 self.out.events.push_back(Event::ClientDisconnected {
                     connection: id,
                     client_id: name,
@@ -323,7 +361,12 @@ impl Broker {
                 self.session_offline(now, s, true);
             }
         }
-        self.conns.remove(id);
+        if let Some(conn) = self.conns.remove(id) {
+            let by_port = &mut self.out.stats.connections_by_listener;
+            if let Some(n) = by_port.get_mut(&conn.info.listener.port) {
+                *n = n.saturating_sub(1);
+            }
+        }
         self.out.stats.connections_open = self.out.stats.connections_open.saturating_sub(1);
     }
 
@@ -599,6 +642,7 @@ impl Broker {
             let reason_code = conn.disconnect_code.or(reason.reason_code());
             let (username, remote_addr) = (conn.username.clone(), conn.info.remote_addr);
             self.out.stats.clients_connected = self.out.stats.clients_connected.saturating_sub(1);
+            self.out.stats.disconnects.count(reason);
             self.out.events.push_back(Event::ClientDisconnected {
                 connection: id,
                 client_id: name,
@@ -621,6 +665,9 @@ impl Broker {
         conn.last_rx = now;
         let state = conn.state;
         self.out.stats.messages_received += 1;
+        if matches!(packet, Packet::Connect(_)) {
+            self.out.stats.connects_received += 1;
+        }
         self.route_in(now, id, state, packet);
     }
 

@@ -78,6 +78,7 @@ impl Broker {
             PublishSummary::of(&p)
         );
         self.out.stats.publish_messages_received += 1;
+        self.out.stats.publish_bytes_received += p.payload.len() as u64;
         let window = self.config.inflight_window();
         if p.qos != QoS::AtMostOnce && p.packet_id.is_none() {
             return self.violation(now, id, ReasonCode::ProtocolError, "no packet identifier");

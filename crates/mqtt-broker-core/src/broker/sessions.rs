@@ -13,6 +13,9 @@ impl Broker {
             .sessions
             .insert(|key| Session::new(key, client_id.to_string(), version));
         self.by_client_id.insert(client_id.to_string(), slot);
+        let total = self.sessions.len() as u64;
+        let max = &mut self.out.stats.clients_maximum;
+        *max = (*max).max(total);
         slot
     }
 

@@ -45,6 +45,7 @@ impl Broker {
                         s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now)
                     });
                     if due {
+                        self.out.stats.clients_expired += 1;
                         self.destroy_session(now, slot, true);
                     }
                 }

@@ -51,6 +51,7 @@ pub const SUPPORTED: &[&str] = &[
     "max_topic_alias",
     "maximum_qos",
     "message_size_limit",
+    "metrics_listener",
     "mount_point",
     "notification_topic",
     "notifications",

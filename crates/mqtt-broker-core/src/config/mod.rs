@@ -143,6 +143,21 @@ pub struct Config {
     /// `connection NAME` sections: bridges to other brokers, in file order
     /// (see [`crate::bridge`] and docs/bridges.md).
     pub bridges: Vec<crate::bridge::BridgeConfig>,
+    /// `metrics_listener PORT [BIND_ADDRESS]`: serve the statistics for
+    /// Prometheus over HTTP at `/metrics` on this port (all addresses, or
+    /// only `BIND_ADDRESS`). `None` (default): no metrics listener.
+    pub metrics_listener: Option<MetricsListener>,
+}
+
+/// Where the Prometheus metrics are served (`metrics_listener`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsListener {
+    /// The TCP port.
+    pub port: u16,
+    /// The address or host name to bind; `None` = every address (IPv4 and IPv6).
+    pub bind_address: Option<String>,
+    /// Where it was configured.
+    pub origin: Origin,
 }
 
 /// Auth options that are global or per listener depending on
@@ -384,6 +399,7 @@ impl Default for Config {
             sys_interval: 10,
             clientid_prefixes: None,
             bridges: Vec::new(),
+            metrics_listener: None,
         }
     }
 }

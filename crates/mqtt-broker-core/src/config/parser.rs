@@ -292,6 +292,7 @@ impl Parser {
         }
         match line.key {
             "listener" => self.listener_line(line)?,
+            "metrics_listener" => self.metrics_listener_line(line)?,
             "port" => {
                 let port = line.int(1, 65535)? as u16;
                 self.cfg.local_only = false;
@@ -564,6 +565,35 @@ impl Parser {
             .push(crate::bridge::BridgeConfig::new(name, Vec::new()));
         self.bridge_origins.push(line.origin());
         self.bridge = Some(self.cfg.bridges.len() - 1);
+        Ok(())
+    }
+
+    fn metrics_listener_line(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        let what = "'metrics_listener PORT [BIND_ADDRESS]' with PORT from 1 to 65535";
+        let mut words = line
+            .rest
+            .split_whitespace()
+            .take_while(|w| !w.starts_with('#'));
+        let port_s = words.next().ok_or_else(|| line.invalid("", what))?;
+        let port = match u16::from_str(port_s) {
+            Ok(p) if p != 0 => p,
+            _ => return Err(line.invalid(port_s, what)),
+        };
+        let bind_address = words.next().map(str::to_owned);
+        if let Some(extra) = words.next() {
+            return Err(line.invalid(extra, what));
+        }
+        if let Some(prev) = &self.cfg.metrics_listener {
+            return Err(line.conflict(format!(
+                "a metrics_listener is already defined at {}; keep one",
+                prev.origin
+            )));
+        }
+        self.cfg.metrics_listener = Some(super::MetricsListener {
+            port,
+            bind_address,
+            origin: line.origin(),
+        });
         Ok(())
     }
 

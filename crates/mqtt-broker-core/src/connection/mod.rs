@@ -56,6 +56,7 @@ impl fmt::Display for ConnectionId {
 /// The identity a verified TLS client certificate carries, as plain strings
 /// (the core does not depend on a TLS library).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct PeerCertificate {
     /// The subject's Common Name (CN), if the certificate has one.
     pub common_name: Option<String>,
@@ -64,10 +65,29 @@ pub struct PeerCertificate {
     pub subject: String,
 }
 
+impl PeerCertificate {
+    /// The identity of a certificate with this Common Name and subject.
+    pub fn new(common_name: Option<String>, subject: impl Into<String>) -> Self {
+        Self {
+            common_name,
+            subject: subject.into(),
+        }
+    }
+}
+
 /// Per-listener settings that change how a client on that listener is
 /// authenticated and what it may do. Names follow Mosquitto's
-/// configuration keys.
+/// configuration keys. Built from the defaults with one setter per field:
+///
+/// ```
+/// use mqtt_broker_core::ListenerSettings;
+/// let settings = ListenerSettings::default()
+///     .require_certificate(true)
+///     .use_identity_as_username(true);
+/// assert!(settings.use_identity_as_username);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenerSettings {
     /// Local port of the listener (for the `New connection from … on port …` log line).
     pub port: u16,
@@ -131,8 +151,24 @@ impl Default for ListenerSettings {
     }
 }
 
+crate::setters::setters! {
+    ListenerSettings;
+    port: u16,
+    require_certificate: bool,
+    use_identity_as_username: bool,
+    use_subject_as_username: bool,
+    allow_anonymous: Option<bool>,
+    allow_zero_length_clientid: Option<bool>,
+    auto_id_prefix: Option<String>,
+    use_username_as_clientid: bool,
+    max_qos: QoS,
+    mount_point: Option<String>,
+    max_topic_alias: Option<u16>,
+}
+
 /// Everything the broker needs to know about a new transport connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The peer's address.
     pub remote_addr: SocketAddr,
@@ -150,5 +186,17 @@ impl ConnectionInfo {
             listener: ListenerSettings::default(),
             tls: None,
         }
+    }
+
+    /// With the settings of the listener that accepted it.
+    pub fn with_listener(mut self, listener: ListenerSettings) -> Self {
+        self.listener = listener;
+        self
+    }
+
+    /// With the verified client certificate's identity.
+    pub fn with_tls(mut self, tls: Option<PeerCertificate>) -> Self {
+        self.tls = tls;
+        self
     }
 }

@@ -149,6 +149,7 @@ impl Conn {
                 );
                 out.stats.messages_sent += 1;
                 out.stats.publish_messages_sent += 1;
+                out.stats.publish_bytes_sent += msg.payload.len() as u64;
                 out.mark_transmit(self);
                 true
             }

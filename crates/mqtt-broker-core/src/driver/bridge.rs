@@ -64,20 +64,17 @@ pub(crate) fn tls_config(
     if !c.tls.enabled() {
         return Ok(None);
     }
-    let options = mqtt_tls::ClientTlsOptions {
-        cafile: c.tls.cafile.clone(),
-        capath: c.tls.capath.clone(),
-        use_webpki_roots: false,
-        certfile: c.tls.certfile.clone(),
-        keyfile: c.tls.keyfile.clone(),
-        insecure: c.tls.insecure,
-        min_version: if c.tls.tls13_only {
+    let mut options = mqtt_tls::ClientTlsOptions::new()
+        .insecure(c.tls.insecure)
+        .min_version(if c.tls.tls13_only {
             mqtt_tls::TlsVersion::Tls13
         } else {
             mqtt_tls::TlsVersion::Tls12
-        },
-        alpn_mqtt: false,
-    };
+        });
+    options.cafile = c.tls.cafile.clone();
+    options.capath = c.tls.capath.clone();
+    options.certfile = c.tls.certfile.clone();
+    options.keyfile = c.tls.keyfile.clone();
     let config = options.build().map_err(|e| DriverError::Tls {
         origin: format!("bridge {}", c.name),
         source: Box::new(e),

@@ -236,6 +236,31 @@ fn listeners(mut builder: ServerBuilder, config: &Config) -> Result<ServerBuilde
                 });
             }
         }
+        if let Some(m) = &config.metrics_listener {
+            let addrs: Vec<SocketAddr> = match &m.bind_address {
+                None => vec![
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), m.port),
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), m.port),
+                ],
+                Some(a) => match a.parse::<IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, m.port)],
+                    Err(_) => {
+                        let mut found: Vec<SocketAddr> = (a.as_str(), m.port)
+                            .to_socket_addrs()
+                            .map_err(|e| DriverError::Resolve {
+                                address: a.clone(),
+                                detail: format!("{e} ({})", m.origin),
+                            })?
+                            .collect();
+                        found.dedup();
+                        found
+                    }
+                },
+            };
+            for addr in addrs {
+                builder = builder.metrics_listener(addr);
+            }
+        }
         Ok(builder)
     }
 }

@@ -28,10 +28,12 @@ mod auth;
 mod bridge;
 mod conn;
 mod from_config;
+mod metrics;
 mod reload;
 mod shared;
 
 pub use auth::{AsyncAuthenticator, AuthFuture};
+pub use metrics::{metrics_text, CONTENT_TYPE as METRICS_CONTENT_TYPE, METRICS_PATH};
 pub use reload::ReloadReport;
 pub use shared::EventStream;
 
@@ -259,6 +261,8 @@ pub struct ServerBuilder {
     config: Option<crate::config::Config>,
     certificate_watch: Option<Duration>,
     bridges: Vec<crate::bridge::BridgeConfig>,
+    /// Where to serve the Prometheus metrics (`metrics_listener`).
+    metrics: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -266,6 +270,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("listeners", &self.listeners)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -287,6 +292,7 @@ impl ServerBuilder {
             config: None,
             certificate_watch: None,
             bridges: Vec::new(),
+            metrics: Vec::new(),
         }
     }
 
@@ -351,6 +357,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves the statistics for Prometheus at `http://ADDR/metrics`
+    /// ([`metrics_text`]); may be given more than once (e.g. IPv4 and IPv6).
+    pub fn metrics_listener(mut self, addr: SocketAddr) -> Self {
+        self.metrics.push(addr);
+        self
+    }
+
     /// The listeners added so far.
     pub fn listeners(&self) -> &[Listener] {
         &self.listeners
@@ -407,6 +420,17 @@ impl ServerBuilder {
             });
             bound.push((socket, local, rt));
         }
+        let mut metrics_sockets = Vec::new();
+        for addr in &self.metrics {
+            let socket = bind(*addr)?;
+            let local = socket.local_addr().map_err(|source| DriverError::Bind {
+                addr: *addr,
+                source,
+                hint: "",
+            })?;
+            tracing::info!(target: TARGET, "Opening metrics listen socket on {}.", local);
+            metrics_sockets.push((socket, local));
+        }
         let (auth_tx, auth_rx) = match &self.async_auth {
             Some(_) => {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -458,11 +482,18 @@ impl ServerBuilder {
             bridges.push(handle);
             tasks.push(task);
         }
+        let mut metrics_addrs = Vec::new();
+        for (socket, local) in metrics_sockets {
+            metrics_addrs.push(local);
+            let task = metrics::serve(shared.clone(), socket, stop_rx.clone());
+            tasks.push(tokio::spawn(task));
+        }
         tasks.push(tokio::spawn(shared::timer_task(shared.clone(), stop_rx)));
         Ok(Server {
             bridges,
             shared,
             local_addrs,
+            metrics_addrs,
             runtimes,
             tasks,
             stop: Arc::new(stop_tx),
@@ -527,7 +558,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, DriverError> {
     let err = |source: std::io::Error| {
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse => {
-                " (another program, perhaps a running mosquitto, already listens there: stop it or pick another port with -p / listener)"
+                " (another program, perhaps a running mosquitto, already listens there: stop it or pick another port for this listener)"
             }
             std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
             std::io::ErrorKind::AddrNotAvailable => {
@@ -585,6 +616,7 @@ pub struct Server {
     shared: Arc<Shared>,
     bridges: Vec<Arc<bridge::BridgeHandle>>,
     local_addrs: Vec<SocketAddr>,
+    metrics_addrs: Vec<SocketAddr>,
     runtimes: Vec<Arc<ListenerRuntime>>,
     tasks: Vec<JoinHandle<()>>,
     stop: Arc<watch::Sender<bool>>,
@@ -692,6 +724,18 @@ impl Server {
             .lock()
             .broker()
             .complete_auth(Instant::now(), connection, decision)
+    }
+
+    /// The addresses the Prometheus metrics are served on (empty without
+    /// [`ServerBuilder::metrics_listener`]), with the real port when port 0
+    /// was asked for.
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.metrics_addrs
+    }
+
+    /// The statistics in Prometheus' text format, as served at `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        metrics_text(&self.stats())
     }
 
     /// Runs `f` on the locked broker (for embedders that need more than

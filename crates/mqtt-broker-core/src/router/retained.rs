@@ -15,11 +15,18 @@ struct Node {
 pub(crate) struct RetainedStore {
     root: Node,
     len: usize,
+    /// Payload bytes of the stored messages.
+    payload_bytes: u64,
 }
 
 impl RetainedStore {
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Payload bytes of the stored messages.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
     }
 
     /// Stores `msg` as the retained message of its topic, replacing any
@@ -32,18 +39,25 @@ impl RetainedStore {
             }
             node = node.children.get_mut(level).expect("inserted above");
         }
-        if node.msg.replace(msg).is_none() {
-            self.len += 1;
+        self.payload_bytes += msg.payload.len() as u64;
+        match node.msg.replace(msg) {
+            None => self.len += 1,
+            Some(old) => {
+                self.payload_bytes = self.payload_bytes.saturating_sub(old.payload.len() as u64);
+            }
         }
     }
 
     /// Deletes the retained message of `topic` [MQTT-3.3.1-6]; whether there was one.
     pub fn remove(&mut self, topic: &str) -> bool {
-        let removed = remove_in(&mut self.root, &mut topic.split('/'));
-        if removed {
-            self.len -= 1;
+        match remove_in(&mut self.root, &mut topic.split('/')) {
+            Some(old) => {
+                self.len -= 1;
+                self.payload_bytes = self.payload_bytes.saturating_sub(old.payload.len() as u64);
+                true
+            }
+            None => false,
         }
-        removed
     }
 
     /// Every retained message whose topic matches `filter` (without `$share`).
@@ -52,13 +66,14 @@ impl RetainedStore {
     }
 }
 
-fn remove_in<'a>(node: &mut Node, levels: &mut impl Iterator<Item = &'a str>) -> bool {
+fn remove_in<'a>(
+    node: &mut Node,
+    levels: &mut impl Iterator<Item = &'a str>,
+) -> Option<Arc<Message>> {
     match levels.next() {
-        None => node.msg.take().is_some(),
+        None => node.msg.take(),
         Some(level) => {
-            let Some(child) = node.children.get_mut(level) else {
-                return false;
-            };
+            let child = node.children.get_mut(level)?;
             let removed = remove_in(child, levels);
             if child.msg.is_none() && child.children.is_empty() {
                 node.children.remove(level);

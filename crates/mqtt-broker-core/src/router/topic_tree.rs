@@ -115,9 +115,16 @@ impl Node {
 pub(crate) struct SubscriptionTree {
     root: Node,
     len: usize,
+    /// How many of `len` are members of shared subscription groups.
+    shared_len: usize,
 }
 
 impl SubscriptionTree {
+    /// Number of shared subscriptions (`$share/...`).
+    pub fn shared_len(&self) -> usize {
+        self.shared_len
+    }
+
     /// Number of subscriptions (shared group members included).
     pub fn len(&self) -> usize {
         self.len
@@ -155,6 +162,9 @@ impl SubscriptionTree {
             None => {
                 list.push(entry);
                 self.len += 1;
+                if filter.share_group().is_some() {
+                    self.shared_len += 1;
+                }
                 true
             }
         }
@@ -166,6 +176,9 @@ impl SubscriptionTree {
         let removed = remove_in(&mut self.root, &mut levels, filter.share_group(), session);
         if removed {
             self.len -= 1;
+            if filter.share_group().is_some() {
+                self.shared_len -= 1;
+            }
         }
         removed
     }

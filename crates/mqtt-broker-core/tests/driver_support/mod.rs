@@ -277,11 +277,12 @@ impl Certs {
     }
 
     pub fn client_options(&self, with_cert: bool) -> mqtt_tls::ClientTlsOptions {
-        mqtt_tls::ClientTlsOptions {
-            cafile: Some(self.path("ca.crt")),
-            certfile: with_cert.then(|| self.path("client.crt")),
-            keyfile: with_cert.then(|| self.path("client.key")),
-            ..mqtt_tls::ClientTlsOptions::default()
+        let tls = mqtt_tls::ClientTlsOptions::new().cafile(self.path("ca.crt"));
+        if with_cert {
+            tls.certfile(self.path("client.crt"))
+                .keyfile(self.path("client.key"))
+        } else {
+            tls
         }
     }
 }

@@ -13,16 +13,16 @@ fn with_reason_string(s: &Option<String>) -> String {
 fn refusal_advice(reason: ReasonCode) -> &'static str {
     match reason {
         ReasonCode::BadUserNameOrPassword => {
-            "; check the user name and password (-u/-P), or the broker's password_file"
+            "; check the user name and password (`username` and `password` in the client options), or the broker's password_file"
         }
         ReasonCode::NotAuthorized => {
-            "; the broker requires authentication: give a user name and password (-u/-P) or a client certificate (--cert/--key), or allow anonymous clients on the broker (`allow_anonymous true`); a Mosquitto 2 broker that verified your --cert still refuses you unless it has `use_identity_as_username true` or `allow_anonymous true`"
+            "; the broker requires authentication: give a user name and password (`username` and `password` in the client options) or a client certificate (`ClientTlsOptions::certfile` and `keyfile`), or allow anonymous clients on the broker (`allow_anonymous true`); a Mosquitto 2 broker that verified your client certificate still refuses you unless it has `use_identity_as_username true` or `allow_anonymous true`"
         }
         ReasonCode::ClientIdentifierNotValid => {
-            "; choose another client id (-i), or connect with a clean session (3.1.1 brokers refuse an empty client id with clean session off)"
+            "; choose another client id (`client_id` in the client options), or connect with a clean session (3.1.1 brokers refuse an empty client id with clean session off)"
         }
         ReasonCode::UnsupportedProtocolVersion => {
-            "; the broker does not speak this MQTT version: try the other one (-V 311 or -V 5)"
+            "; the broker does not speak this MQTT version: try the other one (`protocol` in the client options: 3.1.1 or 5.0)"
         }
         ReasonCode::ServerUnavailable | ReasonCode::ServerBusy => "; try again later",
         ReasonCode::Banned => "; this client is banned by the broker",

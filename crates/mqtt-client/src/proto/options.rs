@@ -52,8 +52,9 @@ where
 }
 
 /// 5.0 enhanced authentication: the method and first data sent in CONNECT,
-/// and the handler for the broker's challenges.
+/// and the handler for the broker's challenges. Made with [`EnhancedAuth::new`].
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EnhancedAuth {
     /// Authentication Method (e.g. `SCRAM-SHA-256`), agreed with the broker.
     pub method: String,
@@ -136,6 +137,7 @@ impl fmt::Debug for PacketLog {
 /// Session options: everything that goes into CONNECT, plus the client's own
 /// limits.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Protocol version: 3.1.1, 5.0, or 3.1 (which behaves as 3.1.1 but
     /// for the protocol name and its 1-to-23-character Client Identifier).

@@ -171,11 +171,12 @@ impl Drop for Mosquitto {
 /// TLS options for the certificate set `write_set` wrote in `dir`: its CA,
 /// and the client certificate `client.crt` / `client.key` when `with_cert`.
 pub fn client_tls(dir: &Path, with_cert: bool) -> ClientTlsOptions {
-    ClientTlsOptions {
-        cafile: Some(dir.join("ca.crt")),
-        certfile: with_cert.then(|| dir.join("client.crt")),
-        keyfile: with_cert.then(|| dir.join("client.key")),
-        ..ClientTlsOptions::default()
+    let tls = ClientTlsOptions::new().cafile(dir.join("ca.crt"));
+    if with_cert {
+        tls.certfile(dir.join("client.crt"))
+            .keyfile(dir.join("client.key"))
+    } else {
+        tls
     }
 }
 

@@ -66,11 +66,12 @@ impl Set {
     }
 
     pub fn client_options(&self, with_cert: bool) -> ClientTlsOptions {
-        ClientTlsOptions {
-            cafile: Some(self.path("ca.crt")),
-            certfile: with_cert.then(|| self.path("client.crt")),
-            keyfile: with_cert.then(|| self.path("client.key")),
-            ..ClientTlsOptions::default()
+        let tls = ClientTlsOptions::new().cafile(self.path("ca.crt"));
+        if with_cert {
+            tls.certfile(self.path("client.crt"))
+                .keyfile(self.path("client.key"))
+        } else {
+            tls
         }
     }
 }
