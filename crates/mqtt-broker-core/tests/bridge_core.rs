@@ -563,3 +563,44 @@ fn a_local_connection_taken_over_is_opened_again() {
     on_b.read(&mut w.b, w.now);
     assert_eq!(on_b.payloads("data/x"), ["after"]);
 }
+
+#[test]
+fn sys_counts_what_is_forwarded_queued_and_dropped_per_bridge() {
+    let mut c = config(
+        ProtocolVersion::V3_1_1,
+        vec![topic(
+            "data/#",
+            BridgeDirection::Out,
+            QoS::AtLeastOnce,
+            None,
+            None,
+        )],
+    );
+    c.notifications = false;
+    let mut w = World::new(c);
+    let now = w.now;
+    let mut on_a = Client::new(&mut w.a, now, "producer");
+    on_a.publish(&mut w.a, now, "data/1", "1", QoS::AtLeastOnce);
+    on_a.publish(&mut w.a, now, "data/2", "2", QoS::AtMostOnce);
+    w.settle();
+    w.reachable.clear();
+    w.cut("network down");
+    on_a.publish(&mut w.a, w.now, "data/3", "3", QoS::AtLeastOnce);
+    on_a.publish(&mut w.a, w.now, "data/4", "4", QoS::AtMostOnce);
+    w.settle();
+    // The counters are published every sys_interval (10 s by default).
+    w.advance(Duration::from_secs(11));
+    let mut watch = Client::new(&mut w.a, w.now, "watch");
+    watch.subscribe(
+        &mut w.a,
+        w.now,
+        "$SYS/broker/bridges/central/#",
+        QoS::AtMostOnce,
+    );
+    let value = |leaf: &str| watch.payloads(&format!("$SYS/broker/bridges/central/{leaf}"));
+    assert_eq!(value("forwarded/out"), ["2"]);
+    assert_eq!(value("queued"), ["1"]);
+    assert_eq!(value("dropped"), ["1"]);
+    assert_eq!(value("state"), ["0"]);
+    assert_eq!(value("address"), ["b:1883"]);
+}

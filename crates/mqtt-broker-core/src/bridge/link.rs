@@ -69,8 +69,9 @@ pub struct BridgeStats {
     pub forwarded_in: u64,
     /// QoS 0 messages for the remote dropped while it was away.
     pub dropped: u64,
-    /// Messages waiting for the remote: in the local session (queued and
-    /// in flight to the bridge) and in the bridge, not yet acknowledged.
+    /// QoS 1 and 2 messages waiting for the remote: queued in the local
+    /// session, or handed to the bridge and not yet acknowledged by the
+    /// remote.
     pub queued: u64,
     /// Connections to the remote that were accepted (CONNACK 0).
     pub connects: u64,
@@ -255,9 +256,9 @@ impl Bridge {
     /// The counters, with `queued` measured now.
     pub fn stats(&self, broker: &Broker) -> BridgeStats {
         let mut s = self.stats.clone();
-        s.queued = (broker.session_pending(&self.local_id).unwrap_or(0)
-            + self.remote.queued()
-            + self.remote.inflight()) as u64;
+        // Every QoS 1/2 message the bridge holds is still unacknowledged
+        // in the local session, so the session's count is the whole of it.
+        s.queued = broker.session_pending(&self.local_id).unwrap_or(0) as u64;
         s.connected = self.is_connected();
         s
     }
