@@ -604,3 +604,20 @@ fn sys_counts_what_is_forwarded_queued_and_dropped_per_bridge() {
     assert_eq!(value("state"), ["0"]);
     assert_eq!(value("address"), ["b:1883"]);
 }
+
+#[test]
+fn an_out_line_does_not_unsubscribe_what_an_in_line_subscribes() {
+    let mut c = config(
+        ProtocolVersion::V3_1_1,
+        vec![
+            topic("x/#", BridgeDirection::Out, QoS::AtLeastOnce, None, None),
+            topic("x/#", BridgeDirection::In, QoS::AtLeastOnce, None, None),
+            topic("y/#", BridgeDirection::Out, QoS::AtLeastOnce, None, None),
+        ],
+    );
+    c.notifications = false;
+    let w = World::new(c);
+    assert!(w.bridge.is_connected());
+    // B holds the bridge's one subscription, x/#.
+    assert_eq!(w.b.stats().subscriptions, 1);
+}

@@ -36,7 +36,7 @@ use mqtt_client::proto::{
 use mqtt_codec::{
     Connect, Decoder, Disconnect, LastWill, Packet, PacketId, PacketIdPool, Properties,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
-    Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
+    Subscribe, Subscription, SubscriptionOptions, TopicName,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -777,12 +777,14 @@ impl Bridge {
                 unsubs.push(t.remote_filter().clone());
             }
         }
+        // A filter an `in` line subscribes to stays, whatever an `out`
+        // line with the same filter says.
+        unsubs.retain(|f| !subs.iter().any(|s| s.filter == *f));
         // One filter per packet, as Mosquitto sends them.
         for s in subs {
             self.remote.subscribe(vec![s], Properties::default());
         }
         for f in unsubs {
-            let f: TopicFilter = f;
             self.remote.unsubscribe(vec![f], Properties::default());
         }
         // Retained local messages go out now (Mosquitto's retain__queue).
@@ -802,9 +804,6 @@ impl Bridge {
         let mut out = Publish::new(topic, p.payload.clone());
         out.qos = p.qos;
         out.retain = p.retain;
-        if p.dup && p.qos != QoS::AtMostOnce {
-            out.dup = false;
-        }
         out.properties = p.properties.clone();
         out.properties.subscription_identifiers.clear();
         out.properties.topic_alias = None;
