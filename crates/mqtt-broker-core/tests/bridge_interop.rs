@@ -504,3 +504,37 @@ async fn ours_to_ours_both_ways_on_everything_exactly_once() {
         central.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_refused_bridge_says_why_in_mosquittos_words_and_retries() {
+    // The later allow_anonymous line wins: anonymous clients are refused.
+    let Some(mosq) = Mosquitto::start("allow_anonymous false").await else {
+        return;
+    };
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let mut c = bridge_to(
+        mosq.addr(),
+        ProtocolVersion::V3_1_1,
+        vec![topic("x", BridgeDirection::Out, None, None)],
+    );
+    c.restart_timeout =
+        mqtt_broker_core::bridge::RestartTimeout::Constant(Duration::from_millis(200));
+    let ours = server(vec![c]).await;
+    assert!(
+        logs.wait_for("Connection Refused: not authorised").await,
+        "{}\n{}",
+        logs.text(),
+        mosq.log()
+    );
+    // And it tries again.
+    let first = logs.text().matches("Connecting bridge central").count();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        logs.text().matches("Connecting bridge central").count() > first,
+        "{}",
+        logs.text()
+    );
+    assert!(!ours.bridges()[0].1.connected);
+    ours.shutdown().await;
+}

@@ -674,6 +674,7 @@ impl Bridge {
                         ..
                     } = &reason
                     {
+                        tracing::debug!(target: TARGET, "Received CONNACK on connection {}.", self.local_id);
                         tracing::error!(target: TARGET, "Connection Refused: {}", refusal_words(*reason_code));
                     }
                     if matches!(self.phase, Phase::Connecting | Phase::Connected) {
