@@ -522,7 +522,8 @@ async fn a_refused_bridge_says_why_in_mosquittos_words_and_retries() {
         mqtt_broker_core::bridge::RestartTimeout::Constant(Duration::from_millis(200));
     let ours = server(vec![c]).await;
     assert!(
-        logs.wait_for("Connection Refused: not authorised").await,
+        logs.wait_for("Connection Refused: not authorised (CONNACK code 5)")
+            .await,
         "{}\n{}",
         logs.text(),
         mosq.log()

@@ -675,7 +675,7 @@ impl Bridge {
                     } = &reason
                     {
                         tracing::debug!(target: TARGET, "Received CONNACK on connection {}.", self.local_id);
-                        tracing::error!(target: TARGET, "Connection Refused: {}", refusal_words(*reason_code));
+                        tracing::error!(target: TARGET, "Connection Refused: {} (CONNACK code {})", refusal_words(*reason_code), wire_code(self.config.protocol, *reason_code));
                     }
                     if matches!(self.phase, Phase::Connecting | Phase::Connected) {
                         self.close_requested = true;
@@ -922,6 +922,22 @@ impl Bridge {
             while broker.take_transmit(now, id).is_some() {}
             broker.connection_closed(now, id);
         }
+    }
+}
+
+/// The CONNACK code as it was on the wire: the 3.1/3.1.1 return code (the
+/// client core reports its 5.0 equivalent), or the 5.0 reason code.
+fn wire_code(protocol: ProtocolVersion, rc: ReasonCode) -> u8 {
+    if protocol.is_v5() {
+        return rc.as_u8();
+    }
+    match rc.as_u8() {
+        0x84 => 1,
+        0x85 => 2,
+        0x88 => 3,
+        0x86 => 4,
+        0x87 => 5,
+        other => other,
     }
 }
 
