@@ -7,8 +7,8 @@ use mqtt_broker_core::bridge::{
     Bridge, BridgeAction, BridgeAddress, BridgeConfig, BridgeDirection, BridgeTopic, RestartTimeout,
 };
 use mqtt_broker_core::mqtt_codec::{
-    Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS, Subscribe,
-    Subscription, SubscriptionOptions, TopicFilter, TopicName,
+    Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish,
+    QoS, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
 use mqtt_broker_core::{Broker, BrokerConfig, ConnectionId, ConnectionInfo, Event};
 use std::time::{Duration, Instant};
@@ -61,6 +61,14 @@ impl Client {
         self.read(b, now);
     }
 
+    fn publish_packet(&mut self, b: &mut Broker, now: Instant, mut p: Publish) {
+        if p.qos != QoS::AtMostOnce {
+            p.packet_id = Some(self.pid());
+        }
+        b.handle_packet(now, self.id, Packet::Publish(p), 0);
+        self.read(b, now);
+    }
+
     fn publish(&mut self, b: &mut Broker, now: Instant, topic: &str, payload: &str, qos: QoS) {
         let mut p = Publish::new(
             TopicName::new(topic.to_owned()).unwrap(),
@@ -79,11 +87,27 @@ impl Client {
         while let Some(bytes) = b.take_transmit(now, self.id) {
             self.buf.extend_from_slice(&bytes);
             while let Some(p) = self.dec.decode(&mut self.buf).unwrap() {
-                if let Packet::Publish(p) = p {
-                    if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id) {
-                        b.handle_packet(now, self.id, Packet::PubAck(PubAck::new(id)), 0);
+                match p {
+                    Packet::Publish(p) => {
+                        match (p.qos, p.packet_id) {
+                            (QoS::AtLeastOnce, Some(id)) => {
+                                b.handle_packet(now, self.id, Packet::PubAck(PubAck::new(id)), 0)
+                            }
+                            (QoS::ExactlyOnce, Some(id)) => {
+                                b.handle_packet(now, self.id, Packet::PubRec(PubRec::new(id)), 0)
+                            }
+                            _ => {}
+                        }
+                        self.got.push(p);
                     }
-                    self.got.push(p);
+                    // Our QoS 2 publish was received: release it.
+                    Packet::PubRec(r) => {
+                        b.handle_packet(now, self.id, Packet::PubRel(PubRel::new(r.packet_id)), 0)
+                    }
+                    Packet::PubRel(r) => {
+                        b.handle_packet(now, self.id, Packet::PubComp(PubComp::new(r.packet_id)), 0)
+                    }
+                    _ => {}
                 }
             }
         }
@@ -620,4 +644,102 @@ fn an_out_line_does_not_unsubscribe_what_an_in_line_subscribes() {
     assert!(w.bridge.is_connected());
     // B holds the bridge's one subscription, x/#.
     assert_eq!(w.b.stats().subscriptions, 1);
+}
+
+#[test]
+fn qos2_crosses_both_ways_once_and_completes_on_every_side() {
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let mut c = config(
+            v,
+            vec![topic(
+                "q2/#",
+                BridgeDirection::Both,
+                QoS::ExactlyOnce,
+                None,
+                None,
+            )],
+        );
+        c.notifications = false;
+        let mut w = World::new(c);
+        let now = w.now;
+        let mut on_a = Client::new(&mut w.a, now, "a-app");
+        on_a.subscribe(&mut w.a, now, "q2/#", QoS::ExactlyOnce);
+        let mut on_b = Client::new(&mut w.b, now, "b-app");
+        on_b.subscribe(&mut w.b, now, "q2/#", QoS::ExactlyOnce);
+        w.settle();
+        on_a.publish(&mut w.a, now, "q2/a", "from a", QoS::ExactlyOnce);
+        on_b.publish(&mut w.b, now, "q2/b", "from b", QoS::ExactlyOnce);
+        for _ in 0..3 {
+            w.settle();
+            on_a.read(&mut w.a, now);
+            on_b.read(&mut w.b, now);
+        }
+        for c in [&on_a, &on_b] {
+            assert_eq!(c.payloads("q2/a"), ["from a"], "{v:?}");
+            assert_eq!(c.payloads("q2/b"), ["from b"], "{v:?}");
+            assert!(c.got.iter().all(|p| p.qos == QoS::ExactlyOnce), "{v:?}");
+        }
+        // Every flow finished: nothing waits in the bridge's session, and
+        // the bridge holds no message for either side.
+        assert_eq!(
+            w.a.session_pending(w.bridge.local_client_id()),
+            Some(0),
+            "{v:?}"
+        );
+        let s = w.bridge.stats(&w.a);
+        assert_eq!((s.forwarded_out, s.forwarded_in), (1, 1), "{v:?}");
+    }
+}
+
+#[test]
+fn retained_messages_go_out_when_the_remote_connects_unless_outgoing_retain_is_off() {
+    for outgoing_retain in [true, false] {
+        let mut c = config(
+            ProtocolVersion::V5,
+            vec![topic(
+                "r/#",
+                BridgeDirection::Out,
+                QoS::AtLeastOnce,
+                None,
+                None,
+            )],
+        );
+        c.notifications = false;
+        c.outgoing_retain = outgoing_retain;
+        c.addresses = vec![BridgeAddress::parse("b:1883").unwrap()];
+        let now = Instant::now();
+        let mut a = Broker::new(BrokerConfig::default());
+        // A retained message on A before the bridge exists.
+        let mut producer = Client::new(&mut a, now, "producer");
+        let mut p = Publish::new(TopicName::new("r/state").unwrap(), "on");
+        p.retain = true;
+        producer.publish_packet(&mut a, now, p);
+        let mut bridge = Bridge::new(c, "laptop", 7, now);
+        bridge.start(now, &mut a);
+        let mut w = World {
+            a,
+            b: Broker::new(BrokerConfig::default()),
+            bridge,
+            now,
+            link: None,
+            reachable: vec!["b"],
+            dials: Vec::new(),
+            probes: Vec::new(),
+        };
+        w.settle();
+        assert!(w.bridge.is_connected());
+        let mut on_b = Client::new(&mut w.b, w.now, "watch");
+        on_b.subscribe(&mut w.b, w.now, "r/#", QoS::AtLeastOnce);
+        // Retained on B only if the RETAIN flag crossed.
+        assert_eq!(
+            on_b.payloads("r/state"),
+            if outgoing_retain {
+                vec!["on".to_owned()]
+            } else {
+                vec![]
+            },
+            "outgoing_retain {outgoing_retain}"
+        );
+        assert_eq!(w.bridge.stats(&w.a).forwarded_out, 1);
+    }
 }
