@@ -3,7 +3,7 @@
 //!
 //! Without features this module holds what a bridge is ([`BridgeConfig`])
 //! and Mosquitto's topic rules ([`topic`]). With feature `bridge` it also
-//! holds [`Bridge`], the sans-IO state machine that joins a local
+//! holds `Bridge`, the sans-IO state machine that joins a local
 //! connection of the [`Broker`](crate::Broker) to a remote connection
 //! driven by `mqtt_client::proto`; the tokio driver dials for it.
 
