@@ -1,31 +1,4 @@
-//! The sans-IO bridge: a local connection of the [`Broker`] joined to a
-//! remote connection driven by `mqtt_client::proto`.
-//!
-//! **Local side.** [`Bridge::start`] opens a connection in the broker, as a
-//! 5.0 client with a persistent session (Clean Start 0, no expiry, unless
-//! `local_cleansession true`), subscribed to the `out`/`both` topics with
-//! No Local (so what the bridge brings in never goes back out) and Retain
-//! As Published. Its packets go in with [`Broker::handle_packet`]; what the
-//! broker sends it is taken with [`Broker::take_transmit`] and decoded.
-//! The broker's session is therefore the bridge's store: QoS 1 and 2
-//! messages beyond the in-flight window wait in its queue (bounded by
-//! `max_queued_messages`/`max_queued_bytes`, kept across a restart with
-//! `persistence true`), and the bridge acknowledges a message to the
-//! broker only once the remote has acknowledged it.
-//!
-//! **Remote side.** An `mqtt_client::proto::Connection` with manual
-//! acknowledgements: a remote message is acknowledged to the remote only
-//! once the local broker has acknowledged it. `try_private` sets the
-//! bridge bit (3.1/3.1.1); 5.0 subscriptions use No Local.
-//!
-//! **Driving it.** The driver dials when [`Bridge::poll_action`] says
-//! [`BridgeAction::Dial`], reports [`Bridge::transport_connected`] or
-//! [`Bridge::dial_failed`], feeds bytes with [`Bridge::handle_remote_input`],
-//! writes [`Bridge::poll_remote_transmit`], calls [`Bridge::pump_local`]
-//! when the broker has bytes for the bridge's connection
-//! ([`crate::Event::Transmit`] of [`Bridge::local_connection`]), and
-//! [`Bridge::handle_timeout`] at [`Bridge::poll_timeout`]. Every call takes
-//! `now`; nothing here reads the clock or touches a socket.
+//! The sans-IO bridge (see [`Bridge`]).
 
 use super::{map_incoming, map_outgoing, BridgeAddress, BridgeConfig, RestartTimeout, StartType};
 use crate::{Broker, ConnectionId, ConnectionInfo, ListenerSettings};
@@ -96,7 +69,34 @@ enum Phase {
     Closing,
 }
 
-/// One bridge; see the [module documentation](self).
+/// One bridge: a local connection of the [`Broker`] joined to a remote
+/// connection driven by `mqtt_client::proto`.
+///
+/// **Local side.** [`Bridge::start`] opens a connection in the broker, as a
+/// 5.0 client with a persistent session (Clean Start 0, no expiry, unless
+/// `local_cleansession true`), subscribed to the `out`/`both` topics with
+/// No Local (so what the bridge brings in never goes back out) and Retain
+/// As Published. Its packets go in with [`Broker::handle_packet`]; what the
+/// broker sends it is taken with [`Broker::take_transmit`] and decoded.
+/// The broker's session is therefore the bridge's store: QoS 1 and 2
+/// messages beyond the in-flight window wait in its queue (bounded by
+/// `max_queued_messages`/`max_queued_bytes`, kept across a restart with
+/// `persistence true`), and the bridge acknowledges a message to the
+/// broker only once the remote has acknowledged it.
+///
+/// **Remote side.** An `mqtt_client::proto::Connection` with manual
+/// acknowledgements: a remote message is acknowledged to the remote only
+/// once the local broker has acknowledged it. `try_private` sets the
+/// bridge bit (3.1/3.1.1); 5.0 subscriptions use No Local.
+///
+/// **Driving it.** The driver dials when [`Bridge::poll_action`] says
+/// [`BridgeAction::Dial`], reports [`Bridge::transport_connected`] or
+/// [`Bridge::dial_failed`], feeds bytes with [`Bridge::handle_remote_input`],
+/// writes [`Bridge::poll_remote_transmit`], calls [`Bridge::pump_local`]
+/// when the broker has bytes for the bridge's connection
+/// ([`crate::Event::Transmit`] of [`Bridge::local_connection`]), and
+/// [`Bridge::handle_timeout`] at [`Bridge::poll_timeout`]. Every call takes
+/// `now`; nothing here reads the clock or touches a socket.
 #[derive(Debug)]
 pub struct Bridge {
     config: BridgeConfig,
