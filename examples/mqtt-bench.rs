@@ -4,6 +4,7 @@
 //! mqtt-bench fan-in  -c 10 -q 1 -d 5        # 10 publishers -> 1 subscriber, QoS 1, 5 s
 //! mqtt-bench fan-out -c 10 -q 0 -s 256      # 1 publisher -> 10 subscribers, 256-byte payloads
 //! mqtt-bench p2p -c 20 -q 2 -p 8883 --cafile ca.crt --cert client.crt --key client.key --json
+//! mqtt-bench fan-in -c 1 -q 1 -p 1884 --sub-port 1883  # through a bridge from :1884 to :1883
 //! ```
 //!
 //! Every payload starts with the publisher's number, a sequence number and the
@@ -106,6 +107,10 @@ struct Args {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     port: u16,
+    /// The subscribers' port, when they use another broker than the
+    /// publishers (a bridge between the two carries the messages).
+    #[arg(long)]
+    sub_port: Option<u16>,
     /// N: publishers (fan-in), subscribers (fan-out) or pairs (p2p).
     #[arg(short = 'c', long, default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -1148,6 +1153,16 @@ async fn run(args: Args) -> Result<Report, BoxError> {
         },
         persistent: args.persistent,
     });
+    let sub_dial = match args.sub_port {
+        None => dial.clone(),
+        Some(port) => Arc::new(Dial {
+            host: args.host.clone(),
+            port,
+            tls: tls_config(&args)?,
+            version: dial.version,
+            persistent: args.persistent,
+        }),
+    };
     let plan = plan(&args)?;
     let mut feeds = vec![0usize; plan.publishers.len()];
     for s in &plan.subscribers {
@@ -1171,7 +1186,7 @@ async fn run(args: Args) -> Result<Report, BoxError> {
     // Subscribers first, each subscribed before any publisher starts.
     let mut setups = Vec::new();
     for (i, s) in plan.subscribers.iter().enumerate() {
-        let dial = dial.clone();
+        let dial = sub_dial.clone();
         let filter = s.filter.clone();
         setups.push(tokio::spawn(async move {
             subscribe(&dial, &format!("mqtt-bench-{pid}-s{i}"), filter, qos).await

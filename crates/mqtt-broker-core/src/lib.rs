@@ -99,6 +99,7 @@ pub mod mosquitto;
 pub mod password_file;
 
 mod auth;
+pub mod bridge;
 mod broker;
 mod broker_config;
 mod connection;

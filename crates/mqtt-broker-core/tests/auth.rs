@@ -344,4 +344,15 @@ fn clients_cannot_publish_into_sys() {
         Some(ReasonCode::NotAuthorized)
     );
     assert!(h.recv_publishes(sub).is_empty());
+    // Except a bridge's state notification (Mosquitto's default topic).
+    assert_eq!(
+        h.publish(
+            p,
+            "$SYS/broker/connection/pi.central/state",
+            "1",
+            QoS::AtLeastOnce
+        ),
+        Some(ReasonCode::Success)
+    );
+    assert_eq!(h.recv_publishes(sub).len(), 1);
 }

@@ -226,6 +226,17 @@ async fn acl_and_limits_apply_to_the_next_message_and_listener_changes_wait_for_
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", other_port))
         .await
         .is_err());
+    // Nor is a bridge added: as in Mosquitto, bridges are read at start.
+    let with_bridge = format!(
+        "{changed}connection central\naddress 127.0.0.1:{}\ntopic #\n",
+        free_port()
+    );
+    let report = server.reload(&reparse(&with_bridge)).unwrap();
+    assert!(
+        report.needs_restart.iter().any(|m| m.contains("bridges")),
+        "{report:?}"
+    );
+    assert!(server.bridges().is_empty());
     server.shutdown().await;
 }
 

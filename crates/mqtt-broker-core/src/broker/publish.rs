@@ -188,6 +188,46 @@ impl Broker {
         }
     }
 
+    /// Publishes a message of the broker's own (a bridge's notification,
+    /// its `$SYS` counters, an embedder's announcement): no ACL check, and
+    /// `$SYS/` topics are allowed. With `from`, the message counts as
+    /// published by that connection's session, so its No Local
+    /// subscriptions do not get it back. Returns how many sessions it
+    /// went to.
+    pub fn publish_internal(
+        &mut self,
+        now: Instant,
+        from: Option<ConnectionId>,
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> usize {
+        self.touch(now);
+        let publisher = from
+            .and_then(|id| self.conn_ref(id))
+            .and_then(|c| c.session);
+        let msg = Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: PublishProperties::default(),
+            expires_at: None,
+        };
+        self.publish_message(now, msg, publisher)
+    }
+
+    /// How many messages wait in the session of `client_id` (queued, and
+    /// sent but not yet acknowledged); `None` when there is no such
+    /// session. A bridge's `threshold` is measured with it.
+    pub fn session_pending(&self, client_id: &str) -> Option<usize> {
+        let key = self.by_client_id.get(client_id)?;
+        self.sessions
+            .get(*key)
+            .map(|s| s.queue.len() + s.inflight.len())
+    }
+
     /// Stores or deletes the retained message, then routes `msg` to every
     /// matching session. Returns how many sessions it went to.
     pub(super) fn publish_message(
@@ -271,8 +311,11 @@ impl Broker {
     }
 
     pub(super) fn may_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
-        // Clients do not publish into the broker's own $SYS tree.
-        !topic.starts_with("$SYS/")
+        // Clients do not publish into the broker's own $SYS tree, except
+        // bridges' state notifications (`$SYS/broker/connection/ID/state`,
+        // Mosquitto's default notification topic, sent by bridges of
+        // either protocol version).
+        (!topic.starts_with("$SYS/") || topic.starts_with("$SYS/broker/connection/"))
             && self.authorizer.authorize(&AclRequest {
                 client_id,
                 username,

@@ -4,20 +4,42 @@
 /// Keys this parser understands and applies.
 pub const SUPPORTED: &[&str] = &[
     "acl_file",
+    "address",
+    "addresses",
     "allow_anonymous",
     "allow_zero_length_clientid",
     "auto_id_prefix",
     "bind_address",
+    "bridge_alpn",
+    "bridge_attempt_unsubscribe",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_tls_version",
     "cafile",
     "capath",
     "certfile",
     "certificate_watch_interval",
+    "cleansession",
+    "clientid",
     "clientid_prefixes",
+    "connection",
     "connection_messages",
     "crlfile",
+    "idle_timeout",
     "include_dir",
+    "keepalive_interval",
     "keyfile",
     "listener",
+    "local_cleansession",
+    "local_clientid",
+    "local_password",
+    "local_username",
     "log_type",
     "max_connections",
     "max_inflight_messages",
@@ -31,6 +53,10 @@ pub const SUPPORTED: &[&str] = &[
     "message_size_limit",
     "metrics_listener",
     "mount_point",
+    "notification_topic",
+    "notifications",
+    "notifications_local_only",
+    "password",
     "password_file",
     "per_listener_settings",
     "persistence",
@@ -40,15 +66,25 @@ pub const SUPPORTED: &[&str] = &[
     "port",
     "protocol",
     "queue_qos0_messages",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
     "require_certificate",
+    "restart_timeout",
     "retain_available",
+    "round_robin",
     "socket_domain",
+    "start_type",
     "sys_interval",
+    "threshold",
     "tls_version",
+    "topic",
+    "try_private",
     "upgrade_outgoing_qos",
     "use_identity_as_username",
     "use_subject_as_username",
     "use_username_as_clientid",
+    "username",
     "write_timeout",
 ];
 
@@ -112,99 +148,43 @@ pub const IGNORED: &[(&str, &str)] = &[
 /// Mosquitto options that exist but are not implemented here; using one is an
 /// error, because ignoring it could change security or behaviour.
 pub const UNSUPPORTED: &[&str] = &[
-    "address",
-    "addresses",
     "auth_opt_",
     "auth_plugin",
     "auth_plugin_deny_special_chars",
     "bind_interface",
-    "bridge_attempt_unsubscribe",
-    "bridge_alpn",
     "bridge_bind_address",
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
     "bridge_identity",
-    "bridge_insecure",
-    "bridge_keyfile",
-    "bridge_max_packet_size",
-    "bridge_outgoing_retain",
-    "bridge_protocol_version",
     "bridge_psk",
     "bridge_require_ocsp",
-    "bridge_tls_version",
     "check_retain_source",
     "ciphers",
     "ciphers_tls1.3",
-    "cleansession",
-    "clientid",
-    "connection",
     "dhparamfile",
     "http_dir",
-    "idle_timeout",
-    "keepalive_interval",
-    "local_cleansession",
-    "local_clientid",
-    "local_password",
-    "local_username",
     "max_inflight_bytes",
     "memory_limit",
-    "notification_topic",
-    "notifications",
-    "notifications_local_only",
-    "password",
     "plugin",
     "plugin_opt_",
     "psk_file",
     "psk_hint",
-    "remote_clientid",
-    "remote_password",
-    "remote_username",
-    "restart_timeout",
-    "round_robin",
-    "start_type",
-    "threshold",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "topic",
-    "try_private",
-    "username",
 ];
 
 /// Why an unsupported Mosquitto option is refused, in words a user can act on.
 pub fn unsupported_reason(key: &str) -> String {
-    if key.starts_with("bridge_")
-        || matches!(
-            key,
-            "address"
-                | "addresses"
-                | "connection"
-                | "topic"
-                | "cleansession"
-                | "clientid"
-                | "local_cleansession"
-                | "local_clientid"
-                | "local_password"
-                | "local_username"
-                | "remote_clientid"
-                | "remote_password"
-                | "remote_username"
-                | "notifications"
-                | "notifications_local_only"
-                | "notification_topic"
-                | "keepalive_interval"
-                | "idle_timeout"
-                | "restart_timeout"
-                | "round_robin"
-                | "start_type"
-                | "threshold"
-                | "try_private"
-                | "password"
-                | "username"
-        )
-    {
-        return "bridges are not supported by this broker; remove the bridge section".into();
+    match key {
+        "bridge_psk" | "bridge_identity" => {
+            return "TLS-PSK is not supported; give the bridge certificates (bridge_cafile, bridge_certfile, bridge_keyfile)".into()
+        }
+        "bridge_require_ocsp" => {
+            return "OCSP stapling is not checked by this broker's TLS (rustls); remove the option".into()
+        }
+        "bridge_bind_address" => {
+            return "the bridge's outgoing address is chosen by the operating system; remove the option".into()
+        }
+        _ => {}
     }
     if key.starts_with("auth_") || key.starts_with("plugin") {
         return "plugins are not supported; use password_file and acl_file".into();

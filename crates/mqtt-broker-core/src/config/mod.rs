@@ -41,6 +41,7 @@
 //! option must come before any of them. [`Config::security_for`] picks the
 //! right one.
 
+mod bridge;
 mod error;
 mod keys;
 mod parser;
@@ -139,6 +140,9 @@ pub struct Config {
     /// may connect (deprecated in Mosquitto 2, still honoured). `None`
     /// (default): any.
     pub clientid_prefixes: Option<String>,
+    /// `connection NAME` sections: bridges to other brokers, in file order
+    /// (see [`crate::bridge`] and docs/bridges.md).
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
     /// `metrics_listener PORT [BIND_ADDRESS]`: serve the statistics for
     /// Prometheus over HTTP at `/metrics` on this port (all addresses, or
     /// only `BIND_ADDRESS`). `None` (default): no metrics listener.
@@ -394,6 +398,7 @@ impl Default for Config {
             connection_messages: true,
             sys_interval: 10,
             clientid_prefixes: None,
+            bridges: Vec::new(),
             metrics_listener: None,
         }
     }

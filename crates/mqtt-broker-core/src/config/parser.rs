@@ -41,22 +41,22 @@ pub(super) fn parse(text: &str, file: &str) -> Result<(Config, Vec<Warning>), Co
 }
 
 /// One non-comment line: `key rest`.
-struct Line<'a> {
-    file: &'a str,
-    line: usize,
-    key: &'a str,
-    rest: &'a str,
+pub(super) struct Line<'a> {
+    pub(super) file: &'a str,
+    pub(super) line: usize,
+    pub(super) key: &'a str,
+    pub(super) rest: &'a str,
 }
 
 impl Line<'_> {
-    fn origin(&self) -> Origin {
+    pub(super) fn origin(&self) -> Origin {
         Origin {
             file: self.file.to_owned(),
             line: self.line,
         }
     }
 
-    fn invalid(&self, value: &str, expected: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, value: &str, expected: impl Into<String>) -> ConfigError {
         ConfigError::InvalidValue {
             file: self.file.to_owned(),
             line: self.line,
@@ -66,7 +66,7 @@ impl Line<'_> {
         }
     }
 
-    fn conflict(&self, message: impl Into<String>) -> ConfigError {
+    pub(super) fn conflict(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::Conflict {
             file: self.file.to_owned(),
             line: self.line,
@@ -75,7 +75,7 @@ impl Line<'_> {
         }
     }
 
-    fn unsupported(&self, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn unsupported(&self, reason: impl Into<String>) -> ConfigError {
         ConfigError::Unsupported {
             file: self.file.to_owned(),
             line: self.line,
@@ -84,7 +84,7 @@ impl Line<'_> {
         }
     }
 
-    fn warning(&self, message: impl Into<String>) -> Warning {
+    pub(super) fn warning(&self, message: impl Into<String>) -> Warning {
         Warning {
             file: self.file.to_owned(),
             line: self.line,
@@ -94,7 +94,7 @@ impl Line<'_> {
     }
 
     /// The rest of the line (paths may contain spaces).
-    fn string(&self, what: &str) -> Result<&str, ConfigError> {
+    pub(super) fn string(&self, what: &str) -> Result<&str, ConfigError> {
         if self.rest.is_empty() {
             Err(self.invalid("", what))
         } else {
@@ -103,7 +103,7 @@ impl Line<'_> {
     }
 
     /// A single-word value; a trailing `# comment` is allowed.
-    fn word(&self, what: &str) -> Result<&str, ConfigError> {
+    pub(super) fn word(&self, what: &str) -> Result<&str, ConfigError> {
         let mut words = self.rest.split_whitespace();
         let Some(first) = words.next() else {
             return Err(self.invalid("", what));
@@ -114,7 +114,7 @@ impl Line<'_> {
         }
     }
 
-    fn bool(&self) -> Result<bool, ConfigError> {
+    pub(super) fn bool(&self) -> Result<bool, ConfigError> {
         let what = "true or false";
         match self.word(what)? {
             "true" | "1" => Ok(true),
@@ -123,12 +123,17 @@ impl Line<'_> {
         }
     }
 
-    fn int(&self, min: i64, max: i64) -> Result<i64, ConfigError> {
+    pub(super) fn int(&self, min: i64, max: i64) -> Result<i64, ConfigError> {
         self.int_described(min, max, format!("a whole number from {min} to {max}"))
     }
 
     /// Like [`Line::int`], with `what` as the expectation in the error.
-    fn int_described(&self, min: i64, max: i64, what: String) -> Result<i64, ConfigError> {
+    pub(super) fn int_described(
+        &self,
+        min: i64,
+        max: i64,
+        what: String,
+    ) -> Result<i64, ConfigError> {
         let w = self.word(&what)?;
         match i64::from_str(w) {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -136,7 +141,7 @@ impl Line<'_> {
         }
     }
 
-    fn path(&self) -> Result<PathBuf, ConfigError> {
+    pub(super) fn path(&self) -> Result<PathBuf, ConfigError> {
         self.string("a path").map(PathBuf::from)
     }
 }
@@ -157,6 +162,10 @@ struct Parser {
     security_seen: bool,
     /// First `log_type` line replaces the defaults.
     log_type_seen: bool,
+    /// Index of the current `connection` section in `cfg.bridges`.
+    bridge: Option<usize>,
+    /// Where each bridge's `connection` line is.
+    bridge_origins: Vec<Origin>,
     warnings: Vec<Warning>,
 }
 
@@ -175,6 +184,8 @@ impl Parser {
             current: None,
             security_seen: false,
             log_type_seen: false,
+            bridge: None,
+            bridge_origins: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -267,6 +278,18 @@ impl Parser {
     }
 
     fn apply(&mut self, line: &Line<'_>, level: usize) -> Result<(), ConfigError> {
+        if line.key == "connection" {
+            return self.connection_line(line);
+        }
+        if super::bridge::is_bridge_key(line.key) {
+            let Some(i) = self.bridge else {
+                return Err(
+                    line.conflict("is a bridge option; it belongs after a 'connection NAME' line")
+                );
+            };
+            let (bridge, warnings) = (&mut self.cfg.bridges[i], &mut self.warnings);
+            return super::bridge::apply(bridge, line, warnings);
+        }
         match line.key {
             "listener" => self.listener_line(line)?,
             "metrics_listener" => self.metrics_listener_line(line)?,
@@ -529,6 +552,22 @@ impl Parser {
         Ok(())
     }
 
+    fn connection_line(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        let name = line.word("a bridge name")?;
+        if let Some(i) = self.cfg.bridges.iter().position(|b| b.name == name) {
+            return Err(line.conflict(format!(
+                "duplicate bridge name \"{name}\" (the first is at {}); give each connection its own name",
+                self.bridge_origins[i]
+            )));
+        }
+        self.cfg
+            .bridges
+            .push(crate::bridge::BridgeConfig::new(name, Vec::new()));
+        self.bridge_origins.push(line.origin());
+        self.bridge = Some(self.cfg.bridges.len() - 1);
+        Ok(())
+    }
+
     fn metrics_listener_line(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
         let what = "'metrics_listener PORT [BIND_ADDRESS]' with PORT from 1 to 65535";
         let mut words = line
@@ -684,6 +723,7 @@ impl Parser {
         for l in &self.cfg.listeners {
             check_tls(l)?;
         }
+        super::bridge::check(&self.cfg.bridges, &self.bridge_origins)?;
         Ok((self.cfg, self.warnings))
     }
 }

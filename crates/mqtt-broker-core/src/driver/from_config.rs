@@ -109,6 +109,9 @@ impl ServerBuilder {
         builder.config = Some(config.clone());
         builder.certificate_watch = config.certificate_watch_interval;
         builder = listeners(builder, config)?;
+        for b in &config.bridges {
+            builder = builder.bridge(b.clone());
+        }
         if config.local_only {
             tracing::info!(
                 target: TARGET,

@@ -25,6 +25,7 @@
 //! ```
 
 mod auth;
+mod bridge;
 mod conn;
 mod expiry;
 mod from_config;
@@ -264,6 +265,7 @@ pub struct ServerBuilder {
     /// The configuration file's contents, when built from one.
     config: Option<crate::config::Config>,
     certificate_watch: Option<Duration>,
+    bridges: Vec<crate::bridge::BridgeConfig>,
     /// Where to serve the Prometheus metrics (`metrics_listener`).
     metrics: Vec<SocketAddr>,
     /// Warn about certificates with fewer days left than this.
@@ -298,6 +300,7 @@ impl ServerBuilder {
             async_auth: None,
             config: None,
             certificate_watch: None,
+            bridges: Vec::new(),
             metrics: Vec::new(),
             expiry_warning_days: DEFAULT_CERTIFICATE_EXPIRY_WARNING_DAYS.unsigned_abs() as u32,
             expiry_check_interval: DEFAULT_CERTIFICATE_EXPIRY_CHECK_INTERVAL,
@@ -324,6 +327,14 @@ impl ServerBuilder {
     /// updates `$SYS/broker/tls/listener/<port>/certificate/days_left`.
     pub fn certificate_expiry_check_interval(mut self, every: Duration) -> Self {
         self.expiry_check_interval = every;
+        self
+    }
+
+    /// Adds a bridge to another broker (what a `connection` section of the
+    /// configuration file adds): the server opens its local session at
+    /// start and dials the remote (see [`crate::bridge`]).
+    pub fn bridge(mut self, config: crate::bridge::BridgeConfig) -> Self {
+        self.bridges.push(config);
         self
     }
 
@@ -400,6 +411,11 @@ impl ServerBuilder {
 
     /// Binds every listener and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Server, DriverError> {
+        // Bridge TLS files are read first: a wrong one fails here.
+        let mut bridge_tls = Vec::new();
+        for b in &self.bridges {
+            bridge_tls.push(bridge::tls_config(b)?);
+        }
         let mut bound = Vec::new();
         for l in &self.listeners {
             let socket = match &l.prebound {
@@ -511,6 +527,12 @@ impl ServerBuilder {
                 )));
             }
         }
+        let mut bridges = Vec::new();
+        for (config, tls) in self.bridges.into_iter().zip(bridge_tls) {
+            let (handle, task) = bridge::start(&shared, config, tls, stop_rx.clone());
+            bridges.push(handle);
+            tasks.push(task);
+        }
         let mut metrics_addrs = Vec::new();
         for (socket, local) in metrics_sockets {
             metrics_addrs.push(local);
@@ -519,6 +541,7 @@ impl ServerBuilder {
         }
         tasks.push(tokio::spawn(shared::timer_task(shared.clone(), stop_rx)));
         Ok(Server {
+            bridges,
             shared,
             local_addrs,
             metrics_addrs,
@@ -651,6 +674,7 @@ async fn accept_loop(
 /// task ends on its own shortly after.
 pub struct Server {
     shared: Arc<Shared>,
+    bridges: Vec<Arc<bridge::BridgeHandle>>,
     local_addrs: Vec<SocketAddr>,
     metrics_addrs: Vec<SocketAddr>,
     runtimes: Vec<Arc<ListenerRuntime>>,
@@ -729,6 +753,13 @@ impl Server {
     /// A snapshot of the broker's statistics.
     pub fn stats(&self) -> Statistics {
         self.shared.lock().broker().stats()
+    }
+
+    /// Each bridge's name and counters (connected, queued, forwarded,
+    /// dropped, the address in use), in the order they were added.
+    pub fn bridges(&self) -> Vec<(String, crate::bridge::BridgeStats)> {
+        let mut g = self.shared.lock();
+        self.bridges.iter().map(|b| b.stats(g.broker())).collect()
     }
 
     /// What happens in the broker, as it happens: clients connected and

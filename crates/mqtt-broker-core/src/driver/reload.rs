@@ -100,6 +100,13 @@ impl Server {
                     .needs_restart
                     .push("persistence settings changed; they apply at the next restart".into());
             }
+            if old.bridges != config.bridges {
+                // As Mosquitto: bridges are read at start only.
+                report.needs_restart.push(
+                    "bridges (connection sections) changed; the running bridges keep their settings until a restart"
+                        .into(),
+                );
+            }
         }
         // TLS files: rebuilt only when changed on disk; a bad file keeps
         // the old configuration and is reported.

@@ -106,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
-    fn packet_id(&mut self) -> NonZeroU16 {
+    pub fn packet_id(&mut self) -> NonZeroU16 {
         let id = NonZeroU16::new(self.next_id).expect("non-zero");
         self.next_id = self.next_id.wrapping_add(1).max(1);
         id
@@ -158,6 +158,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
                     Some(Packet::PubComp(c)) if c.packet_id == id => {}
                     other => panic!("expected PUBCOMP, got {other:?}"),
                 }
+            }
+        }
+    }
+
+    /// Publishes at QoS 0 or 1 and waits for the PUBACK; messages that
+    /// arrive in the meantime (QoS 0 or 1) are acknowledged and pushed on
+    /// `seen`.
+    pub async fn publish_noting(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        seen: &mut Vec<Publish>,
+    ) {
+        assert!(qos != QoS::ExactlyOnce, "QoS 0 or 1");
+        let mut p = Publish::new(
+            TopicName::try_from(topic).expect("valid topic"),
+            bytes::Bytes::copy_from_slice(payload),
+        );
+        p.qos = qos;
+        let id = (qos == QoS::AtLeastOnce).then(|| self.packet_id());
+        p.packet_id = id;
+        self.send(Packet::Publish(p)).await;
+        let Some(id) = id else { return };
+        loop {
+            match self.recv().await {
+                Some(Packet::PubAck(a)) if a.packet_id == id => return,
+                Some(Packet::Publish(m)) => {
+                    if let Some(mid) = m.packet_id {
+                        self.send(Packet::PubAck(PubAck::new(mid))).await;
+                    }
+                    seen.push(m);
+                }
+                Some(_) => {}
+                None => panic!("connection closed while publishing"),
             }
         }
     }

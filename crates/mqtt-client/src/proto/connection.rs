@@ -241,6 +241,7 @@ impl Connection {
             o.clean_start
         };
         connect.keep_alive = o.keep_alive_secs();
+        connect.bridge = o.bridge && !o.protocol.is_v5();
         connect.will = o.will.clone();
         connect.username = o.username.clone();
         connect.password = o.password.clone();

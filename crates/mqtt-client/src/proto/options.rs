@@ -199,6 +199,11 @@ pub struct ConnectOptions {
     /// Called with every packet sent and received (a packet trace; `None`,
     /// the default, costs nothing).
     pub packet_log: Option<PacketLog>,
+    /// Mosquitto's `try_private`: a 3.1 or 3.1.1 CONNECT says this client
+    /// is a bridge (protocol level | 0x80), so a broker that knows the
+    /// convention does not send its own messages back. Ignored in 5.0,
+    /// where a bridge subscribes with No Local. Default false.
+    pub bridge: bool,
 }
 
 impl ConnectOptions {
@@ -226,6 +231,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             manual_acks: false,
             packet_log: None,
+            bridge: false,
         }
     }
 

@@ -122,6 +122,23 @@ fn connect_sends_options_and_connack_reports_connected() {
 }
 
 #[test]
+fn bridge_option_sets_the_bridge_bit_in_3_1_1_only() {
+    let mut o = ConnectOptions::new(ProtocolVersion::V3_1_1, "bridge");
+    o.bridge = true;
+    let mut h = Harness::new(o);
+    h.conn.connect(h.now);
+    let wire = h.conn.poll_transmit(h.now).unwrap();
+    // Fixed header (2 bytes), protocol name "MQTT" (6 bytes), then the level.
+    assert_eq!(wire[8], 0x84);
+    let mut o = ConnectOptions::new(ProtocolVersion::V5, "bridge");
+    o.bridge = true;
+    let mut h = Harness::new(o);
+    h.conn.connect(h.now);
+    let wire = h.conn.poll_transmit(h.now).unwrap();
+    assert_eq!(wire[8], 5);
+}
+
+#[test]
 fn connack_refusal_carries_reason_and_reason_string() {
     let mut h = Harness::v5("pi");
     h.conn.connect(h.now);
