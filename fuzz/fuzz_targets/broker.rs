@@ -39,10 +39,7 @@ struct Conn {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let mut broker = Broker::new(BrokerConfig {
-        max_packet_size: 64 * 1024,
-        ..BrokerConfig::default()
-    });
+    let mut broker = Broker::new(BrokerConfig::default().max_packet_size(64 * 1024));
     let mut now = Instant::now();
     let mut conns: Vec<Conn> = Vec::new();
     for op in ops.into_iter().take(64) {
