@@ -3,6 +3,10 @@
 //! is killed with SIGKILL, restarted, and when the remote comes up every
 //! acknowledged message arrives there.
 
+#[path = "support/examples.rs"]
+mod examples;
+use examples::example;
+
 #[path = "support/ports.rs"]
 mod ports;
 
@@ -15,29 +19,13 @@ use mqtt_client::{Client, ClientOptions};
 use ports::free_port;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 const MESSAGES: usize = 30;
-
-/// The example binary cargo built next to this test (`target/<profile>/examples/`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --examples` (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
 
 /// A `laptop-broker` process, killed (SIGKILL) on drop.
 struct LaptopBroker {

@@ -3,13 +3,17 @@
 //! client certificate the Pi presents, `pi-subscriber` warns about its own
 //! certificate, and `tls-check` prints the days left of each file.
 
+#[path = "support/examples.rs"]
+mod examples;
+use examples::example;
+
 #[path = "support/ports.rs"]
 mod ports;
 
 use mqtt_tls::gen::{write_set, CertificateAuthority};
 use ports::free_port;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,22 +23,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86400)
-}
-
-/// The example binary cargo built next to this test (`target/<profile>/examples/`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --examples` (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
 }
 
 /// ca.crt and ca.key, server.crt for 127.0.0.1 and localhost and

@@ -4,31 +4,17 @@
 //! through its own subscription, and a client without a certificate is
 //! refused.
 
-use std::path::{Path, PathBuf};
+#[path = "support/examples.rs"]
+mod examples;
+use examples::example;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
 use mqtt_broker_core::BrokerConfig;
 use mqtt_tls::gen::{write_set, CertificateAuthority};
-
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/client_core-<hash> → target/<profile>/examples/<name>
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --examples` (cargo test -p mqtt-stack builds it)",
-        path.display()
-    );
-    path
-}
 
 /// Runs the example to its end, killing it after 30 s.
 fn run(args: Vec<String>) -> Output {

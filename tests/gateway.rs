@@ -3,27 +3,18 @@
 //! program's user store), and `POST /publish` goes out through the
 //! program's in-process client to a WebSocket subscriber.
 
+#[path = "support/examples.rs"]
+mod examples;
+use examples::example;
+
 use mqtt_client::{Client, ClientOptions};
 use mqtt_codec::{QoS, ReasonCode};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The example binary cargo built next to this test.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = dir.join("examples").join(name);
-    assert!(path.is_file(), "{} is built by cargo test", path.display());
-    path
-}
 
 struct Gateway(Child);
 

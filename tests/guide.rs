@@ -43,6 +43,10 @@
 //! `--workspace`) builds; run `cargo build --examples` if they are missing.
 #![forbid(unsafe_code)]
 
+#[path = "support/examples.rs"]
+mod examples;
+use examples::example as example_binary;
+
 #[path = "support/ports.rs"]
 mod ports;
 mod support;
@@ -117,24 +121,6 @@ const STEP: Duration = Duration::from_secs(15);
 
 /// Stands in for the laptop's address 192.168.1.5 of the guide.
 const LAPTOP: &str = "127.0.0.2";
-
-fn example_binary(name: &str) -> PathBuf {
-    // target/<profile>/deps/guide-<hash> → target/<profile>/examples/<name>
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "example binary {} is missing: run `cargo build --examples` (or `cargo test -p mqtt-stack`, which builds the root package's examples) with the same profile and target dir",
-        path.display()
-    );
-    path
-}
 
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

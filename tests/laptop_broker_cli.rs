@@ -1,34 +1,22 @@
 //! The `laptop-broker` command line: Mosquitto's flags, its startup lines,
 //! config errors that name file:line, and a clean stop on SIGTERM.
 
+#[path = "support/examples.rs"]
+mod examples;
+use examples::example;
+
 #[path = "support/ports.rs"]
 mod ports;
 
 use ports::free_port;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
-use std::path::PathBuf;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The example binary cargo built next to this test (`target/<profile>/examples/`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --examples` (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
 
 struct Broker(Child);
 
