@@ -48,7 +48,7 @@ Usage: pi-subscriber {[-h host] [-p port] [-u username] [-P password] -t topic |
                        [--tls-use-os-certs]
                      [-D command identifier value]
        pi-subscriber --help";
-    let options: &[(&str, &str)] = &[
+    let own: &[(&str, &str)] = &[
         (
             "-c, --disable-clean-session",
             "disable clean session/enable persistent client mode
@@ -135,17 +135,6 @@ first non-retained message is received.",
             "send a message to the server to clear any received retained messages
 Use -T to filter out messages you do not want to be cleared.",
         ),
-        ("--will-payload", WILL_PAYLOAD),
-        ("--will-qos", WILL_QOS),
-        ("--will-retain", WILL_RETAIN),
-        ("--will-topic", WILL_TOPIC),
-        ("--cafile", CAFILE),
-        ("--capath", CAPATH),
-        ("--cert", CERT),
-        ("--key", KEY),
-        ("--tls-version", TLS_VERSION),
-        ("--insecure", INSECURE),
-        ("--tls-use-os-certs", TLS_USE_OS_CERTS),
     ];
     let outro = "\
 mosquitto_sub options this program does not take: -A, --unix, --quiet, --pretty,
@@ -154,7 +143,8 @@ mosquitto_sub options this program does not take: -A, --unix, --quiet, --pretty,
 
 Exit codes as mosquitto_sub: 0 after -C messages, 1 on errors, 27 when -W times out, and the
 broker's CONNACK code when it refuses the connection (3.1.1: 1-5; 5.0: the reason code, e.g. 135).";
-    client_cli::format_help(intro, usage, options, outro)
+    let options = [own, WILL_AND_TLS].concat();
+    client_cli::format_help(intro, usage, &options, outro)
 }
 
 /// Subscribe to topics and print the messages, like mosquitto_sub.

@@ -45,7 +45,7 @@ Usage: publisher {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
                  [--property command identifier value]
                  [-D command identifier value]
        publisher --help";
-    let options: &[(&str, &str)] = &[
+    let own: &[(&str, &str)] = &[
         ("-d, --debug", "enable debug messages."),
         ("-D, --property", PROPERTY),
         ("-f, --file", "send the contents of a file as the message."),
@@ -87,17 +87,6 @@ Usage: publisher {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
             "--repeat-delay",
             "if using --repeat, wait time seconds between publishes. Defaults to 0.",
         ),
-        ("--will-payload", WILL_PAYLOAD),
-        ("--will-qos", WILL_QOS),
-        ("--will-retain", WILL_RETAIN),
-        ("--will-topic", WILL_TOPIC),
-        ("--cafile", CAFILE),
-        ("--capath", CAPATH),
-        ("--cert", CERT),
-        ("--key", KEY),
-        ("--tls-version", TLS_VERSION),
-        ("--insecure", INSECURE),
-        ("--tls-use-os-certs", TLS_USE_OS_CERTS),
     ];
     let outro = "\
 mosquitto_pub options this program does not take: -A, -c, -M, -x, --unix, --quiet,
@@ -107,7 +96,8 @@ mosquitto_pub options this program does not take: -A, -c, -M, -x, --unix, --quie
 Exit codes as mosquitto_pub: 0 once every message is acknowledged (QoS 1: PUBACK, QoS 2:
 PUBCOMP), 1 on errors, and the broker's CONNACK code when it refuses the connection
 (3.1.1: 1-5; 5.0: the reason code, e.g. 135).";
-    client_cli::format_help(intro, usage, options, outro)
+    let options = [own, WILL_AND_TLS].concat();
+    client_cli::format_help(intro, usage, &options, outro)
 }
 
 /// Publish a message, like mosquitto_pub.

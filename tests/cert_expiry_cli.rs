@@ -5,16 +5,16 @@
 
 #[path = "support/examples.rs"]
 mod examples;
-use examples::example;
+use examples::{example, stderr_lines as lines, Killed};
 
 #[path = "support/ports.rs"]
 mod ports;
 
 use mqtt_tls::gen::{write_set, CertificateAuthority};
 use ports::free_port;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,47 +54,8 @@ fn certificates() -> tempfile::TempDir {
     dir
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Forwards stderr lines to a channel so the test can wait for one.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> bool {
-    if seen.iter().any(|l| l.contains(needle)) {
-        return true;
-    }
-    let deadline = Instant::now() + WAIT;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let hit = line.contains(needle);
-                seen.push(line);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
+    seen.iter().any(|l| l.contains(needle)) || examples::wait_for_line(rx, needle, seen, WAIT)
 }
 
 /// Runs `cmd` to its end, killing it after [`WAIT`].

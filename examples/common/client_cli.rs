@@ -67,6 +67,21 @@ pub fn format_help(intro: &str, usage: &str, options: &[(&str, &str)], outro: &s
 /// The option-list text both tools share, in mosquitto's words where the
 /// behaviour is the same and ours where it is not.
 pub mod help {
+    /// The will and TLS entries, last in both tools' lists, in mosquitto's order.
+    pub const WILL_AND_TLS: &[(&str, &str)] = &[
+        ("--will-payload", WILL_PAYLOAD),
+        ("--will-qos", WILL_QOS),
+        ("--will-retain", WILL_RETAIN),
+        ("--will-topic", WILL_TOPIC),
+        ("--cafile", CAFILE),
+        ("--capath", CAPATH),
+        ("--cert", CERT),
+        ("--key", KEY),
+        ("--tls-version", TLS_VERSION),
+        ("--insecure", INSECURE),
+        ("--tls-use-os-certs", TLS_USE_OS_CERTS),
+    ];
+
     /// `-D`.
     pub const PROPERTY: &str = "Define MQTT v5 properties: -D command identifier value,
 e.g. -D publish content-type text/plain. Supported: connect user-property;
