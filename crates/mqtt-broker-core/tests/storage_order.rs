@@ -197,6 +197,19 @@ impl Storage for Deferred {
     }
 }
 
+/// A broker over a [`Deferred`] storage, and the progress the test completes.
+fn deferred_broker() -> (Broker, Arc<WriteProgress>) {
+    let progress = WriteProgress::new();
+    let storage = Deferred {
+        inner: MemoryStorage::new(),
+        progress: progress.clone(),
+        batches: 0,
+        unflushed: false,
+    };
+    let broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    (broker, progress)
+}
+
 /// The transmit ids the broker announced, in order.
 fn announced(broker: &mut Broker) -> Vec<ConnectionId> {
     let mut ids = Vec::new();
@@ -210,14 +223,7 @@ fn announced(broker: &mut Broker) -> Vec<ConnectionId> {
 
 #[test]
 fn bytes_taken_without_waiting_open_only_after_the_storage_wrote_their_records() {
-    let progress = WriteProgress::new();
-    let storage = Deferred {
-        inner: MemoryStorage::new(),
-        progress: progress.clone(),
-        batches: 0,
-        unflushed: false,
-    };
-    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let (mut broker, progress) = deferred_broker();
     let now = Instant::now();
     let feed = |broker: &mut Broker, id, p: Packet| {
         let mut buf = BytesMut::new();
@@ -271,14 +277,7 @@ fn bytes_taken_without_waiting_open_only_after_the_storage_wrote_their_records()
 
 #[test]
 fn a_driver_awaiting_transmit_writes_after_the_storage_thread_finished() {
-    let progress = WriteProgress::new();
-    let storage = Deferred {
-        inner: MemoryStorage::new(),
-        progress: progress.clone(),
-        batches: 0,
-        unflushed: false,
-    };
-    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let (mut broker, progress) = deferred_broker();
     let now = Instant::now();
     let a = broker.connection_opened(now, ConnectionInfo::new("127.0.0.1:1".parse().unwrap()));
     let mut buf = BytesMut::new();
@@ -305,14 +304,7 @@ fn a_driver_awaiting_transmit_writes_after_the_storage_thread_finished() {
 
 #[test]
 fn an_in_process_connections_packets_wait_for_the_storage_like_bytes() {
-    let progress = WriteProgress::new();
-    let storage = Deferred {
-        inner: MemoryStorage::new(),
-        progress: progress.clone(),
-        batches: 0,
-        unflushed: false,
-    };
-    let mut broker = Broker::new(BrokerConfig::default()).with_storage(Box::new(storage));
+    let (mut broker, progress) = deferred_broker();
     let now = Instant::now();
     let a = broker.local_connection_opened(now, ConnectionInfo::in_process());
     let connect = persistent("inside");
