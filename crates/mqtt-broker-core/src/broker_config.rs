@@ -94,6 +94,13 @@ pub struct BrokerConfig {
     /// for the driver to take them. Beyond it QoS 0 messages for that client
     /// are dropped and QoS 1/2 messages wait in its session queue.
     pub max_transmit_bytes: usize,
+    /// `max_subscriptions_per_client` (this broker's key, not Mosquitto's):
+    /// the most topic filters one session may hold; `0` is unlimited.
+    /// SUBSCRIBE filters beyond it are refused one by one (5.0: 0x97 Quota
+    /// exceeded; 3.1.1: 0x80 Failure) while the others in the packet are
+    /// granted; subscribing again to a filter the session has replaces it
+    /// and does not count twice.
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for BrokerConfig {
@@ -120,6 +127,7 @@ impl Default for BrokerConfig {
             write_timeout: None,
             persistent_client_expiration: None,
             max_transmit_bytes: 1 << 20,
+            max_subscriptions_per_client: Self::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
         }
     }
 }
@@ -133,6 +141,9 @@ impl BrokerConfig {
             self.max_packet_size
         }
     }
+
+    /// The default of [`BrokerConfig::max_subscriptions_per_client`].
+    pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 10_000;
 
     /// Without `write_timeout`, the bound for a client with Keep Alive 0.
     pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,6 +179,7 @@ crate::setters::setters! {
     write_timeout: Option<Duration>,
     persistent_client_expiration: Option<Duration>,
     max_transmit_bytes: usize,
+    max_subscriptions_per_client: usize,
 }
 
 impl BrokerConfig {

@@ -160,6 +160,8 @@ pub fn broker_config(config: &Config) -> BrokerConfig {
         sys_interval: Duration::from_secs(u64::from(config.sys_interval)),
         persistent_client_expiration: config.persistent_client_expiration,
         write_timeout: config.write_timeout,
+        max_subscriptions_per_client: usize::try_from(config.max_subscriptions_per_client)
+            .unwrap_or(usize::MAX),
         ..defaults
     }
 }

@@ -353,3 +353,20 @@ fn write_timeout_is_seconds_and_reaches_the_broker_config() {
     assert_eq!(b.write_timeout, Some(Duration::from_secs(45)));
     assert!(Config::parse_str("write_timeout 0\n", "t.conf").is_err());
 }
+
+#[test]
+fn max_subscriptions_per_client_defaults_to_10000_and_0_is_unlimited() {
+    assert_eq!(Config::default().max_subscriptions_per_client, 10_000);
+    let b = mqtt_broker_core::mosquitto::broker_config(&Config::default());
+    assert_eq!(b.max_subscriptions_per_client, 10_000);
+    let c = parse("max_subscriptions_per_client 50\n");
+    assert_eq!(c.max_subscriptions_per_client, 50);
+    let b = mqtt_broker_core::mosquitto::broker_config(&c);
+    assert_eq!(b.max_subscriptions_per_client, 50);
+    let c = parse("max_subscriptions_per_client 0\n");
+    assert_eq!(
+        mqtt_broker_core::mosquitto::broker_config(&c).max_subscriptions_per_client,
+        0
+    );
+    assert!(Config::parse_str("max_subscriptions_per_client -1\n", "t.conf").is_err());
+}

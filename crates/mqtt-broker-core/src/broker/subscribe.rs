@@ -39,6 +39,8 @@ impl Broker {
         let mount = conn.info.listener.mount_point.clone();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut send_retained = Vec::new();
+        // The first filter refused for max_subscriptions_per_client.
+        let mut refused_over_limit: Option<String> = None;
         // The filters as sent, for the event (before the mount point).
         let sent: Vec<String> = if self.out.report_activity {
             s.subscriptions
@@ -79,6 +81,20 @@ impl Broker {
                 codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
+            // One client may not fill the broker with subscriptions; a
+            // filter the session has already is replaced, not counted twice.
+            let limit = self.config.max_subscriptions_per_client;
+            if limit != 0
+                && self.sessions.get(slot).is_some_and(|session| {
+                    session.subscriptions.len() >= limit
+                        && !session.subscriptions.contains_key(sub.filter.as_str())
+                })
+            {
+                // 5.0: 0x97 Quota exceeded; 3.1.1: 0x80 Failure (the encoder maps it).
+                refused_over_limit.get_or_insert_with(|| sub.filter.to_string());
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
             let entry = SubEntry {
                 session: slot,
                 options: sub.options,
@@ -107,6 +123,21 @@ impl Broker {
             if wanted {
                 send_retained.push(sub);
             }
+        }
+        if let Some(first) = refused_over_limit {
+            // One line per SUBSCRIBE, however many of its filters were refused.
+            let refused = codes
+                .iter()
+                .filter(|rc| **rc == ReasonCode::QuotaExceeded)
+                .count();
+            tracing::info!(
+                target: TARGET,
+                "Client {} has reached max_subscriptions_per_client ({}): {} subscription(s) refused, the first {}.",
+                name,
+                self.config.max_subscriptions_per_client,
+                refused,
+                first
+            );
         }
         tracing::debug!(target: TARGET, "Sending SUBACK to {}", name);
         if self.out.report_activity {

@@ -48,6 +48,7 @@ pub const SUPPORTED: &[&str] = &[
     "max_qos",
     "max_queued_bytes",
     "max_queued_messages",
+    "max_subscriptions_per_client",
     "max_topic_alias",
     "maximum_qos",
     "message_size_limit",

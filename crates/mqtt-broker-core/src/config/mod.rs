@@ -124,6 +124,10 @@ pub struct Config {
     /// before its connection is closed. `None`: 1.5 times the client's Keep
     /// Alive (60 s with Keep Alive 0).
     pub write_timeout: Option<Duration>,
+    /// `max_subscriptions_per_client N` (this broker's key, not
+    /// Mosquitto's): the most topic filters one client's session may hold;
+    /// 0 = no limit. Default 10000.
+    pub max_subscriptions_per_client: u32,
     /// `certificate_watch_interval SECONDS` (this broker's key): look at
     /// the TLS listeners' certificate, key and CA files this often and
     /// serve new files as soon as a renewal job replaced them, without a
@@ -386,6 +390,7 @@ impl Default for Config {
             persistence_file: None,
             persistent_client_expiration: None,
             write_timeout: None,
+            max_subscriptions_per_client: 10_000,
             certificate_watch_interval: None,
             log_types: [
                 LogType::Error,

@@ -499,6 +499,9 @@ impl Parser {
                     s => Some(Duration::from_secs(s as u64)),
                 }
             }
+            "max_subscriptions_per_client" => {
+                self.cfg.max_subscriptions_per_client = line.int(0, u32::MAX as i64)? as u32
+            }
             "write_timeout" => {
                 self.cfg.write_timeout = Some(Duration::from_secs(line.int(1, 86_400)? as u64))
             }
