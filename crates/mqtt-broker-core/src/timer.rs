@@ -28,9 +28,38 @@ pub(crate) enum Timer {
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     seq: u64,
+    /// The heap's length at which stale entries are swept out
+    /// ([`Timers::needs_sweep`]).
+    sweep_at: usize,
 }
 
+/// Below this many entries the heap is never swept.
+const MIN_SWEEP: usize = 1024;
+
 impl Timers {
+    /// How many timers are pending, stale ones included.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether the heap has grown enough since the last sweep for
+    /// [`Timers::sweep`] to be worth it: stale entries (of connections and
+    /// sessions that are gone, expiries that moved) otherwise wait until
+    /// their time, which may be days away (a Keep Alive of 65,535 s, a
+    /// Session Expiry Interval), so a client reconnecting in a loop would
+    /// grow the heap without bound.
+    pub fn needs_sweep(&self) -> bool {
+        self.heap.len() >= self.sweep_at.max(MIN_SWEEP)
+    }
+
+    /// Keeps the timers `live` says may still do something; the next sweep
+    /// waits until the heap has doubled, so sweeping costs O(1) amortised
+    /// per timer set.
+    pub fn sweep(&mut self, mut live: impl FnMut(Instant, &Timer) -> bool) {
+        self.heap.retain(|Reverse((at, _, t))| live(*at, t));
+        self.sweep_at = self.heap.len().saturating_mul(2);
+    }
+
     pub fn set(&mut self, at: Instant, timer: Timer) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, timer)));

@@ -99,6 +99,7 @@ impl std::fmt::Debug for Broker {
             .field("sessions", &self.sessions.len())
             .field("subscriptions", &self.router.tree.len())
             .field("retained", &self.router.retained.len())
+            .field("timers", &self.timers.len())
             .finish_non_exhaustive()
     }
 }
@@ -368,7 +369,39 @@ impl Broker {
         self.transport_ended(now, id, DisconnectReason::ConnectionLost);
     }
 
+    /// The transport of `id` failed in a way the client caused (a
+    /// WebSocket text frame, a TLS record that does not decrypt, ...):
+    /// `why` says how. It ends like [`Broker::connection_closed`] (the will
+    /// is published), logged as "Client X disconnected: `why`." instead of
+    /// "Client X closed its connection.".
+    pub fn connection_failed(&mut self, now: Instant, id: ConnectionId, why: &str) {
+        self.touch(now);
+        if let Some(conn) = self.conn_ref(id) {
+            if conn.state != ConnState::Closing {
+                tracing::info!(target: CONNECTION, "Client {} disconnected: {}.", conn.name(), why);
+            }
+        }
+        self.transport_ended_quietly(now, id, DisconnectReason::ConnectionLost);
+    }
+
     fn transport_ended(&mut self, now: Instant, id: ConnectionId, reason: DisconnectReason) {
+        if reason == DisconnectReason::ConnectionLost {
+            if let Some(conn) = self.conn_ref(id) {
+                if conn.state != ConnState::Closing {
+                    tracing::info!(target: CONNECTION, "Client {} closed its connection.", conn.name());
+                }
+            }
+        }
+        self.transport_ended_quietly(now, id, reason);
+    }
+
+    /// [`Broker::transport_ended`] without the "closed its connection" line.
+    fn transport_ended_quietly(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        reason: DisconnectReason,
+    ) {
         let Some(conn) = self.conn_ref(id) else {
             return;
         };
@@ -377,9 +410,6 @@ impl Broker {
         let session = conn.session;
         let (username, remote_addr) = (conn.username.clone(), conn.info.remote_addr);
         if state != ConnState::Closing {
-            if reason == DisconnectReason::ConnectionLost {
-                tracing::info!(target: CONNECTION, "Client {} closed its connection.", name);
-            }
             if state == ConnState::Connected {
                 self.out.stats.clients_connected =
                     self.out.stats.clients_connected.saturating_sub(1);
@@ -611,6 +641,37 @@ impl Broker {
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
         self.timers.set(at, timer);
+        if self.timers.needs_sweep() {
+            self.sweep_timers();
+        }
+    }
+
+    /// Drops the timers that can no longer do anything when they fire: of
+    /// connections that are gone, and expiries and wills that were
+    /// rescheduled or whose session is gone (what the handlers in
+    /// `timers.rs` would ignore).
+    fn sweep_timers(&mut self) {
+        let (conns, sessions) = (&self.conns, &self.sessions);
+        self.timers.sweep(|at, timer| match timer {
+            Timer::KeepAlive(id) | Timer::ConnectTimeout(id) | Timer::AuthTimeout(id) => {
+                conns.get(*id).is_some()
+            }
+            Timer::Will(slot) => sessions.get(*slot).is_some_and(|s| s.will_at == Some(at)),
+            Timer::SessionExpiry(slot) => sessions
+                .get(*slot)
+                .is_some_and(|s| s.expires_at == Some(at)),
+            Timer::QueueExpiry(slot) => sessions.get(*slot).is_some(),
+            Timer::RetainedExpiry(_) | Timer::Sys => true,
+        });
+    }
+
+    /// How many timers the broker holds (keep alive, CONNECT time-outs,
+    /// wills, expiries, `$SYS`). Timers of connections and sessions that
+    /// are gone are swept out once they outnumber the live ones, so this
+    /// stays within a small multiple of the connections and sessions,
+    /// however often clients reconnect.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Conn> {
@@ -662,6 +723,9 @@ impl Broker {
         tracing::debug!(target: TARGET, "Protocol violation by {}: {}.", name, why);
         if rc == ReasonCode::MalformedPacket {
             tracing::info!(target: TARGET, "Client {} disconnected due to malformed packet.", name);
+        } else if rc == ReasonCode::PacketTooLarge {
+            // Mosquitto's line for a packet over max_packet_size.
+            tracing::info!(target: TARGET, "Client {} disconnected due to oversize packet.", name);
         } else {
             tracing::info!(target: TARGET, "Client {} disconnected due to protocol error.", name);
         }

@@ -62,7 +62,7 @@ pub(crate) async fn handle(
                     &listener,
                     format_args!(
                         "no TLS handshake within {} s; closing it.",
-                        listener.handshake_timeout.as_secs()
+                        listener.handshake_timeout.as_secs_f32()
                     ),
                 ),
             }
@@ -100,7 +100,7 @@ async fn upgrade_and_serve<S>(
             &listener,
             format_args!(
                 "no WebSocket upgrade within {} s; closing it.",
-                listener.handshake_timeout.as_secs()
+                listener.handshake_timeout.as_secs_f32()
             ),
         ),
     }
@@ -173,6 +173,7 @@ async fn serve<S>(
         let mut g = shared.lock();
         match &end {
             End::Stalled(unsent) => g.broker().connection_stalled(Instant::now(), id, unsent),
+            End::Failed(why) => g.broker().connection_failed(Instant::now(), id, why),
             _ => g.broker().connection_closed(Instant::now(), id),
         }
         g.unregister(id);
@@ -236,7 +237,13 @@ where
         }
         let out = tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => return End::ClientClosed,
+                Ok(0) => return End::ClientClosed,
+                // The client broke the transport's rules (a WebSocket text
+                // frame, a TLS record that does not decrypt): say how.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return End::Failed(e.to_string())
+                }
+                Err(_) => return End::ClientClosed,
                 Ok(_) => {
                     if let Some((peer, port)) = plain.take() {
                         // A TLS record starts with 0x16 (handshake); MQTT's first
@@ -318,6 +325,8 @@ where
 enum End<R> {
     /// The client closed the connection (or it broke).
     ClientClosed,
+    /// The client broke the transport's rules; why.
+    Failed(String),
     /// The broker closed it; the reading side, for [`linger`].
     BrokerClosed(R),
     /// The client stopped reading: what could not be written, from the
