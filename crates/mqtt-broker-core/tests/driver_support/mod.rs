@@ -51,6 +51,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
+    /// A client over `stream` that has sent nothing yet (for input that
+    /// is not a CONNECT).
+    pub fn unconnected(stream: S, version: ProtocolVersion) -> Self {
+        Self {
+            stream,
+            version,
+            decoder: Decoder::with_version(version),
+            buf: BytesMut::new(),
+            next_id: 1,
+        }
+    }
+
     /// Encodes and writes one packet.
     pub async fn send(&mut self, p: Packet) {
         let mut out = BytesMut::new();
