@@ -337,11 +337,7 @@ async fn a_pingreq_flood_that_never_reads_is_ended_by_write_timeout() {
     // PINGREQ as fast as the socket takes them, never reading a PINGRESP.
     let flood = tokio::spawn(async move {
         let burst = [0xC0u8, 0x00].repeat(32 * 1024);
-        let mut sent = 0usize;
-        while h.try_send_raw(&burst).await.is_ok() {
-            sent += burst.len() / 2;
-        }
-        sent
+        while h.try_send_raw(&burst).await.is_ok() {}
     });
     // Meanwhile the others keep exchanging messages.
     calm.exchange(20).await;
@@ -350,11 +346,12 @@ async fn a_pingreq_flood_that_never_reads_is_ended_by_write_timeout() {
         "Client pinger has not read what was sent to it for 1 s (write_timeout), disconnecting.",
     )
     .await;
-    let pings = tokio::time::timeout(WAIT, flood)
+    tokio::time::timeout(WAIT, flood)
         .await
         .expect("the flood's writes fail once the broker closed it")
         .unwrap();
-    assert!(pings > 1000, "the flood got going ({pings} PINGREQs)");
+    let received = server.stats().messages_received;
+    assert!(received > 1000, "the flood got going ({received} packets)");
     // A connection lost: the will is published, the session kept.
     calm.will_of("pinger").await;
     calm.exchange(3).await;
