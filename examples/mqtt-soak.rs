@@ -1662,7 +1662,18 @@ async fn run(args: Args) -> Result<Report, BoxError> {
         churn_lost: AtomicU64::new(0),
     });
     let start = Instant::now();
-    let first = sample(&ctx, start).await;
+    // The baseline: two samples 0.5 s apart that agree (a broker that just
+    // started may still open a descriptor or two, e.g. its signal pipe).
+    let mut first = sample(&ctx, start).await;
+    for _ in 0..10 {
+        sleep(Duration::from_millis(500)).await;
+        let again = sample(&ctx, start).await;
+        let same = again.fds == first.fds && again.tasks == first.tasks;
+        first = again;
+        if same {
+            break;
+        }
+    }
     show(&first);
     let mut samples = vec![first];
 
@@ -1712,9 +1723,10 @@ async fn run(args: Args) -> Result<Report, BoxError> {
         }
     }
 
-    let end = start + Duration::from_secs_f64(args.duration);
+    let churn_start = Instant::now();
+    let end = churn_start + Duration::from_secs_f64(args.duration);
     let every = Duration::from_secs_f64(args.sample_every.max(0.1));
-    let mut next = start + every;
+    let mut next = churn_start + every;
     while next < end {
         sleep_until(next.into()).await;
         let s = sample(&ctx, start).await;
