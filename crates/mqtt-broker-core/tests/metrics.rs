@@ -181,8 +181,19 @@ async fn metrics_listener_serves_the_statistics_in_prometheus_text_format() {
     assert_eq!(headers["content-type"], METRICS_CONTENT_TYPE);
     let m = parse_exposition(&body);
     let stats = server.stats();
-    // The embedder API gives the same text (nothing happened in between).
-    assert_eq!(server.metrics_text(), body);
+    // The embedder API gives the same text (nothing happened in between),
+    // but for the runtime's task count: the scrape's own task may still be
+    // ending.
+    let tasks_gauge = |text: &str| -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("mqtt_broker_runtime_alive_tasks "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(tasks_gauge(&server.metrics_text()), tasks_gauge(&body));
+    // The accept loop, the timer, the metrics listener and the
+    // subscriber's connection at least.
+    assert!(m["mqtt_broker_runtime_alive_tasks"] >= 4, "{body}");
     let port = mqtt.port();
     for (series, want) in [
         ("mqtt_broker_clients_connected", 1),
@@ -295,4 +306,49 @@ fn metrics_listener_is_parsed_and_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("two.conf:2") && e.contains("two.conf:1"), "{e}");
+}
+
+/// `Server::runtime_alive_tasks` counts a connection's task while it is
+/// open and not after it closed, and `/metrics` serves the same count.
+#[tokio::test]
+async fn runtime_alive_tasks_follows_the_connections() {
+    use mqtt_broker_core::driver::Listener;
+    use mqtt_broker_core::BrokerConfig;
+    let server = ServerBuilder::new(BrokerConfig::default())
+        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+        .metrics_listener("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("server starts");
+    let (mqtt, metrics) = (server.local_addrs()[0], server.metrics_addrs()[0]);
+    let at_start = server.runtime_alive_tasks();
+    let served = |body: &str| parse_exposition(body)["mqtt_broker_runtime_alive_tasks"];
+    let wait_for = |want: usize, what: &'static str| {
+        let server = &server;
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while server.runtime_alive_tasks() != want {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{what}: {} tasks, want {want}",
+                    server.runtime_alive_tasks()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // Scrapes have ended once the count is back (their tasks are not counted
+    // in what they serve, but are alive while they end).
+    wait_for(at_start, "settled before the first scrape").await;
+    let (_, _, body) = http(metrics, "GET /metrics HTTP/1.1\r\n\r\n").await;
+    assert_eq!(served(&body), at_start as u64, "{body}");
+
+    let (client, _) = RawClient::connect(tcp(mqtt).await, ProtocolVersion::V5, "c", |_| {}).await;
+    wait_for(at_start + 1, "one connection open").await;
+    let (_, _, body) = http(metrics, "GET /metrics HTTP/1.1\r\n\r\n").await;
+    assert_eq!(served(&body), at_start as u64 + 1, "{body}");
+
+    client.disconnect().await;
+    wait_for(at_start, "the connection's task ended").await;
+    server.shutdown().await;
 }

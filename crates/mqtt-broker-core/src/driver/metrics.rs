@@ -31,9 +31,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most bytes of request head read.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// One scrape: the statistics, written as metric families in a fixed order.
+/// One scrape: the statistics, written as metric families in a fixed order,
+/// and the tasks alive in the broker's tokio runtime when it has one.
 #[derive(Debug)]
-struct Snapshot(Statistics);
+struct Snapshot(Statistics, Option<usize>);
 
 /// A metric family's name, help text and kind.
 struct Family {
@@ -138,6 +139,13 @@ impl Collector for Snapshot {
             let f = gauge("heap_maximum_bytes", "Most heap in use so far, from the embedder's heap source ($SYS/broker/heap/maximum)");
             single(&mut e, &f, v)?;
         }
+        if let Some(v) = self.1 {
+            let f = gauge(
+                "runtime_alive_tasks",
+                "Tasks alive in the broker's tokio runtime (connections, listeners, timers, the embedder's own), the scrape's own task not counted",
+            );
+            single(&mut e, &f, u64::try_from(v).unwrap_or(u64::MAX))?;
+        }
         let f = gauge(
             "listener_connections",
             "Transport connections open now, by listener port",
@@ -169,8 +177,15 @@ impl Collector for Snapshot {
 /// per reason (`mqtt_broker_disconnects_total{reason="keep_alive_timeout"}`).
 /// The heap gauges appear only when the broker has a heap source.
 pub fn metrics_text(stats: &Statistics) -> String {
+    metrics_text_with_tasks(stats, None)
+}
+
+/// [`metrics_text`] and, when given, the gauge
+/// `mqtt_broker_runtime_alive_tasks` (the driver's `/metrics` and
+/// `Server::metrics_text` give it).
+pub(crate) fn metrics_text_with_tasks(stats: &Statistics, alive_tasks: Option<usize>) -> String {
     let mut registry = Registry::with_prefix("mqtt_broker");
-    registry.register_collector(Box::new(Snapshot(stats.clone())));
+    registry.register_collector(Box::new(Snapshot(stats.clone(), alive_tasks)));
     let mut out = String::new();
     // Writing into a String does not fail.
     let _ = encode(&mut out, &registry);
@@ -234,7 +249,13 @@ async fn answer(shared: Arc<Shared>, mut tcp: TcpStream) {
     let (status, content_type, body) = match wants_metrics(&head) {
         Some(true) => {
             let stats = shared.lock().broker().stats();
-            ("200 OK", CONTENT_TYPE, metrics_text(&stats))
+            // This task answers on the broker's runtime: not one of its own.
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+                .saturating_sub(1);
+            let body = metrics_text_with_tasks(&stats, Some(tasks));
+            ("200 OK", CONTENT_TYPE, body)
         }
         Some(false) => (
             "404 Not Found",

@@ -552,6 +552,7 @@ impl ServerBuilder {
             alive_rx,
             handshake_timeout: self.handshake_timeout,
             config: std::sync::Mutex::new(self.config),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 }
@@ -686,6 +687,8 @@ pub struct Server {
     handshake_timeout: Duration,
     /// The configuration it runs with, when built from a file.
     config: std::sync::Mutex<Option<crate::config::Config>>,
+    /// The runtime it was started on (its tasks are counted there).
+    runtime: tokio::runtime::Handle,
 }
 
 /// Stops a [`Server`] from anywhere (a signal handler, another task):
@@ -793,9 +796,21 @@ impl Server {
         &self.metrics_addrs
     }
 
-    /// The statistics in Prometheus' text format, as served at `/metrics`.
+    /// The statistics in Prometheus' text format, as served at `/metrics`
+    /// (with [`Server::runtime_alive_tasks`] as
+    /// `mqtt_broker_runtime_alive_tasks`).
     pub fn metrics_text(&self) -> String {
-        metrics_text(&self.stats())
+        metrics::metrics_text_with_tasks(&self.stats(), Some(self.runtime_alive_tasks()))
+    }
+
+    /// Tasks alive in the tokio runtime the server was started on
+    /// (`RuntimeMetrics::num_alive_tasks`): one per open connection, per
+    /// listener, per bridge, the timer and metrics tasks, and whatever
+    /// else the embedder spawned there. A count that keeps growing while
+    /// the connections do not is a leak; `mqtt-soak` checks that it
+    /// returns to where it started.
+    pub fn runtime_alive_tasks(&self) -> usize {
+        self.runtime.metrics().num_alive_tasks()
     }
 
     /// Runs `f` on the locked broker (for embedders that need more than
