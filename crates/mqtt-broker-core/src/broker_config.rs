@@ -94,6 +94,14 @@ pub struct BrokerConfig {
     /// for the driver to take them. Beyond it QoS 0 messages for that client
     /// are dropped and QoS 1/2 messages wait in its session queue.
     pub max_transmit_bytes: usize,
+    /// `memory_limit`: bytes the broker may hold for clients (messages
+    /// queued, in flight, retained and wills, counted once each, and
+    /// packets being received; see [`crate::memory`]); `0` is no limit.
+    /// Past it a new PUBLISH is refused (5.0: PUBACK/PUBREC 0x97 Quota
+    /// exceeded, QoS 0 dropped; 3.1.1: the publisher is disconnected, as
+    /// in Mosquitto), and a client whose packet being received does not fit
+    /// is disconnected (5.0: DISCONNECT 0x97).
+    pub memory_limit: usize,
 }
 
 impl Default for BrokerConfig {
@@ -120,6 +128,7 @@ impl Default for BrokerConfig {
             write_timeout: None,
             persistent_client_expiration: None,
             max_transmit_bytes: 1 << 20,
+            memory_limit: 0,
         }
     }
 }
@@ -168,6 +177,7 @@ crate::setters::setters! {
     write_timeout: Option<Duration>,
     persistent_client_expiration: Option<Duration>,
     max_transmit_bytes: usize,
+    memory_limit: usize,
 }
 
 impl BrokerConfig {
