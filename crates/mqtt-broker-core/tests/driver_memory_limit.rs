@@ -1,0 +1,154 @@
+//! `memory_limit` in the tokio driver: a packet being received holds its
+//! announced length, so a client that announces a huge packet and trickles
+//! it in is disconnected (5.0: DISCONNECT 0x97 Quota exceeded; 3.1.1:
+//! closed) before the account passes the limit, while other clients keep
+//! publishing and receiving.
+#![cfg(feature = "tokio")]
+
+mod driver_support;
+
+use driver_support::*;
+use mqtt_broker_core::driver::{Listener, Server, ServerBuilder};
+use mqtt_broker_core::mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
+use mqtt_broker_core::BrokerConfig;
+use std::net::SocketAddr;
+
+const LIMIT: usize = 1 << 20;
+
+// Every test here captures its thread's log: a log line first reached on
+// a thread without a subscriber could otherwise be cached as of no
+// interest for the test that reads it.
+
+async fn server() -> (Server, SocketAddr) {
+    let server = ServerBuilder::new(BrokerConfig::default().memory_limit(LIMIT))
+        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await
+        .expect("server starts");
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
+/// The start of a PUBLISH to `t/huge` announcing `total` bytes, and the
+/// first `body` bytes of its payload.
+fn huge_publish_start(total: usize, body: usize) -> Vec<u8> {
+    let mut remaining = total - 5; // a 4-byte Remaining Length
+    let mut out = vec![0x30];
+    for _ in 0..4 {
+        let mut b = (remaining % 128) as u8;
+        remaining /= 128;
+        if out.len() < 4 {
+            b |= 0x80;
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(b"\x00\x06t/huge");
+    out.resize(out.len() + body, b'x');
+    out
+}
+
+/// A subscriber and a publisher that go on working: one QoS 1 message
+/// through, acknowledged by the subscriber.
+async fn round_trip(
+    sub: &mut RawClient<tokio::net::TcpStream>,
+    publisher: &mut RawClient<tokio::net::TcpStream>,
+    payload: &[u8],
+) {
+    publisher
+        .publish("t/ok", payload, QoS::AtLeastOnce, false)
+        .await;
+    let p = sub.expect_publish().await;
+    assert_eq!(&p.payload[..], payload);
+    // Its PUBACK is handled before the PINGREQ: the message is released.
+    sub.send(Packet::PingReq).await;
+    assert_eq!(sub.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn a_5_0_client_announcing_200_mib_gets_quota_exceeded_and_the_others_are_served() {
+    let log = LogCapture::default();
+    let _guard = log.install();
+    let (server, addr) = server().await;
+    let v5 = ProtocolVersion::V5;
+    let (mut sub, _) = RawClient::connect(tcp(addr).await, v5, "sub", |_| {}).await;
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = RawClient::connect(tcp(addr).await, v5, "pub", |_| {}).await;
+    round_trip(&mut sub, &mut publisher, b"before").await;
+
+    let (mut hostile, ack) = RawClient::connect(tcp(addr).await, v5, "hostile", |_| {}).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    // 200 MiB announced (under the protocol's 256 MiB, so not too large
+    // for the decoder), 1 KiB sent.
+    hostile.send_raw(&huge_publish_start(200 << 20, 1024)).await;
+    match hostile.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::QuotaExceeded),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+    assert_eq!(hostile.recv().await, None, "then the connection is closed");
+    assert!(
+        log.wait_for("Client hostile disconnected due to out of memory: its packet of 209715200 bytes being received does not fit within memory_limit (1048576 bytes").await,
+        "{}",
+        log.text()
+    );
+
+    round_trip(&mut sub, &mut publisher, b"after").await;
+    let stats = server.stats();
+    assert_eq!(stats.disconnects.memory_limit, 1);
+    let most = stats.heap_maximum.expect("the memory account") as usize;
+    assert!(most <= LIMIT, "the account never passed the limit: {most}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_3_1_1_client_trickling_a_huge_packet_is_closed_and_the_others_are_served() {
+    let _guard = LogCapture::default().install();
+    let (server, addr) = server().await;
+    let v3 = ProtocolVersion::V3_1_1;
+    let (mut sub, _) = RawClient::connect(tcp(addr).await, v3, "sub", |_| {}).await;
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = RawClient::connect(tcp(addr).await, v3, "pub", |_| {}).await;
+
+    // Announces 2 MiB (twice the limit), sends it a little at a time: the
+    // first piece with the fixed header is enough to close it.
+    let (mut hostile, _) = RawClient::connect(tcp(addr).await, v3, "hostile", |_| {}).await;
+    let start = huge_publish_start(2 << 20, 0);
+    for piece in start.chunks(3) {
+        if hostile.try_send_raw(piece).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        hostile.recv().await,
+        None,
+        "closed without a packet (3.1.1)"
+    );
+
+    round_trip(&mut sub, &mut publisher, b"still served").await;
+    let stats = server.stats();
+    assert_eq!(stats.disconnects.memory_limit, 1);
+    assert!(stats.heap_maximum.expect("the memory account") as usize <= LIMIT);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn packets_that_fit_are_received_whole_and_release_their_bytes() {
+    let _guard = LogCapture::default().install();
+    let (server, addr) = server().await;
+    let v5 = ProtocolVersion::V5;
+    let (mut sub, _) = RawClient::connect(tcp(addr).await, v5, "sub", |_| {}).await;
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = RawClient::connect(tcp(addr).await, v5, "pub", |_| {}).await;
+    // 600 KiB, more than one read: held while it arrives, then delivered.
+    let big = vec![b'b'; 600 << 10];
+    for _ in 0..3 {
+        round_trip(&mut sub, &mut publisher, &big).await;
+    }
+    let stats = server.stats();
+    assert_eq!(stats.disconnects.memory_limit, 0);
+    let now = stats.heap_current.expect("the memory account") as usize;
+    assert!(
+        now < 64 << 10,
+        "delivered and acknowledged: released ({now})"
+    );
+    server.shutdown().await;
+}
