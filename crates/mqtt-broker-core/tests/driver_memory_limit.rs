@@ -152,3 +152,65 @@ async fn packets_that_fit_are_received_whole_and_release_their_bytes() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn mosquitto_pub_sees_quota_exceeded_at_5_0_and_a_closed_connection_at_3_1_1() {
+    let _guard = LogCapture::default().install();
+    let Some(mosquitto_pub) = tool("mosquitto_pub") else {
+        return;
+    };
+    const SMALL: usize = 4096;
+    let server = ServerBuilder::new(BrokerConfig::default().memory_limit(SMALL))
+        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await
+        .expect("server starts");
+    let addr = server.local_addrs()[0];
+    // Retained messages stay held: fill the account with them.
+    let (mut filler, _) =
+        RawClient::connect(tcp(addr).await, ProtocolVersion::V5, "filler", |_| {}).await;
+    let payload = vec![b'r'; 1000];
+    for i in 0..SMALL / 1000 {
+        filler
+            .publish(&format!("r/{i}"), &payload, QoS::AtMostOnce, true)
+            .await;
+    }
+    filler.send(Packet::PingReq).await;
+    assert_eq!(filler.recv().await, Some(Packet::PingResp));
+    assert!(!server.with_broker(|b| b.memory().has_room(1000)));
+
+    let run = |version: &'static str| {
+        let port = addr.port().to_string();
+        let publ = mosquitto_pub.clone();
+        async move {
+            let child = tokio::process::Command::new(publ)
+                .args(["-h", "127.0.0.1", "-p", &port, "-V", version, "-q", "1"])
+                .args(["-t", "t/x", "-m", &"m".repeat(1000)])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("mosquitto_pub starts");
+            let out = tokio::time::timeout(WAIT, child.wait_with_output())
+                .await
+                .expect("mosquitto_pub ends")
+                .expect("mosquitto_pub runs");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (_, err) = run("mqttv5").await;
+    assert!(
+        err.contains("Publish 1 failed: Quota exceeded"),
+        "mosquitto_pub -V mqttv5: {err}"
+    );
+    let (ok, err) = run("mqttv311").await;
+    assert!(
+        !ok,
+        "mosquitto_pub -V mqttv311 must fail when closed: {err}"
+    );
+    assert_eq!(server.stats().disconnects.memory_limit, 1);
+    server.shutdown().await;
+}
