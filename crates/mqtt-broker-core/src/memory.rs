@@ -14,7 +14,9 @@
 //!   yet holds the packet's announced length (as Mosquitto allocates the
 //!   announced remaining length before reading it), so a client that
 //!   announces a huge packet and trickles it in cannot take memory past
-//!   the limit.
+//!   the limit. Packets up to [`RECEIVE_ALLOWANCE`] are counted but not
+//!   refused, so that acknowledgements and subscriptions split across
+//!   reads still work above the limit.
 //!
 //! The account is shared: the broker (behind its lock) charges messages,
 //! the connection tasks charge packets as they arrive, without the lock
@@ -29,6 +31,13 @@ use std::sync::Arc;
 /// properties: the broker's bookkeeping for it (the message, its place in
 /// the queues), an approximation.
 pub const MESSAGE_OVERHEAD: usize = 128;
+
+/// A packet being received of at most this many bytes is counted but never
+/// refused: acknowledgements, SUBSCRIBE, PINGREQ and DISCONNECT go on
+/// working above the limit even when a read ends inside them, and a
+/// connection holds no more than this beyond the limit (about what its
+/// read buffer and socket buffers cost anyway). Larger packets must fit.
+pub const RECEIVE_ALLOWANCE: usize = 16 * 1024;
 
 /// The broker's count of the bytes it holds for clients, and its
 /// `memory_limit`; see the [module documentation](self).
@@ -216,7 +225,9 @@ impl ReceiveCharge {
     /// Holds what the start of a packet left in `buffered` (the bytes of
     /// the read buffer no whole packet took) needs: the packet's announced
     /// length once its fixed header is in, else what is there. Growing
-    /// past the limit fails and holds nothing more; shrinking always works.
+    /// past the limit fails and holds nothing more (up to
+    /// [`RECEIVE_ALLOWANCE`] it is counted and never fails); shrinking
+    /// always works.
     pub fn update(&mut self, buffered: &[u8]) -> Result<(), MemoryLimitExceeded> {
         self.set(receiving_len(buffered))
     }
@@ -229,7 +240,11 @@ impl ReceiveCharge {
             return Ok(());
         }
         let more = bytes - self.bytes;
-        if self.account.try_add(more) {
+        if bytes <= RECEIVE_ALLOWANCE {
+            self.account.add(more);
+            self.bytes = bytes;
+            Ok(())
+        } else if self.account.try_add(more) {
             self.bytes = bytes;
             Ok(())
         } else {
@@ -277,18 +292,32 @@ mod tests {
 
     #[test]
     fn a_receive_charge_stops_at_the_limit_and_shrinks_freely() {
-        let account = Arc::new(MemoryAccount::new(1000));
-        let _held = MemoryCharge::force(&account, 400);
+        const K: usize = RECEIVE_ALLOWANCE;
+        let account = Arc::new(MemoryAccount::new(10 * K));
+        let _held = MemoryCharge::force(&account, 4 * K);
         let mut rx = ReceiveCharge::new(account.clone());
-        assert!(rx.set(600).is_ok());
-        assert_eq!(account.current(), 1000);
-        let err = rx.set(601).unwrap_err();
-        assert_eq!((err.needed, err.limit, err.current), (601, 1000, 1000));
-        assert_eq!(rx.bytes(), 600);
+        assert!(rx.set(6 * K).is_ok());
+        assert_eq!(account.current(), 10 * K);
+        let err = rx.set(6 * K + 1).unwrap_err();
+        assert_eq!(
+            (err.needed, err.limit, err.current),
+            (6 * K + 1, 10 * K, 10 * K)
+        );
+        assert_eq!(rx.bytes(), 6 * K);
         assert!(rx.set(10).is_ok());
-        assert_eq!(account.current(), 410);
+        assert_eq!(account.current(), 4 * K + 10);
         drop(rx);
-        assert_eq!(account.current(), 400);
+        assert_eq!(account.current(), 4 * K);
+    }
+
+    #[test]
+    fn small_packets_are_counted_but_never_refused() {
+        let account = Arc::new(MemoryAccount::new(1000));
+        let _held = MemoryCharge::force(&account, 1000);
+        let mut rx = ReceiveCharge::new(account.clone());
+        assert!(rx.set(RECEIVE_ALLOWANCE).is_ok());
+        assert_eq!(account.current(), 1000 + RECEIVE_ALLOWANCE);
+        assert!(rx.set(RECEIVE_ALLOWANCE + 1).is_err());
     }
 
     #[test]

@@ -214,3 +214,88 @@ async fn mosquitto_pub_sees_quota_exceeded_at_5_0_and_a_closed_connection_at_3_1
     assert_eq!(server.stats().disconnects.memory_limit, 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn at_the_limit_small_packets_cut_across_reads_still_work() {
+    let _guard = LogCapture::default().install();
+    const SMALL: usize = 4096;
+    let server = ServerBuilder::new(BrokerConfig::default().memory_limit(SMALL))
+        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await
+        .expect("server starts");
+    let addr = server.local_addrs()[0];
+    let v5 = ProtocolVersion::V5;
+    let (mut filler, _) = RawClient::connect(tcp(addr).await, v5, "filler", |_| {}).await;
+    let payload = vec![b'r'; 1000];
+    // At QoS 1 (the last one is refused with 0x97): they are sent on at
+    // QoS 1, and acknowledged below.
+    for i in 0..SMALL / 1000 {
+        filler
+            .publish(&format!("r/{i}"), &payload, QoS::AtLeastOnce, true)
+            .await;
+    }
+    filler.send(Packet::PingReq).await;
+    assert_eq!(filler.recv().await, Some(Packet::PingResp));
+    assert!(!server.with_broker(|b| b.memory().has_room(1000)));
+
+    // A SUBSCRIBE and a QoS 1 PUBLISH, each written one byte at a time.
+    let (mut client, _) = RawClient::connect(tcp(addr).await, v5, "slow", |_| {}).await;
+    let mut subscribe = bytes::BytesMut::new();
+    Packet::Subscribe(mqtt_broker_core::mqtt_codec::Subscribe::new(
+        std::num::NonZeroU16::new(7).unwrap(),
+        mqtt_broker_core::mqtt_codec::TopicFilter::try_from("r/#").unwrap(),
+        mqtt_broker_core::mqtt_codec::SubscriptionOptions::qos(QoS::AtLeastOnce),
+    ))
+    .encode(v5, &mut subscribe)
+    .unwrap();
+    for b in subscribe.iter() {
+        client.send_raw(&[*b]).await;
+        tokio::task::yield_now().await;
+    }
+    // The retained messages come with the SUBACK.
+    let mut got_suback = false;
+    let mut retained = 0;
+    while !got_suback || retained < SMALL / 1000 - 1 {
+        match client.recv().await {
+            Some(Packet::SubAck(a)) => {
+                assert_eq!(a.reason_codes, vec![ReasonCode::GrantedQoS1]);
+                got_suback = true;
+            }
+            Some(Packet::Publish(p)) => {
+                retained += 1;
+                // Its PUBACK, in two writes.
+                let mut ack = bytes::BytesMut::new();
+                Packet::PubAck(mqtt_broker_core::mqtt_codec::PubAck::new(
+                    p.packet_id.unwrap(),
+                ))
+                .encode(v5, &mut ack)
+                .unwrap();
+                client.send_raw(&ack[..1]).await;
+                tokio::task::yield_now().await;
+                client.send_raw(&ack[1..]).await;
+            }
+            other => panic!("expected SUBACK and retained messages, got {other:?}"),
+        }
+    }
+    let mut publish = bytes::BytesMut::new();
+    let mut p = mqtt_broker_core::mqtt_codec::Publish::new(
+        mqtt_broker_core::mqtt_codec::TopicName::try_from("t/x").unwrap(),
+        bytes::Bytes::from_static(&[b'p'; 1000]),
+    );
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = std::num::NonZeroU16::new(9);
+    Packet::Publish(p).encode(v5, &mut publish).unwrap();
+    for piece in publish.chunks(100) {
+        client.send_raw(piece).await;
+        tokio::task::yield_now().await;
+    }
+    match client.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::QuotaExceeded),
+        other => panic!("expected PUBACK 0x97, got {other:?}"),
+    }
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.recv().await, Some(Packet::PingResp));
+    assert_eq!(server.stats().disconnects.memory_limit, 0);
+    server.shutdown().await;
+}
