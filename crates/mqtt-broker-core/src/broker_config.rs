@@ -101,6 +101,14 @@ pub struct BrokerConfig {
     /// granted; subscribing again to a filter the session has replaces it
     /// and does not count twice.
     pub max_subscriptions_per_client: usize,
+    /// `memory_limit`: bytes the broker may hold for clients (messages
+    /// queued, in flight, retained and wills, counted once each, and
+    /// packets being received; see [`crate::memory`]); `0` is no limit.
+    /// Past it a new PUBLISH is refused (5.0: PUBACK/PUBREC 0x97 Quota
+    /// exceeded, QoS 0 dropped; 3.1.1: the publisher is disconnected, as
+    /// in Mosquitto), and a client whose packet being received does not fit
+    /// is disconnected (5.0: DISCONNECT 0x97).
+    pub memory_limit: usize,
 }
 
 impl Default for BrokerConfig {
@@ -128,6 +136,7 @@ impl Default for BrokerConfig {
             persistent_client_expiration: None,
             max_transmit_bytes: 1 << 20,
             max_subscriptions_per_client: Self::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
+            memory_limit: 0,
         }
     }
 }
@@ -180,6 +189,7 @@ crate::setters::setters! {
     persistent_client_expiration: Option<Duration>,
     max_transmit_bytes: usize,
     max_subscriptions_per_client: usize,
+    memory_limit: usize,
 }
 
 impl BrokerConfig {

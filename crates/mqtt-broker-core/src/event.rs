@@ -111,6 +111,9 @@ pub enum DropReason {
     /// A QoS 0 message written to a client that stopped reading, lost
     /// when its connection was closed (`write_timeout`).
     ClientNotReading,
+    /// A QoS 0 PUBLISH from a 5.0 client refused for `memory_limit` (it
+    /// has no acknowledgement to carry 0x97 Quota exceeded).
+    MemoryLimit,
 }
 
 /// Why a connected client went away.
@@ -133,6 +136,11 @@ pub enum DisconnectReason {
     ServerShuttingDown,
     /// It stopped reading: a write made no progress within `write_timeout`.
     WriteTimeout,
+    /// What it sent did not fit within `memory_limit`: a PUBLISH from a
+    /// 3.1.1 client (as Mosquitto, which closes the connection), or a
+    /// packet being received whose announced length did not fit (5.0:
+    /// DISCONNECT 0x97 Quota exceeded).
+    MemoryLimit,
 }
 
 impl DisconnectReason {
@@ -148,6 +156,7 @@ impl DisconnectReason {
             Self::NotAuthorized => Some(ReasonCode::NotAuthorized),
             Self::ServerShuttingDown => Some(ReasonCode::ServerShuttingDown),
             Self::WriteTimeout => None,
+            Self::MemoryLimit => Some(ReasonCode::QuotaExceeded),
         }
     }
 }

@@ -107,6 +107,7 @@ mod event;
 #[cfg(feature = "file-storage")]
 mod file_storage;
 mod log_line;
+pub mod memory;
 mod message;
 mod outbox;
 mod persistence;

@@ -137,6 +137,7 @@ pub fn broker_config(config: &Config) -> BrokerConfig {
         max_inflight_messages: config.max_inflight_messages,
         max_queued_messages: config.max_queued_messages as usize,
         max_queued_bytes: usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX),
+        memory_limit: usize::try_from(config.memory_limit).unwrap_or(usize::MAX),
         queue_qos0_messages: config.queue_qos0_messages,
         retain_available: config.retain_available,
         upgrade_outgoing_qos: config.upgrade_outgoing_qos,

@@ -69,10 +69,12 @@ pub struct Statistics {
     /// Payload bytes of the messages in `store_messages`
     /// (`$SYS/broker/store/messages/bytes`).
     pub store_bytes: u64,
-    /// Heap in use, from the embedder's heap source if it gave one
+    /// Heap in use, from the embedder's heap source if it gave one, else
+    /// the bytes counted against `memory_limit` ([`crate::memory`])
     /// (`$SYS/broker/heap/current`); see [`crate::Broker::with_heap_source`].
+    /// `None` when the heap source does not know.
     pub heap_current: Option<u64>,
-    /// Most heap in use so far, from the embedder's heap source
+    /// Most heap in use so far, from the same place
     /// (`$SYS/broker/heap/maximum`).
     pub heap_maximum: Option<u64>,
 }
@@ -97,6 +99,8 @@ pub struct DisconnectCounts {
     pub server_shutting_down: u64,
     /// The client stopped reading (`write_timeout`).
     pub write_timeout: u64,
+    /// What the client sent did not fit within `memory_limit`.
+    pub memory_limit: u64,
 }
 
 impl DisconnectCounts {
@@ -111,13 +115,14 @@ impl DisconnectCounts {
             DisconnectReason::NotAuthorized => &mut self.not_authorized,
             DisconnectReason::ServerShuttingDown => &mut self.server_shutting_down,
             DisconnectReason::WriteTimeout => &mut self.write_timeout,
+            DisconnectReason::MemoryLimit => &mut self.memory_limit,
         };
         *c += 1;
     }
 
     /// Each counter with its name in `snake_case` (the `reason` label of
     /// the Prometheus metrics), in a fixed order.
-    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 9] {
         [
             ("client_disconnected", self.client_disconnected),
             ("connection_lost", self.connection_lost),
@@ -127,6 +132,7 @@ impl DisconnectCounts {
             ("not_authorized", self.not_authorized),
             ("server_shutting_down", self.server_shutting_down),
             ("write_timeout", self.write_timeout),
+            ("memory_limit", self.memory_limit),
         ]
     }
 }

@@ -65,6 +65,7 @@ impl StoredMessage {
                 (Some(d), Some(now)) => Some(now + d),
                 _ => None,
             },
+            charge: Default::default(),
         }
     }
 }

@@ -57,8 +57,9 @@ pub enum SysPublish {
     OnChange,
     /// At the first update, then when the average moved by 0.01 or more.
     LoadChange,
-    /// On change, and only when the embedder gave a heap source
-    /// ([`crate::Broker::with_heap_source`]).
+    /// On change: the embedder's heap source
+    /// ([`crate::Broker::with_heap_source`]), or without one the bytes the
+    /// broker counts against `memory_limit` ([`crate::Broker::memory`]).
     HeapSourceOnChange,
     /// On change, one topic per TLS listener whose driver reported the
     /// value ([`crate::Broker::set_tls_days_left`]).
@@ -187,7 +188,7 @@ pub const SYS_TOPICS: &[SysTopic] = &[
     stat("$SYS/broker/retained messages/count", "retained messages, `$SYS` ones included", "count", |s| s.retained_messages),
     SysTopic {
         topic: "$SYS/broker/heap/current",
-        meaning: "heap in use, from the embedder's heap source",
+        meaning: "heap in use, from the embedder's heap source; without one, the bytes counted against `memory_limit` (messages held, packets being received)",
         unit: "bytes",
         retained: true,
         publish: SysPublish::HeapSourceOnChange,
@@ -195,7 +196,7 @@ pub const SYS_TOPICS: &[SysTopic] = &[
     },
     SysTopic {
         topic: "$SYS/broker/heap/maximum",
-        meaning: "most heap in use so far, from the embedder's heap source",
+        meaning: "most heap in use so far, from the embedder's heap source; without one, the most bytes counted against `memory_limit` at once",
         unit: "bytes",
         retained: true,
         publish: SysPublish::HeapSourceOnChange,

@@ -152,7 +152,7 @@ fn known_but_unsupported_mosquitto_options_are_errors_not_silence() {
         ("auth_opt_backend x", "plugins"),
         ("psk_hint hint", "PSK"),
         ("ciphers ECDHE", "rustls"),
-        ("memory_limit 1000000", "not implemented"),
+        ("max_inflight_bytes 1000000", "not implemented"),
         ("listener 0 /tmp/sock", "Unix socket"),
     ] {
         let e = err(&format!("{text}\n"));

@@ -370,3 +370,22 @@ fn max_subscriptions_per_client_defaults_to_10000_and_0_is_unlimited() {
     );
     assert!(Config::parse_str("max_subscriptions_per_client -1\n", "t.conf").is_err());
 }
+
+#[test]
+fn memory_limit_is_plain_bytes_and_reaches_the_broker_config() {
+    assert_eq!(Config::default().memory_limit, 0);
+    let c = parse("memory_limit 104857600\n");
+    assert_eq!(c.memory_limit, 104_857_600);
+    let b = mqtt_broker_core::mosquitto::broker_config(&c);
+    assert_eq!(b.memory_limit, 104_857_600);
+    assert_eq!(parse("memory_limit 0\n").memory_limit, 0);
+    // As Mosquitto: a negative limit is an error, and so is a unit.
+    for bad in [
+        "memory_limit -1\n",
+        "memory_limit 100MB\n",
+        "memory_limit\n",
+    ] {
+        let e = Config::parse_str(bad, "t.conf").unwrap_err();
+        assert!(e.to_string().contains("memory_limit"), "{bad}: {e}");
+    }
+}

@@ -668,7 +668,9 @@ impl Broker {
                     retain: w.retain,
                     properties,
                     expires_at: None,
-                },
+                    charge: Default::default(),
+                }
+                .charged(&self.memory),
                 delay: if v5 { delay } else { 0 },
             }
             .with_expiry(expiry_secs)

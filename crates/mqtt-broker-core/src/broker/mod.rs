@@ -11,6 +11,7 @@ use crate::connection::{
 };
 use crate::event::{DisconnectReason, DropReason, Event};
 use crate::log_line::PublishSummary;
+use crate::memory::MemoryAccount;
 use crate::message::Message;
 use crate::outbox::Outbox;
 use crate::persistence::Persistence;
@@ -40,6 +41,7 @@ macro_rules! flow {
             out: &mut $b.out,
             store: &mut $b.store,
             timers: &mut $b.timers,
+            memory: &$b.memory,
         }
     };
 }
@@ -89,6 +91,11 @@ pub struct Broker {
     sys: SysState,
     /// The embedder's heap numbers, for `$SYS/broker/heap/...`.
     heap: Option<HeapSource>,
+    /// What the broker holds for clients, against `memory_limit`.
+    memory: Arc<MemoryAccount>,
+    /// Whether PUBLISH packets are being refused for `memory_limit` (the
+    /// log line is written once per episode).
+    memory_refusing: bool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -108,6 +115,7 @@ impl Broker {
     /// A broker with `config`, allowing every client and topic (subject to
     /// `allow_anonymous`), with nothing persisted.
     pub fn new(config: BrokerConfig) -> Self {
+        let memory = Arc::new(MemoryAccount::new(config.memory_limit));
         Self {
             config,
             out: Outbox::default(),
@@ -124,6 +132,8 @@ impl Broker {
             restore: None,
             sys: SysState::default(),
             heap: None,
+            memory,
+            memory_refusing: false,
         }
     }
 
@@ -141,8 +151,9 @@ impl Broker {
 
     /// Reads the heap numbers of `$SYS/broker/heap/current` and
     /// `heap/maximum` (and [`Statistics::heap_current`]) from `source`, the
-    /// embedder's allocator statistics. Without a source the broker does
-    /// not publish them: it has no allocator hook of its own.
+    /// embedder's allocator statistics. Without a source they are the
+    /// bytes the broker counts against `memory_limit` ([`Broker::memory`]):
+    /// it has no allocator hook of its own.
     pub fn with_heap_source(
         mut self,
         source: impl Fn() -> Option<HeapUsage> + Send + 'static,
@@ -189,6 +200,14 @@ impl Broker {
         &self.config
     }
 
+    /// The account of the bytes the broker holds for clients, checked
+    /// against [`BrokerConfig::memory_limit`]. A driver that frames packets
+    /// itself charges the packets it is receiving to it
+    /// ([`crate::memory::ReceiveCharge`]); see [`crate::memory`].
+    pub fn memory(&self) -> &Arc<MemoryAccount> {
+        &self.memory
+    }
+
     /// Current statistics.
     pub fn stats(&self) -> Statistics {
         let mut s = self.out.stats.clone();
@@ -210,9 +229,18 @@ impl Broker {
         s.messages_stored = count;
         s.store_messages = count + s.retained_messages;
         s.store_bytes = bytes + self.router.retained.payload_bytes();
-        if let Some(heap) = self.heap.as_ref().and_then(|f| f()) {
-            s.heap_current = Some(heap.current);
-            s.heap_maximum = Some(heap.maximum);
+        match &self.heap {
+            Some(source) => {
+                if let Some(heap) = source() {
+                    s.heap_current = Some(heap.current);
+                    s.heap_maximum = Some(heap.maximum);
+                }
+            }
+            // Without the embedder's numbers: the memory_limit account.
+            None => {
+                s.heap_current = Some(self.memory.current() as u64);
+                s.heap_maximum = Some(self.memory.maximum() as u64);
+            }
         }
         s
     }
@@ -360,6 +388,37 @@ impl Broker {
     pub fn handle_decode_error(&mut self, now: Instant, id: ConnectionId, error: DecodeError) {
         self.touch(now);
         self.decode_error(now, id, error);
+    }
+
+    /// The driver reports that the packet connection `id` is sending does
+    /// not fit within `memory_limit` ([`crate::memory::ReceiveCharge::update`]
+    /// failed): the connection is closed (5.0: DISCONNECT 0x97 Quota
+    /// exceeded; 3.1.1 and before CONNECT: closed), its will published, and
+    /// the broker goes on serving everyone else. The driver stops reading
+    /// the connection.
+    pub fn handle_memory_limit(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        exceeded: crate::memory::MemoryLimitExceeded,
+    ) {
+        self.touch(now);
+        let Some(conn) = self.conn_ref(id) else {
+            return;
+        };
+        if conn.state == ConnState::Closing {
+            return;
+        }
+        tracing::info!(
+            target: CONNECTION,
+            "Client {} disconnected due to out of memory: its packet of {} bytes being received does not fit within memory_limit ({} bytes, {} held). Raise memory_limit, or lower max_packet_size so that packets this large are refused as too large (0x95).",
+            conn.name(),
+            exceeded.needed,
+            exceeded.limit,
+            exceeded.current
+        );
+        self.send_disconnect(id, ReasonCode::QuotaExceeded);
+        self.close_conn(now, id, true, DisconnectReason::MemoryLimit);
     }
 
     /// The transport of `id` ended. Unless the client sent DISCONNECT (or the

@@ -68,7 +68,9 @@ impl Broker {
             if let Some(at) = msg.expires_at {
                 self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
             }
-            self.router.retained.set(Arc::new(msg));
+            self.router
+                .retained
+                .set(Arc::new(msg.charged(&self.memory)));
         }
         let mut slots = Vec::new();
         for s in state.sessions {
@@ -85,6 +87,9 @@ impl Broker {
                 continue;
             };
             let (mut delivery, packet_id, released) = m.into_delivery(now);
+            if let Some(msg) = Arc::get_mut(&mut delivery.msg) {
+                msg.charge_to(&self.memory);
+            }
             delivery.seq = seq;
             session.next_seq = session.next_seq.max(seq);
             match packet_id {

@@ -159,10 +159,46 @@ impl Broker {
                 retain: p.retain,
                 properties,
                 expires_at,
+                charge: Default::default(),
             };
-            let delivered = self.publish_message(now, msg, Some(slot));
-            if delivered == 0 && v5 {
-                rc = ReasonCode::NoMatchingSubscribers;
+            if !self.memory_has_room(msg.footprint()) {
+                // memory_limit: nothing is stored, nothing acknowledged.
+                tracing::debug!(
+                    target: TARGET,
+                    "Refused PUBLISH from {} (memory_limit) {}",
+                    self.name_of(id),
+                    PublishSummary {
+                        dup: false,
+                        qos,
+                        retain: msg.retain,
+                        mid,
+                        topic: msg.topic.as_str(),
+                        len: msg.payload.len(),
+                    }
+                );
+                if !v5 {
+                    // As Mosquitto, whose allocation fails: the 3.1.1
+                    // publisher is disconnected (its will is published), and
+                    // sends an unacknowledged QoS 1/2 message again when it
+                    // reconnects.
+                    tracing::info!(
+                        target: CONNECTION,
+                        "Client {} disconnected due to out of memory.",
+                        self.name_of(id)
+                    );
+                    return self.close_conn(now, id, true, DisconnectReason::MemoryLimit);
+                }
+                if qos == QoS::AtMostOnce {
+                    let name = self.name_of(id).to_string();
+                    self.out
+                        .dropped(&name, msg.topic.as_str(), DropReason::MemoryLimit);
+                }
+                rc = ReasonCode::QuotaExceeded;
+            } else {
+                let delivered = self.publish_message(now, msg, Some(slot));
+                if delivered == 0 && v5 {
+                    rc = ReasonCode::NoMatchingSubscribers;
+                }
             }
         }
         // In 3.1.1 a refused message is acknowledged normally (no reason codes).
@@ -214,6 +250,7 @@ impl Broker {
             retain,
             properties: PublishProperties::default(),
             expires_at: None,
+            charge: Default::default(),
         };
         self.publish_message(now, msg, publisher)
     }
@@ -248,7 +285,7 @@ impl Broker {
                 }
             } else {
                 // [MQTT-3.3.1-5] store it, replacing the previous one.
-                let arc = Arc::new(msg.clone());
+                let arc = Arc::new(msg.clone().charged(&self.memory));
                 self.router.retained.set(arc.clone());
                 if let Some(at) = msg.expires_at {
                     self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
@@ -308,6 +345,29 @@ impl Broker {
             delivered += 1;
         });
         delivered
+    }
+
+    /// Whether a new message of `bytes` fits within `memory_limit`. Says
+    /// so in the log when PUBLISH packets start being refused, and when
+    /// they are accepted again.
+    fn memory_has_room(&mut self, bytes: usize) -> bool {
+        let room = self.memory.has_room(bytes);
+        if room == self.memory_refusing {
+            self.memory_refusing = !room;
+            let (current, limit) = (self.memory.current(), self.memory.limit());
+            if room {
+                tracing::warn!(
+                    target: TARGET,
+                    "Memory use is back under memory_limit ({current} of {limit} bytes held); PUBLISH packets are accepted again."
+                );
+            } else {
+                tracing::warn!(
+                    target: TARGET,
+                    "memory_limit reached ({current} of {limit} bytes held): new PUBLISH packets are refused (MQTT 5.0: 0x97 Quota exceeded; 3.1.1 publishers are disconnected) until subscribers take their queued messages. Raise memory_limit, or lower max_queued_messages / max_queued_bytes so that slow subscribers hold less."
+                );
+            }
+        }
+        room
     }
 
     pub(super) fn may_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {

@@ -26,6 +26,9 @@ impl Broker {
         self.touch(now);
         let sys_was_off = self.config.sys_interval.is_zero();
         self.config = config;
+        // As Mosquitto: reloaded; a lower limit frees nothing, it refuses
+        // new messages until enough is released.
+        self.memory.set_limit(self.config.memory_limit);
         if sys_was_off && !self.config.sys_interval.is_zero() {
             let at = now + self.config.sys_interval;
             self.set_timer(at, Timer::Sys);

@@ -122,6 +122,7 @@ impl Broker {
                 retain: true,
                 properties: PublishProperties::default(),
                 expires_at: None,
+                charge: Default::default(),
             };
             self.publish_message(now, msg, None);
         }

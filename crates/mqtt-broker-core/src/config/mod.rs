@@ -98,6 +98,9 @@ pub struct Config {
     pub max_queued_messages: u32,
     /// `max_queued_bytes`: bytes queued per client; 0 = no limit (default).
     pub max_queued_bytes: u64,
+    /// `memory_limit`: bytes the broker may hold for clients (see
+    /// [`crate::memory`]); 0 = no limit (default). Reloaded.
+    pub memory_limit: u64,
     /// `queue_qos0_messages`: queue QoS 0 messages for offline persistent
     /// clients. Default false.
     pub queue_qos0_messages: bool,
@@ -382,6 +385,7 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
+            memory_limit: 0,
             queue_qos0_messages: false,
             retain_available: true,
             upgrade_outgoing_qos: false,

@@ -480,6 +480,12 @@ impl Parser {
             "max_queued_bytes" => {
                 self.cfg.max_queued_bytes = line.int(i64::MIN, i64::MAX)?.max(0) as u64
             }
+            // Plain bytes, as Mosquitto reads it; negative is an error there too.
+            "memory_limit" => {
+                self.cfg.memory_limit =
+                    line.int_described(0, i64::MAX, "a number of bytes (0 = no limit)".into())?
+                        as u64
+            }
             "queue_qos0_messages" => self.cfg.queue_qos0_messages = line.bool()?,
             "retain_available" => self.cfg.retain_available = line.bool()?,
             "connection_messages" => self.cfg.connection_messages = line.bool()?,

@@ -4,6 +4,7 @@
 
 use super::shared::{ConnSignal, Shared};
 use super::ListenerRuntime;
+use crate::memory::ReceiveCharge;
 use crate::{ConnectionInfo, PeerCertificate};
 use bytes::BytesMut;
 use mqtt_codec::{Decoder, Packet};
@@ -226,6 +227,8 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
     let mut packets: Vec<(Packet, usize)> = Vec::new();
+    // memory_limit: the packet still arriving holds its announced length.
+    let mut receiving = ReceiveCharge::new(shared.lock().broker().memory().clone());
     // Set with each batch taken, under the same lock (it follows Keep Alive).
     let mut write_timeout;
     loop {
@@ -272,7 +275,14 @@ where
                             }
                         }
                     };
-                    if packets.is_empty() && error.is_none() {
+                    let over = match error {
+                        None => receiving.update(&buf).err(),
+                        Some(_) => None,
+                    };
+                    if over.is_some() {
+                        buf.clear();
+                    }
+                    if packets.is_empty() && error.is_none() && over.is_none() {
                         continue;
                     }
                     let mut g = shared.lock();
@@ -283,6 +293,9 @@ where
                     }
                     if let Some(e) = error {
                         broker.handle_decode_error(now, id, e);
+                    }
+                    if let Some(over) = over {
+                        broker.handle_memory_limit(now, id, over);
                     }
                     // Answer in the same wake-up: no extra round through the signal.
                     write_timeout = broker.write_timeout(id);

@@ -131,12 +131,12 @@ impl Collector for Snapshot {
         if let Some(v) = s.heap_current {
             let f = gauge(
                 "heap_current_bytes",
-                "Heap in use, from the embedder's heap source ($SYS/broker/heap/current)",
+                "Heap in use: the embedder's heap source, else the bytes counted against memory_limit ($SYS/broker/heap/current)",
             );
             single(&mut e, &f, v)?;
         }
         if let Some(v) = s.heap_maximum {
-            let f = gauge("heap_maximum_bytes", "Most heap in use so far, from the embedder's heap source ($SYS/broker/heap/maximum)");
+            let f = gauge("heap_maximum_bytes", "Most heap in use so far: the embedder's heap source, else the memory_limit account ($SYS/broker/heap/maximum)");
             single(&mut e, &f, v)?;
         }
         if let Some(v) = self.1 {
@@ -175,7 +175,8 @@ impl Collector for Snapshot {
 /// Prometheus computes rates itself), plus open connections per listener
 /// port (`mqtt_broker_listener_connections{port="1883"}`) and disconnects
 /// per reason (`mqtt_broker_disconnects_total{reason="keep_alive_timeout"}`).
-/// The heap gauges appear only when the broker has a heap source.
+/// The heap gauges come from the embedder's heap source, or the
+/// `memory_limit` account without one.
 pub fn metrics_text(stats: &Statistics) -> String {
     metrics_text_with_tasks(stats, None)
 }

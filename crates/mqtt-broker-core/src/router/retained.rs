@@ -146,6 +146,7 @@ mod tests {
             retain: true,
             properties: PublishProperties::default(),
             expires_at: None,
+            charge: Default::default(),
         })
     }
 

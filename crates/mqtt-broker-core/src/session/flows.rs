@@ -6,6 +6,7 @@ use super::{Outgoing, Session};
 use crate::broker_config::BrokerConfig;
 use crate::connection::{Conn, ConnState, OutgoingPublish};
 use crate::event::DropReason;
+use crate::memory::MemoryAccount;
 use crate::message::{Delivery, Message};
 use crate::outbox::Outbox;
 use crate::persistence::Persistence;
@@ -39,6 +40,8 @@ pub(crate) struct FlowCtx<'a> {
     pub out: &'a mut Outbox,
     pub store: &'a mut Persistence,
     pub timers: &'a mut Timers,
+    /// The account messages are charged to when they are first held.
+    pub memory: &'a Arc<MemoryAccount>,
 }
 
 impl FlowCtx<'_> {
@@ -142,8 +145,11 @@ impl FlowCtx<'_> {
     ) {
         let conn = conn.filter(|c| c.state == ConnState::Connected);
         let msg = publish.msg;
+        let memory = self.memory;
         let delivery = |shared: &mut Option<Arc<Message>>| Delivery {
-            msg: shared.get_or_insert_with(|| Arc::new(msg.clone())).clone(),
+            msg: shared
+                .get_or_insert_with(|| Arc::new(msg.clone().charged(memory)))
+                .clone(),
             qos: publish.qos,
             retain: publish.retain,
             sub_ids: publish.sub_ids.to_vec(),
