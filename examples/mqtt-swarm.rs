@@ -119,8 +119,11 @@ struct Args {
     /// with at most --concurrency being set up at once).
     #[arg(long)]
     rate: Option<f64>,
-    /// Connections being set up (TCP, TLS, CONNECT/CONNACK) at once.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connections being set up (TCP, TLS, CONNECT/CONNACK) at once. The
+    /// default stays below the listen backlog of 100 that Mosquitto uses:
+    /// beyond it the kernel drops connection attempts and each one waits
+    /// for a 1 s retransmission, which would measure the backlog.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: u32,
     /// Source addresses to spread the connections over (127.1.0.1, 127.1.0.2,
     /// ...; each has its own ephemeral ports); 0: let the kernel choose.
