@@ -399,7 +399,9 @@ async fn connection(
     permit: OwnedSemaphorePermit,
     mut commands: watch::Receiver<Command>,
 ) {
-    let setup = tokio::time::timeout(dial.setup_timeout, open(&dial, idx)).await;
+    // Boxed: the setup's state (TLS handshake, timer) lives on the heap
+    // only while it runs, not in every idle connection's task.
+    let setup = Box::pin(tokio::time::timeout(dial.setup_timeout, open(&dial, idx))).await;
     drop(permit);
     let (mut stream, mut rbuf) = match setup {
         Ok(Ok(opened)) => opened,
