@@ -113,6 +113,10 @@ fn load(args: &Args) -> Result<(Config, Vec<mqtt_broker_core::config::Warning>),
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Like `ulimit -n $(ulimit -Hn)`: every client is a file descriptor, and
+    // the soft limit (often 1024) would refuse clients long before the hard
+    // limit does. Raise it with LimitNOFILE= in a systemd unit.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (config, warnings) = match load(&args) {
         Ok(loaded) => loaded,
         Err(e) => {
