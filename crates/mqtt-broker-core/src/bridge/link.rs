@@ -2,14 +2,14 @@
 
 use super::{map_incoming, map_outgoing, BridgeAddress, BridgeConfig, RestartTimeout, StartType};
 use crate::{Broker, ConnectionId, ConnectionInfo, ListenerSettings};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mqtt_client::proto::{
     ConnectOptions, Connection as Remote, ConnectionError, Event as RemoteEvent, RequestId,
 };
 use mqtt_codec::{
-    Connect, Decoder, Disconnect, LastWill, Packet, PacketId, PacketIdPool, Properties,
-    ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
-    Subscribe, Subscription, SubscriptionOptions, TopicName,
+    Connect, Disconnect, LastWill, Packet, PacketId, PacketIdPool, Properties, ProtocolVersion,
+    PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling, Subscribe,
+    Subscription, SubscriptionOptions, TopicName,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -77,7 +77,8 @@ enum Phase {
 /// `local_cleansession true`), subscribed to the `out`/`both` topics with
 /// No Local (so what the bridge brings in never goes back out) and Retain
 /// As Published. Its packets go in with [`Broker::handle_packet`]; what the
-/// broker sends it is taken with [`Broker::take_transmit`] and decoded.
+/// broker sends it is taken with [`Broker::take_packets`]: an in-process
+/// connection ([`Broker::local_connection_opened`]), nothing is encoded.
 /// The broker's session is therefore the bridge's store: QoS 1 and 2
 /// messages beyond the in-flight window wait in its queue (bounded by
 /// `max_queued_messages`/`max_queued_bytes`, kept across a restart with
@@ -111,8 +112,6 @@ pub struct Bridge {
     primary_retry: Option<Instant>,
     remote: Remote,
     local: Option<ConnectionId>,
-    local_decoder: Decoder,
-    local_buf: BytesMut,
     local_ids: PacketIdPool,
     /// Remote requests carrying a local message: the local packet
     /// identifier to acknowledge when the remote acknowledged.
@@ -203,8 +202,6 @@ impl Bridge {
             primary_retry: None,
             remote: Remote::new(o),
             local: None,
-            local_decoder: Decoder::with_version(ProtocolVersion::V5),
-            local_buf: BytesMut::new(),
             local_ids: PacketIdPool::new(),
             out_requests: HashMap::new(),
             in_pending: HashMap::new(),
@@ -290,7 +287,7 @@ impl Bridge {
             listener: settings,
             tls: None,
         };
-        let id = broker.connection_opened(now, info);
+        let id = broker.local_connection_opened(now, info);
         self.local = Some(id);
         let persistent = self.config.local_persistent();
         let mut c = Connect::new(ProtocolVersion::V5, self.local_id.clone());
@@ -324,8 +321,6 @@ impl Bridge {
         self.out_requests.clear();
         self.in_pending.clear();
         self.in_released.clear();
-        self.local_buf.clear();
-        self.local_decoder = Decoder::with_version(ProtocolVersion::V5);
         let at = self
             .local_reopened
             .map_or(now, |last| (last + Duration::from_secs(1)).max(now));
@@ -407,19 +402,9 @@ impl Bridge {
     /// [`Bridge::local_connection`] (calling it more often is harmless).
     pub fn pump_local(&mut self, now: Instant, broker: &mut Broker) {
         let Some(id) = self.local else { return };
-        while let Some(bytes) = broker.take_transmit(now, id) {
-            self.local_buf.extend_from_slice(&bytes);
-            loop {
-                match self.local_decoder.decode(&mut self.local_buf) {
-                    Ok(Some(p)) => self.handle_local_packet(now, broker, p),
-                    Ok(None) => break,
-                    Err(e) => {
-                        // The broker's own encoding: cannot happen short of a bug.
-                        tracing::error!(target: TARGET, "Bridge {}: undecodable packet from the local broker: {}", self.config.name, e);
-                        self.local_buf.clear();
-                        break;
-                    }
-                }
+        while let Some(packets) = broker.take_packets(now, id) {
+            for p in packets {
+                self.handle_local_packet(now, broker, p);
             }
         }
     }
@@ -919,7 +904,7 @@ impl Bridge {
                 Packet::Disconnect(Disconnect::new(ReasonCode::Success)),
                 0,
             );
-            while broker.take_transmit(now, id).is_some() {}
+            while broker.take_packets(now, id).is_some() {}
             broker.connection_closed(now, id);
         }
     }
