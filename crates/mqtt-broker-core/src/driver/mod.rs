@@ -653,7 +653,7 @@ async fn accept_loop(
             r = socket.accept() => match r {
                 Ok((tcp, peer)) => {
                     // The handshake runs in the connection's task, never here.
-                    tokio::spawn(conn::handle(shared.clone(), rt.clone(), tcp, peer, alive.clone()));
+                    conn::spawn(shared.clone(), rt.clone(), tcp, peer, alive.clone());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: say so, back off briefly.
