@@ -75,7 +75,7 @@ enum Version {
 /// rate, the broker's memory per connection (with --broker-pid), and the
 /// time to fan one message out to every connection.
 #[derive(Parser, Debug)]
-#[command(name = "mqtt-swarm", version, about)]
+#[command(name = "mqtt-swarm", about)]
 struct Args {
     /// Number of connections to hold open.
     #[arg(short = 'c', long, value_parser = clap::value_parser!(u32).range(1..=2_000_000))]
