@@ -531,19 +531,25 @@ async fn pump<T: Transport>(
             }
         }
         if signal.close.load(Ordering::Acquire) {
-            // Flush what is left (e.g. DISCONNECT 0x8B, a refused CONNACK), then close.
-            let rest = shared
-                .lock()
-                .broker()
-                .take_transmit_when_stored(Instant::now(), id);
-            if let Some(rest) = rest {
-                let _ = stream.write_all(&rest.stored().await).await;
-            }
-            let _ = stream.flush().await;
-            let _ = stream.shutdown().await;
+            // Boxed, like `send`: an idle task keeps no room for it.
+            Box::pin(finish(shared, id, stream)).await;
             return End::BrokerClosed;
         }
     }
+}
+
+/// The broker closed the connection: flushes what is left (e.g.
+/// DISCONNECT 0x8B, a refused CONNACK) and shuts the sending side down.
+async fn finish<T: Transport>(shared: &Shared, id: crate::ConnectionId, stream: &mut T) {
+    let rest = shared
+        .lock()
+        .broker()
+        .take_transmit_when_stored(Instant::now(), id);
+    if let Some(rest) = rest {
+        let _ = stream.write_all(&rest.stored().await).await;
+    }
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
 }
 
 /// Writes what the broker batched, once the storage has written what it
