@@ -7,7 +7,7 @@ impl Broker {
     pub(super) fn publish_will(
         &mut self,
         now: Instant,
-        will: Box<Will>,
+        will: Will,
         client_id: &str,
         username: Option<&str>,
     ) {

@@ -315,6 +315,7 @@ fn failed(peer: SocketAddr, listener: &ListenerRuntime, why: impl std::fmt::Disp
 /// The block uses what it captured in place, and keeps only what it still
 /// needs at each await point (an idle connection's task is allocated once
 /// and lives as long as it: every byte here is a byte per connection).
+#[allow(clippy::manual_async_fn)]
 fn serve<T: Transport, A>(
     shared: Arc<Shared>,
     listener: Arc<ListenerRuntime>,
@@ -452,6 +453,7 @@ fn release(buf: &mut BytesMut) {
 /// listener's port) is set on plain listeners, where a TLS ClientHello
 /// gets its own message. Says how it ended ([`End`]). (Not an `async fn`,
 /// for the reason [`serve`] gives.)
+#[allow(clippy::manual_async_fn)]
 fn pump<'a, T: Transport>(
     shared: &'a Shared,
     signal: &'a ConnSignal,
