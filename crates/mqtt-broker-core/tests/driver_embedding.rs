@@ -269,8 +269,9 @@ async fn a_stream_the_program_accepted_itself_is_served_with_its_settings() {
         assert_eq!(&c.expect_publish().await.payload[..], b"hello");
     });
     let (stream, peer) = own.accept().await.unwrap();
-    let mut info = mqtt_broker_core::ConnectionInfo::new(peer);
-    info.listener.mount_point = Some("tenant/".into());
+    let info = mqtt_broker_core::ConnectionInfo::new(peer).with_listener(
+        mqtt_broker_core::ListenerSettings::default().mount_point(Some("tenant/".into())),
+    );
     let task = server.serve(stream, info);
     tokio::time::timeout(WAIT, client).await.unwrap().unwrap();
     match next(&mut events).await {

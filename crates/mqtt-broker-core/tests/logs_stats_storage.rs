@@ -222,8 +222,8 @@ fn statistics_count_connections_per_listener_and_disconnects_per_reason() {
     use mqtt_broker_core::ListenerSettings;
     let mut h = Harness::default_config();
     let on = |h: &mut Harness, port: u16, remote: u16| {
-        let mut info = ConnectionInfo::new(addr(remote));
-        info.listener = ListenerSettings::default().port(port);
+        let info =
+            ConnectionInfo::new(addr(remote)).with_listener(ListenerSettings::default().port(port));
         h.open_with(info)
     };
     let a = on(&mut h, 1883, 40_001);

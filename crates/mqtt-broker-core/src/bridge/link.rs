@@ -284,7 +284,7 @@ impl Bridge {
         };
         let info = ConnectionInfo {
             remote_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            listener: settings,
+            listener: settings.into(),
             tls: None,
         };
         let id = broker.local_connection_opened(now, info);

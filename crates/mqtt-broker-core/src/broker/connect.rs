@@ -463,7 +463,7 @@ impl Broker {
             }
             ConnState::Connected => {
                 // Re-authentication [MQTT-4.12.1-1]: the same method as CONNECT.
-                let Some(conn_method) = conn.auth_method.clone() else {
+                let Some(conn_method) = conn.auth_method.as_deref().map(str::to_string) else {
                     return self.violation(
                         now,
                         id,
@@ -487,7 +487,7 @@ impl Broker {
                         state: Vec::new(),
                         reauthenticate: true,
                     },
-                    (ReasonCode::ContinueAuthentication, Some(e)) => e,
+                    (ReasonCode::ContinueAuthentication, Some(e)) => *e,
                     _ => {
                         return self.violation(
                             now,
@@ -521,7 +521,7 @@ impl Broker {
                         reply.reason_code = ReasonCode::ContinueAuthentication;
                         reply.properties.authentication_data = Some(data);
                         if let Some(conn) = self.conn_mut(id) {
-                            conn.reauth = Some(exchange);
+                            conn.reauth = Some(Box::new(exchange));
                         }
                         self.send_to(id, &Packet::Auth(reply));
                     }
@@ -684,7 +684,7 @@ impl Broker {
             session.expires_at = None;
             // [MQTT-3.1.3-9] a new connection cancels a delayed will.
             session.will_at = None;
-            session.will = will;
+            session.will = will.map(Box::new);
         }
         let (remote, name_for_log) = {
             let conn = self.conn_mut(id).expect("exists");
@@ -696,13 +696,13 @@ impl Broker {
             conn.password = if username_from_certificate {
                 None
             } else {
-                connect.password.clone()
+                connect.password.as_deref().map(Box::from)
             };
             conn.username_from_certificate = username_from_certificate;
             // Mosquitto's bridge bit (3.1 / 3.1.1 only; 5.0 bridges use No Local).
             conn.bridge = connect.bridge && !version.is_v5();
             conn.keep_alive = keep_alive;
-            conn.auth_method = auth.as_ref().map(|(m, _)| m.clone());
+            conn.auth_method = auth.as_ref().map(|(m, _)| m.as_str().into());
             (conn.info.remote_addr, client_id.clone())
         };
         self.out.stats.clients_connected += 1;

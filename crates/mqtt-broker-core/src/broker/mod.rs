@@ -745,6 +745,12 @@ impl Broker {
             .is_some_and(|p| p.deferred)
     }
 
+    /// The peer address of a connection, while it is open.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn connection_addr(&self, id: ConnectionId) -> Option<std::net::SocketAddr> {
+        self.conn_ref(id).map(|c| c.info.remote_addr)
+    }
+
     fn name_of(&self, id: ConnectionId) -> &str {
         self.conn_ref(id).map_or("<unknown>", |c| c.name())
     }

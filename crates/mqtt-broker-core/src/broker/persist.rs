@@ -66,7 +66,7 @@ impl Broker {
                 continue;
             }
             if let Some(at) = msg.expires_at {
-                self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
+                self.set_timer(at, Timer::RetainedExpiry(Box::new(msg.topic.clone())));
             }
             self.router
                 .retained

@@ -288,7 +288,7 @@ impl Broker {
                 let arc = Arc::new(msg.clone().charged(&self.memory));
                 self.router.retained.set(arc.clone());
                 if let Some(at) = msg.expires_at {
-                    self.set_timer(at, Timer::RetainedExpiry(msg.topic.clone()));
+                    self.set_timer(at, Timer::RetainedExpiry(Box::new(msg.topic.clone())));
                 }
                 // `$SYS` values are the broker's own, published again
                 // after a restart: not worth a write every `sys_interval`

@@ -61,7 +61,7 @@ impl Broker {
             self.destroy_session(now, slot, false);
         }
         if let Some(w) = will_now {
-            self.publish_will(now, w, &client_id, username.as_deref());
+            self.publish_will(now, *w, &client_id, username.as_deref());
         }
     }
 
@@ -85,7 +85,7 @@ impl Broker {
         }
         if send_pending_will && session.will_at.is_some() {
             if let Some(w) = session.will {
-                self.publish_will(now, w, &session.client_id, session.username.as_deref());
+                self.publish_will(now, *w, &session.client_id, session.username.as_deref());
             }
         }
     }

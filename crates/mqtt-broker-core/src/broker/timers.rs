@@ -36,7 +36,7 @@ impl Broker {
                         s.will_at = None;
                         if let Some(w) = s.will.take() {
                             let (cid, user) = (s.client_id.clone(), s.username.clone());
-                            self.publish_will(now, w, &cid, user.as_deref());
+                            self.publish_will(now, *w, &cid, user.as_deref());
                         }
                     }
                 }

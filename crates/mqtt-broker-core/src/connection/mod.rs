@@ -18,6 +18,7 @@ pub(crate) use transmit::OutgoingPublish;
 use mqtt_codec::QoS;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Identifies one transport connection for the lifetime of the [`crate::Broker`].
 ///
@@ -172,8 +173,10 @@ crate::setters::setters! {
 pub struct ConnectionInfo {
     /// The peer's address.
     pub remote_addr: SocketAddr,
-    /// Settings of the listener that accepted the connection.
-    pub listener: ListenerSettings,
+    /// Settings of the listener that accepted the connection, shared by
+    /// the connections it accepted (read them through `Deref`:
+    /// `info.listener.port`).
+    pub listener: Arc<ListenerSettings>,
     /// The verified client certificate, if the TLS layer received one.
     pub tls: Option<PeerCertificate>,
 }
@@ -189,14 +192,16 @@ impl ConnectionInfo {
     pub fn new(remote_addr: SocketAddr) -> Self {
         Self {
             remote_addr,
-            listener: ListenerSettings::default(),
+            listener: Arc::default(),
             tls: None,
         }
     }
 
-    /// With the settings of the listener that accepted it.
-    pub fn with_listener(mut self, listener: ListenerSettings) -> Self {
-        self.listener = listener;
+    /// With the settings of the listener that accepted it: a
+    /// [`ListenerSettings`], or an `Arc` of them shared by the listener's
+    /// connections.
+    pub fn with_listener(mut self, listener: impl Into<Arc<ListenerSettings>>) -> Self {
+        self.listener = listener.into();
         self
     }
 

@@ -22,6 +22,9 @@ impl Conn {
             return Ok(());
         };
         p.properties.topic_alias = None;
-        self.aliases_in.resolve(alias, &mut p.topic, max)
+        self.aliases
+            .get_or_insert_with(Default::default)
+            .incoming
+            .resolve(alias, &mut p.topic, max)
     }
 }

@@ -134,7 +134,9 @@ impl Conn {
             // (None in process: no bytes to save.)
             if self.topic_alias_max > 0 && self.local.is_none() {
                 alias = self
-                    .aliases_out
+                    .aliases
+                    .get_or_insert_with(Default::default)
+                    .outgoing
                     .lookup_or_propose(&msg.topic, self.topic_alias_max);
                 alias.apply_to(&mut publish);
             }
@@ -150,8 +152,8 @@ impl Conn {
         };
         match sent {
             Ok(_) => {
-                if let AliasChoice::New(a) = alias {
-                    self.aliases_out.commit(msg.topic.clone(), a);
+                if let (AliasChoice::New(a), Some(aliases)) = (alias, &mut self.aliases) {
+                    aliases.outgoing.commit(msg.topic.clone(), a);
                 }
                 tracing::debug!(
                     target: "mqtt_broker",

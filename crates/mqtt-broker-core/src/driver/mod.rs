@@ -228,8 +228,9 @@ impl Listener {
 /// What a connection task needs to know about its listener.
 pub(crate) struct ListenerRuntime {
     tls: Option<Arc<mqtt_tls::ReloadableServerConfig>>,
-    /// What its new clients get; replaced by [`Server::reload`].
-    settings: std::sync::RwLock<ListenerSettings>,
+    /// What its new clients get, shared by their [`crate::ConnectionInfo`]s;
+    /// replaced by [`Server::reload`].
+    settings: std::sync::RwLock<Arc<ListenerSettings>>,
     /// The bound port, for log lines.
     port: u16,
     require_certificate: bool,
@@ -245,8 +246,8 @@ pub(crate) struct ListenerRuntime {
 }
 
 impl ListenerRuntime {
-    /// The settings for a new connection.
-    pub(crate) fn settings(&self) -> ListenerSettings {
+    /// The settings for a new connection (shared, not copied).
+    pub(crate) fn settings(&self) -> Arc<ListenerSettings> {
         match self.settings.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -445,7 +446,7 @@ impl ServerBuilder {
                 port: settings.port,
                 require_certificate: settings.require_certificate,
                 shape: l.shape.clone(),
-                settings: std::sync::RwLock::new(settings),
+                settings: std::sync::RwLock::new(Arc::new(settings)),
                 handshake_timeout: self.handshake_timeout,
                 max_connections: l.max_connections,
                 websockets: l.websockets,

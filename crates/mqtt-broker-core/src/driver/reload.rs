@@ -4,6 +4,7 @@ use super::from_config::{listener_settings, listener_shape, security};
 use super::{DriverError, Server, TARGET};
 use crate::config::Config;
 use crate::mosquitto::broker_config;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What [`Server::reload`] changed.
@@ -74,7 +75,7 @@ impl Server {
                     }
                     let mut settings = listener_settings(config, &config.listeners[i]);
                     settings.port = rt.port;
-                    *rt.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+                    *rt.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
                 }
                 None => report.needs_restart.push(format!(
                     "the listener on port {} changed or was removed; it keeps serving as before until a restart",

@@ -76,7 +76,8 @@ pub(crate) struct Session {
     /// QoS 2 packet identifiers received and answered with PUBREC but not yet
     /// released by PUBREL; kept across reconnects (section 4.1).
     pub incoming_qos2: BTreeSet<u16>,
-    pub will: Option<Will>,
+    /// Boxed: most sessions have none, and a `Will` is 120 bytes.
+    pub will: Option<Box<Will>>,
     /// When a delayed will is due.
     pub will_at: Option<Instant>,
     /// How long the session outlives its connection; `None` is forever.
