@@ -49,21 +49,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for_port() {
-    local port=$1
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "bridge.sh: nothing listens on $port" >&2
-    return 1
-}
+SCRIPT=bridge.sh
+# free_port, wait_for_port
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # start NAME CONF: starts laptop-broker (ours) or mosquitto; sets LAST_PID.
 start() {
@@ -89,13 +78,13 @@ bench() {
     central_port=$(free_port)
     printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$central_port" >"$WORK/central.conf"
     start mosquitto "$WORK/central.conf"
-    wait_for_port "$central_port"
+    wait_for_port "$central_port" || { echo "bridge.sh: nothing listens on $central_port" >&2; return 1; }
     edge_port=$(free_port)
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nconnection central\naddress 127.0.0.1:%s\ntopic bench/# out %s\nremote_clientid edge-%s\nrestart_timeout 1\n' \
         "$edge_port" "$central_port" "$qos" "$edge" >"$WORK/edge-$edge.conf"
     start "$edge" "$WORK/edge-$edge.conf"
     local edge_pid=$LAST_PID
-    wait_for_port "$edge_port"
+    wait_for_port "$edge_port" || { echo "bridge.sh: nothing listens on $edge_port" >&2; return 1; }
     # Until the bridge is up: a probe crosses it.
     for _ in $(seq 1 100); do
         if "$BIN/mqtt-bench" p2p -p "$edge_port" --sub-port "$central_port" -c 1 -n 1 -q 1 \

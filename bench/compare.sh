@@ -33,84 +33,10 @@ if [[ ! -x $MOSQUITTO ]]; then
     exit 2
 fi
 
-echo "building laptop-broker, gen-certs and mqtt-bench (release) into $CARGO_TARGET_DIR ..." >&2
-(cd "$ROOT" && cargo build --release --quiet \
-    --example laptop-broker --example gen-certs --example mqtt-bench)
-BIN=$CARGO_TARGET_DIR/release/examples
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-compare.XXXXXX")
-BROKER_PID=""
-stop_broker() {
-    if [[ -n $BROKER_PID ]]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
-cleanup() {
-    stop_broker
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$BIN/gen-certs" --out "$WORK/certs" --server-name 127.0.0.1 --client-name bench >/dev/null
-# Mosquitto drops root for user mosquitto: let it read the certificates.
-chmod 755 "$WORK" "$WORK/certs"
-chmod 644 "$WORK"/certs/*
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# write_config FILE PORT TRANSPORT: the same mosquitto.conf for both brokers.
-write_config() {
-    local file=$1 port=$2 transport=$3
-    {
-        echo "listener $port 127.0.0.1"
-        echo "allow_anonymous true"
-        if [[ $transport == tls ]]; then
-            echo "cafile $WORK/certs/ca.crt"
-            echo "certfile $WORK/certs/server.crt"
-            echo "keyfile $WORK/certs/server.key"
-            echo "require_certificate true"
-        fi
-    } >"$file"
-}
-
-wait_for_port() {
-    local port=$1
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            return 1
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-# start_broker NAME TRANSPORT: starts it on a free port, sets PORT and BROKER_PID.
-start_broker() {
-    local name=$1 transport=$2 conf
-    PORT=$(free_port)
-    conf="$WORK/$name-$transport.conf"
-    write_config "$conf" "$PORT" "$transport"
-    if [[ $name == ours ]]; then
-        "$BIN/laptop-broker" -c "$conf" >"$WORK/$name.log" 2>&1 &
-    else
-        if [[ $(id -u) == 0 ]]; then echo "user root" >>"$conf"; fi
-        "$MOSQUITTO" -c "$conf" >"$WORK/$name.log" 2>&1 &
-    fi
-    BROKER_PID=$!
-    if ! wait_for_port "$PORT"; then
-        echo "compare.sh: $name did not start on port $PORT:" >&2
-        cat "$WORK/$name.log" >&2
-        exit 2
-    fi
-}
+SCRIPT=compare.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_setup compare bench mqtt-bench
 
 # cpu_ticks: user + system CPU time the running broker has used, in clock ticks.
 cpu_ticks() {

@@ -47,86 +47,10 @@ if [[ -z ${COUNTS:-} ]]; then
     if ((BIG <= 5000)); then COUNTS=$BIG; fi
 fi
 
-echo "building laptop-broker, gen-certs and mqtt-swarm (release) into $CARGO_TARGET_DIR ..." >&2
-(cd "$ROOT" && cargo build --release --quiet \
-    --example laptop-broker --example gen-certs --example mqtt-swarm)
-BIN=$CARGO_TARGET_DIR/release/examples
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-connections.XXXXXX")
-BROKER_PID=""
-stop_broker() {
-    if [[ -n $BROKER_PID ]]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
-cleanup() {
-    stop_broker
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$BIN/gen-certs" --out "$WORK/certs" --server-name 127.0.0.1 --client-name client >/dev/null
-# Mosquitto drops root for user mosquitto unless told `user root`; either
-# way it can read the certificates.
-chmod 755 "$WORK" "$WORK/certs"
-chmod 644 "$WORK"/certs/*
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# write_config FILE PORT LINK: the same mosquitto.conf for both brokers.
-write_config() {
-    local file=$1 port=$2 link=$3
-    {
-        echo "listener $port 127.0.0.1"
-        echo "allow_anonymous true"
-        echo "max_connections -1"
-        if [[ $link == mtls ]]; then
-            echo "cafile $WORK/certs/ca.crt"
-            echo "certfile $WORK/certs/server.crt"
-            echo "keyfile $WORK/certs/server.key"
-            echo "require_certificate true"
-        fi
-    } >"$file"
-}
-
-wait_for_port() {
-    local port=$1
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            return 1
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-# start_broker NAME LINK: starts it on a free port, sets PORT and BROKER_PID.
-start_broker() {
-    local name=$1 link=$2 conf
-    PORT=$(free_port)
-    conf="$WORK/$name-$link.conf"
-    write_config "$conf" "$PORT" "$link"
-    if [[ $name == ours ]]; then
-        "$BIN/laptop-broker" -c "$conf" >"$WORK/$name.log" 2>&1 &
-    else
-        if [[ $(id -u) == 0 ]]; then echo "user root" >>"$conf"; fi
-        "$MOSQUITTO" -c "$conf" >"$WORK/$name.log" 2>&1 &
-    fi
-    BROKER_PID=$!
-    if ! wait_for_port "$PORT"; then
-        echo "connections.sh: $name did not start on port $PORT:" >&2
-        cat "$WORK/$name.log" >&2
-        exit 2
-    fi
-}
+SCRIPT=connections.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_setup connections client mqtt-swarm
 
 # swarm NAME N LINK: sets RESULT to the tool's JSON (or "" if it failed to run).
 swarm() {
@@ -135,7 +59,7 @@ swarm() {
     if [[ $link == mtls ]]; then
         tls=(--cafile "$WORK/certs/ca.crt" --cert "$WORK/certs/client.crt" --key "$WORK/certs/client.key")
     fi
-    start_broker "$name" "$link"
+    start_broker "$name" "$link" "max_connections -1"
     # shellcheck disable=SC2086
     RESULT=$("$BIN/mqtt-swarm" -c "$n" -p "$PORT" --broker-pid "$BROKER_PID" "${tls[@]}" \
         --subscribe swarm/all --fan-out $SWARM_ARGS --json 2>"$WORK/swarm.err") || status=$?

@@ -22,35 +22,14 @@ DURATION=${DURATION:-300}
 BROKERS=${BROKERS:-"ours mosquitto"}
 SOAK_ARGS=${SOAK_ARGS:-"--sample-every 10"}
 
-echo "building laptop-broker, gen-certs and mqtt-soak (release) into $CARGO_TARGET_DIR ..." >&2
-(cd "$ROOT" && cargo build --release --quiet \
-    --example laptop-broker --example gen-certs --example mqtt-soak)
-BIN=$CARGO_TARGET_DIR/release/examples
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-soak.XXXXXX")
+SCRIPT=soak.sh
+# The results stay in $WORK/results (or $OUT); only the certificates go.
+KEEP_WORK=1
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_setup soak soak mqtt-soak
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
-BROKER_PID=""
-stop_broker() {
-    if [[ -n $BROKER_PID ]]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
-cleanup() {
-    stop_broker
-    rm -rf "$WORK/certs"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$BIN/gen-certs" --out "$WORK/certs" --server-name 127.0.0.1 --client-name soak >/dev/null
-chmod 755 "$WORK" "$WORK/certs"
-chmod 644 "$WORK"/certs/*
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 status=0
 for name in $BROKERS; do
