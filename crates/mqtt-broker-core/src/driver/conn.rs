@@ -151,12 +151,21 @@ fn handle_plain(
     alive: mpsc::Sender<()>,
 ) -> impl Future<Output = ()> {
     let _ = tcp.set_nodelay(true);
-    let info = Box::new(ConnectionInfo {
+    let info = connection_info(&listener, peer, None);
+    serve(shared, listener, tcp, info, alive)
+}
+
+/// What the broker is told of a connection `listener` accepted from `peer`.
+fn connection_info(
+    listener: &ListenerRuntime,
+    peer: SocketAddr,
+    tls: Option<PeerCertificate>,
+) -> Box<ConnectionInfo> {
+    Box::new(ConnectionInfo {
         remote_addr: peer,
         listener: listener.settings(),
-        tls: None,
-    });
-    serve(shared, listener, tcp, info, alive)
+        tls,
+    })
 }
 
 /// The task of an MQTT over TLS connection.
@@ -192,12 +201,7 @@ async fn handle_websocket(
         };
         (stream, info)
     } else {
-        let info = Box::new(ConnectionInfo {
-            remote_addr: peer,
-            listener: listener.settings(),
-            tls: None,
-        });
-        (Box::new(tcp), info)
+        (Box::new(tcp), connection_info(&listener, peer, None))
     };
     let port = listener.port;
     let upgrade = tokio::time::timeout(
@@ -252,11 +256,7 @@ async fn tls_handshake(
                 common_name: id.common_name,
                 subject: id.subject,
             });
-            let info = Box::new(ConnectionInfo {
-                remote_addr: peer,
-                listener: listener.settings(),
-                tls,
-            });
+            let info = connection_info(listener, peer, tls);
             // Boxed: rustls's state is large, and the task's future would
             // hold a copy of it at each level it is handed down.
             Some((Box::new(stream), info))
