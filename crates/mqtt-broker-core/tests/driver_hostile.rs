@@ -32,11 +32,7 @@ fn loopback() -> SocketAddr {
 }
 
 async fn server(config: BrokerConfig) -> Server {
-    ServerBuilder::new(config)
-        .listener(Listener::tcp(loopback()))
-        .start()
-        .await
-        .expect("server starts")
+    driver_support::tcp_server(config).await.0
 }
 
 /// The well-behaved clients: a subscriber to `calm/#`, a publisher, and a

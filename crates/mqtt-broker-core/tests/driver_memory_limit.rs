@@ -20,13 +20,7 @@ const LIMIT: usize = 1 << 20;
 // interest for the test that reads it.
 
 async fn server() -> (Server, SocketAddr) {
-    let server = ServerBuilder::new(BrokerConfig::default().memory_limit(LIMIT))
-        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
-        .start()
-        .await
-        .expect("server starts");
-    let addr = server.local_addrs()[0];
-    (server, addr)
+    driver_support::tcp_server(BrokerConfig::default().memory_limit(LIMIT)).await
 }
 
 /// The start of a PUBLISH to `t/huge` announcing `total` bytes, and the

@@ -8,7 +8,6 @@ mod driver_support;
 
 use bytes::Bytes;
 use driver_support::*;
-use mqtt_broker_core::driver::Listener;
 use mqtt_broker_core::driver::{
     LocalClient, LocalClientError, LocalMessages, LocalOptions, Server, ServerBuilder,
 };
@@ -39,13 +38,7 @@ fn capture_logs() -> (LogCapture, tracing::subscriber::DefaultGuard) {
 }
 
 async fn server(config: BrokerConfig) -> (Server, SocketAddr) {
-    let server = ServerBuilder::new(config)
-        .listener(Listener::tcp("127.0.0.1:0".parse().unwrap()))
-        .start()
-        .await
-        .expect("server starts");
-    let addr = server.local_addrs()[0];
-    (server, addr)
+    driver_support::tcp_server(config).await
 }
 
 async fn local(server: &Server, options: LocalOptions) -> (LocalClient, LocalMessages) {

@@ -247,6 +247,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
 }
 
 /// Plain TCP to `addr`.
+/// A server with `config` and one plain listener on a free loopback port,
+/// and that listener's address.
+pub async fn tcp_server(
+    config: mqtt_broker_core::BrokerConfig,
+) -> (mqtt_broker_core::driver::Server, SocketAddr) {
+    let server = mqtt_broker_core::driver::ServerBuilder::new(config)
+        .listener(mqtt_broker_core::driver::Listener::tcp(
+            "127.0.0.1:0".parse().expect("an address"),
+        ))
+        .start()
+        .await
+        .expect("server starts");
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
 pub async fn tcp(addr: SocketAddr) -> TcpStream {
     tokio::time::timeout(WAIT, TcpStream::connect(addr))
         .await
