@@ -84,19 +84,13 @@ enum Scenario {
     P2p,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Version {
-    /// MQTT 3.1.1
-    #[value(name = "mqttv311", alias = "311")]
-    V311,
-    /// MQTT 5.0
-    #[value(name = "mqttv5", alias = "5")]
-    V5,
-}
+#[path = "common/load_version.rs"]
+mod load_version;
+use load_version::Version;
 
 /// Load generator for MQTT brokers: fan-in, fan-out and point-to-point.
 #[derive(Parser, Debug)]
-#[command(name = "mqtt-bench", version, about, disable_help_flag = true)]
+#[command(name = "mqtt-bench", about, disable_help_flag = true)]
 struct Args {
     /// fan-in (N publishers -> 1 subscriber), fan-out (1 -> N) or p2p (N pairs).
     #[arg(value_enum)]
@@ -988,10 +982,7 @@ impl Report {
     }
 
     fn table(&self) -> String {
-        let version = match self.version {
-            Version::V311 => "3.1.1",
-            Version::V5 => "5.0",
-        };
+        let version = self.version.label();
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -1076,10 +1067,7 @@ impl Report {
             self.subscribers,
             self.qos,
             self.size,
-            match self.version {
-                Version::V311 => "mqttv311",
-                Version::V5 => "mqttv5",
-            },
+            self.version.flag(),
             self.tls,
             self.publish_secs,
             self.sent,
@@ -1147,10 +1135,7 @@ async fn run(args: Args) -> Result<Report, BoxError> {
         host: args.host.clone(),
         port: args.port,
         tls: tls_config(&args)?,
-        version: match args.protocol_version {
-            Version::V311 => ProtocolVersion::V3_1_1,
-            Version::V5 => ProtocolVersion::V5,
-        },
+        version: args.protocol_version.protocol(),
         persistent: args.persistent,
     });
     let sub_dial = match args.sub_port {

@@ -35,7 +35,7 @@
 #![forbid(unsafe_code)]
 
 use bytes::BytesMut;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use mqtt_codec::{
     Connect, Decoder, Disconnect, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec,
     PubRel, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
@@ -61,15 +61,9 @@ const FD_MARGIN: u64 = 64;
 /// Bytes reserved for one read when the socket is readable.
 const READ_CHUNK: usize = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Version {
-    /// MQTT 3.1.1
-    #[value(name = "mqttv311", alias = "311")]
-    V311,
-    /// MQTT 5.0
-    #[value(name = "mqttv5", alias = "5")]
-    V5,
-}
+#[path = "common/load_version.rs"]
+mod load_version;
+use load_version::Version;
 
 /// Opens many MQTT connections to one broker and measures it: connection
 /// rate, the broker's memory per connection (with --broker-pid), and the
@@ -950,10 +944,7 @@ fn quantile_ms(sorted: &[u64], q: f64, from: u64) -> f64 {
 
 async fn run(args: Args, fd: (u32, u64)) -> Result<Report, BoxError> {
     let (n, fd_limit) = fd;
-    let version = match args.protocol_version {
-        Version::V311 => ProtocolVersion::V3_1_1,
-        Version::V5 => ProtocolVersion::V5,
-    };
+    let version = args.protocol_version.protocol();
     let qos = QoS::from_u8(args.qos).ok_or("--qos is 0, 1 or 2")?;
     let filter = args.subscribe.clone().map(TopicFilter::new).transpose()?;
     let publish_topic = match (&args.publish_topic, &args.subscribe, args.fan_out) {
@@ -988,10 +979,7 @@ async fn run(args: Args, fd: (u32, u64)) -> Result<Report, BoxError> {
         connections: n,
         tls: tls.is_some(),
         mutual_tls: args.cert.is_some(),
-        version: match args.protocol_version {
-            Version::V311 => "3.1.1",
-            Version::V5 => "5.0",
-        },
+        version: args.protocol_version.label(),
         fd_limit,
         sources,
         ..Report::default()

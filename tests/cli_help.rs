@@ -10,6 +10,9 @@
 #[path = "../examples/common/client_cli.rs"]
 mod client_cli;
 #[allow(dead_code)]
+#[path = "support/examples.rs"]
+mod examples;
+#[allow(dead_code)]
 #[path = "../examples/pi-subscriber.rs"]
 mod pi_subscriber;
 #[allow(dead_code)]
@@ -347,5 +350,26 @@ fn help_exits_with_mosquittos_code_and_prints_to_stdout() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), theirs.status.code(), "{ours}");
+    }
+}
+
+/// The load tools' command lines are well formed: their `--help` works in a
+/// debug build, where clap checks the command (two flags on one short
+/// option, such as `-V` for both the MQTT version and `--version`, stop
+/// the tool before it parses anything).
+#[test]
+fn the_load_tools_print_their_help() {
+    for tool in ["mqtt-bench", "mqtt-swarm", "mqtt-soak"] {
+        let out = Command::new(examples::example(tool))
+            .arg("--help")
+            .output()
+            .expect("the tool runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("Usage"),
+            "{tool} --help: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
