@@ -9,7 +9,6 @@
 
 #[path = "../examples/common/client_cli.rs"]
 mod client_cli;
-#[allow(dead_code)]
 #[path = "support/examples.rs"]
 mod examples;
 #[allow(dead_code)]
